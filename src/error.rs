@@ -1,0 +1,142 @@
+//! The crate's one error type.
+//!
+//! Errors are named after what failed and carry where it failed: the file and the byte offset.
+//! `Vfs` implementations speak `std::io::Error`; the engine wraps those with the path and the
+//! operation that failed, so a user never has to guess which file a message is about.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// `Result` with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a stretch of bytes on disk was rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CorruptionReason {
+    /// A file header does not start with the expected magic bytes.
+    BadMagic,
+    /// A file header names a format version this build does not read.
+    UnsupportedVersion { version: u16 },
+    /// A header field disagrees with the file it was found in (segment number, page size).
+    HeaderMismatch { field: &'static str, expected: u64, found: u64 },
+    /// The stored checksum does not match the bytes. A misdirected or stale fragment lands
+    /// here too, because its checksum covers the segment number and offset it was written for.
+    Checksum { expected: u32, found: u32 },
+    /// A fragment's length runs past the end of its page or file.
+    BadLength { length: u64 },
+    /// A fragment type byte that is not one of the defined types.
+    BadFragmentType { fragment_type: u8 },
+    /// Fragments out of order: a middle or last without a first, or a first inside a record.
+    BadFragmentOrder { fragment_type: u8 },
+    /// A reserved byte that must be zero is not.
+    NonZeroReserved,
+    /// Bytes after the end of a sealed segment's data, or in padding, are not zero.
+    NonZeroPadding,
+    /// The file ends in the middle of a structure that a sealed file must hold whole.
+    Truncated { length: u64 },
+}
+
+impl fmt::Display for CorruptionReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadMagic => write!(f, "bad magic"),
+            Self::UnsupportedVersion { version } => write!(f, "unsupported format version {version}"),
+            Self::HeaderMismatch { field, expected, found } => {
+                write!(f, "header field {field} is {found}, expected {expected}")
+            }
+            Self::Checksum { expected, found } => {
+                write!(f, "checksum mismatch: stored {expected:#010x}, computed {found:#010x}")
+            }
+            Self::BadLength { length } => write!(f, "length {length} runs past its bounds"),
+            Self::BadFragmentType { fragment_type } => write!(f, "unknown fragment type {fragment_type}"),
+            Self::BadFragmentOrder { fragment_type } => {
+                write!(f, "fragment type {fragment_type} out of order")
+            }
+            Self::NonZeroReserved => write!(f, "reserved byte is not zero"),
+            Self::NonZeroPadding => write!(f, "padding or data past the end is not zero"),
+            Self::Truncated { length } => write!(f, "file truncated at {length} bytes"),
+        }
+    }
+}
+
+/// Everything that can go wrong in ballast.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O call failed. `operation` names the call (`"write_at"`, `"sync_data"`, ...).
+    Io { path: PathBuf, operation: &'static str, source: io::Error },
+    /// Bytes on disk failed verification. `segment` is the segment number the file holds,
+    /// `offset` the byte offset in that file where the damaged structure starts.
+    Corruption { file: PathBuf, segment: u64, offset: u64, reason: CorruptionReason },
+    /// A file in a data directory has a name the engine does not recognise.
+    BadFileName { file: PathBuf },
+    /// Segment numbering has a hole: `missing` should exist between its neighbours.
+    SegmentGap { directory: PathBuf, missing: u64 },
+    /// Another handle, in this process or another, holds the directory's lock.
+    Locked { directory: PathBuf },
+    /// An earlier write or sync failed; the handle refuses every mutating call until reopened.
+    Poisoned,
+    /// A record is larger than one segment can hold.
+    RecordTooLarge { length: u64, max: u64 },
+    /// The caller passed an argument the call cannot accept.
+    InvalidArgument { reason: String },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, operation: &'static str, source: io::Error) -> Self {
+        Self::Io { path: path.into(), operation, source }
+    }
+
+    /// The underlying I/O error kind, when this is an I/O error.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Self::Io { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+
+    /// True for [`Error::Corruption`].
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Self::Corruption { .. })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io { path, operation, source } => {
+                write!(f, "{operation} failed on {}: {source}", path.display())
+            }
+            Self::Corruption { file, segment, offset, reason } => write!(
+                f,
+                "corruption in {} (segment {segment}) at offset {offset}: {reason}",
+                file.display()
+            ),
+            Self::BadFileName { file } => {
+                write!(f, "unexpected file in data directory: {}", file.display())
+            }
+            Self::SegmentGap { directory, missing } => {
+                write!(f, "segment {missing} is missing in {}", directory.display())
+            }
+            Self::Locked { directory } => {
+                write!(f, "directory {} is locked by another handle", directory.display())
+            }
+            Self::Poisoned => write!(f, "handle poisoned by an earlier failed write or sync; reopen it"),
+            Self::RecordTooLarge { length, max } => {
+                write!(f, "record of {length} bytes exceeds the maximum of {max}")
+            }
+            Self::InvalidArgument { reason } => write!(f, "invalid argument: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! ballast: an embeddable storage engine whose every durable structure is written against a
+//! pluggable filesystem ([`vfs::Vfs`]) and clock ([`clock::Clock`]), so that a deterministic
+//! simulator can crash it, tear its writes and rot its bits, and check what recovery keeps.
+//!
+//! Structures:
+//! - [`wal`]: a segmented write-ahead log of opaque records.
+//!
+//! Every call documents what it makes durable; nothing is durable until a call says so.
+
+pub mod clock;
+mod error;
+pub mod vfs;
+pub mod wal;
+
+pub use error::{CorruptionReason, Error, Result};

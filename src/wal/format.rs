@@ -1,0 +1,207 @@
+//! Byte layout of WAL segment files. `docs/format.md` draws the same layout as tables.
+//!
+//! A segment file is a 32-byte header followed by fragments packed into fixed-size pages.
+//! A fragment never crosses a page; a record too long for what is left of a page is split into
+//! a first, middle and last fragment. Every fragment's checksum covers the segment number and
+//! the byte offset it was written for, so a fragment found anywhere else (a misdirected write, a
+//! stale page of another segment) fails verification.
+
+use crate::error::CorruptionReason;
+
+/// Magic bytes at the start of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"BLSTWAL\0";
+/// The segment format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Size of the segment header at offset 0.
+pub const SEGMENT_HEADER_SIZE: usize = 32;
+/// Size of a fragment header.
+pub const FRAGMENT_HEADER_SIZE: usize = 8;
+/// Smallest and largest page sizes accepted. The largest keeps a fragment length in a `u16`.
+pub const PAGE_SIZE_MIN: u32 = 128;
+pub const PAGE_SIZE_MAX: u32 = 65536;
+
+const _: () = assert!(SEGMENT_HEADER_SIZE + FRAGMENT_HEADER_SIZE < PAGE_SIZE_MIN as usize);
+const _: () = assert!((PAGE_SIZE_MAX as usize) - FRAGMENT_HEADER_SIZE <= u16::MAX as usize);
+
+/// The kind of a fragment, its first byte. Zero is not a fragment: it starts padding, or marks
+/// the end of the data written so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FragmentType {
+    Full = 1,
+    First = 2,
+    Middle = 3,
+    Last = 4,
+}
+
+impl FragmentType {
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Self::Full),
+            2 => Some(Self::First),
+            3 => Some(Self::Middle),
+            4 => Some(Self::Last),
+            _ => None,
+        }
+    }
+}
+
+/// Encodes the header of segment `segment` written with `page_size`.
+pub fn encode_segment_header(segment: u64, page_size: u32) -> [u8; SEGMENT_HEADER_SIZE] {
+    let mut header = [0u8; SEGMENT_HEADER_SIZE];
+    header[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    header[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    // 10..12 reserved, zero.
+    header[12..16].copy_from_slice(&page_size.to_le_bytes());
+    header[16..24].copy_from_slice(&segment.to_le_bytes());
+    // 24..28 reserved, zero.
+    let checksum = crc32fast::hash(&header[0..28]);
+    header[28..32].copy_from_slice(&checksum.to_le_bytes());
+    header
+}
+
+/// Verifies a segment header read from the file of segment `segment`; returns its page size.
+pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<u32, CorruptionReason> {
+    if bytes.len() < SEGMENT_HEADER_SIZE {
+        return Err(CorruptionReason::Truncated { length: bytes.len() as u64 });
+    }
+    if bytes[0..8] != SEGMENT_MAGIC {
+        return Err(CorruptionReason::BadMagic);
+    }
+    let stored = u32::from_le_bytes(bytes[28..32].try_into().expect("slice of 4"));
+    let computed = crc32fast::hash(&bytes[0..28]);
+    if stored != computed {
+        return Err(CorruptionReason::Checksum { expected: stored, found: computed });
+    }
+    let version = u16::from_le_bytes(bytes[8..10].try_into().expect("slice of 2"));
+    if version != FORMAT_VERSION {
+        return Err(CorruptionReason::UnsupportedVersion { version });
+    }
+    if bytes[10..12] != [0, 0] || bytes[24..28] != [0, 0, 0, 0] {
+        return Err(CorruptionReason::NonZeroReserved);
+    }
+    let page_size = u32::from_le_bytes(bytes[12..16].try_into().expect("slice of 4"));
+    if !page_size_is_valid(page_size) {
+        return Err(CorruptionReason::HeaderMismatch {
+            field: "page_size",
+            expected: u64::from(PAGE_SIZE_MIN),
+            found: u64::from(page_size),
+        });
+    }
+    let found_segment = u64::from_le_bytes(bytes[16..24].try_into().expect("slice of 8"));
+    if found_segment != segment {
+        return Err(CorruptionReason::HeaderMismatch {
+            field: "segment",
+            expected: segment,
+            found: found_segment,
+        });
+    }
+    Ok(page_size)
+}
+
+pub fn page_size_is_valid(page_size: u32) -> bool {
+    page_size.is_power_of_two() && (PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&page_size)
+}
+
+/// The checksum of a fragment: it binds the payload to its type, length, segment and offset.
+pub fn fragment_checksum(segment: u64, offset: u64, header_prefix: &[u8], payload: &[u8]) -> u32 {
+    debug_assert_eq!(header_prefix.len(), 4);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&segment.to_le_bytes());
+    hasher.update(&offset.to_le_bytes());
+    hasher.update(header_prefix);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// Appends one fragment (header and payload) to `buffer`, for `segment` at `offset`.
+pub fn encode_fragment(
+    buffer: &mut Vec<u8>,
+    segment: u64,
+    offset: u64,
+    fragment_type: FragmentType,
+    payload: &[u8],
+) {
+    let length = u16::try_from(payload.len()).expect("fragment payload fits a page");
+    let mut header = [0u8; FRAGMENT_HEADER_SIZE];
+    header[0] = fragment_type as u8;
+    // header[1] is reserved, zero.
+    header[2..4].copy_from_slice(&length.to_le_bytes());
+    let checksum = fragment_checksum(segment, offset, &header[0..4], payload);
+    header[4..8].copy_from_slice(&checksum.to_le_bytes());
+    buffer.extend_from_slice(&header);
+    buffer.extend_from_slice(payload);
+}
+
+/// A verified fragment: its type and where its payload lies within the page slice.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fragment {
+    pub fragment_type: FragmentType,
+    pub payload_length: usize,
+}
+
+/// Verifies the fragment at the start of `bytes`, which must run to the end of the page (or of
+/// the readable data, if that comes first). `offset` is where `bytes` starts in segment
+/// `segment`. The caller has already seen that the type byte is not zero.
+pub fn decode_fragment(bytes: &[u8], segment: u64, offset: u64) -> Result<Fragment, CorruptionReason> {
+    if bytes.len() < FRAGMENT_HEADER_SIZE {
+        return Err(CorruptionReason::Truncated { length: bytes.len() as u64 });
+    }
+    let Some(fragment_type) = FragmentType::from_byte(bytes[0]) else {
+        return Err(CorruptionReason::BadFragmentType { fragment_type: bytes[0] });
+    };
+    if bytes[1] != 0 {
+        return Err(CorruptionReason::NonZeroReserved);
+    }
+    let payload_length = usize::from(u16::from_le_bytes([bytes[2], bytes[3]]));
+    if FRAGMENT_HEADER_SIZE + payload_length > bytes.len() {
+        return Err(CorruptionReason::BadLength { length: payload_length as u64 });
+    }
+    let stored = u32::from_le_bytes(bytes[4..8].try_into().expect("slice of 4"));
+    let payload = &bytes[FRAGMENT_HEADER_SIZE..FRAGMENT_HEADER_SIZE + payload_length];
+    let computed = fragment_checksum(segment, offset, &bytes[0..4], payload);
+    if stored != computed {
+        return Err(CorruptionReason::Checksum { expected: stored, found: computed });
+    }
+    Ok(Fragment { fragment_type, payload_length })
+}
+
+/// Where a record of `length` bytes would end if written at `offset` of a segment with the
+/// given geometry, or `None` if it does not fit before `segment_size`.
+pub fn record_end(offset: u64, length: usize, page_size: u64, segment_size: u64) -> Option<u64> {
+    let mut position = offset;
+    let mut remaining = length as u64;
+    let mut first = true;
+    // Each iteration either consumes payload or moves to the next page, and positions are
+    // bounded by segment_size, so this terminates.
+    loop {
+        let page_end = (position / page_size + 1) * page_size;
+        let room = page_end - position;
+        if room <= FRAGMENT_HEADER_SIZE as u64 {
+            position = page_end;
+            if position >= segment_size {
+                return None;
+            }
+            continue;
+        }
+        let take = remaining.min(room - FRAGMENT_HEADER_SIZE as u64);
+        position += FRAGMENT_HEADER_SIZE as u64 + take;
+        remaining -= take;
+        if position > segment_size {
+            return None;
+        }
+        if remaining == 0 && (take > 0 || first) {
+            return Some(position);
+        }
+        first = false;
+    }
+}
+
+/// The largest record a segment of this geometry holds.
+pub fn record_length_max(page_size: u64, segment_size: u64) -> u64 {
+    let pages = segment_size / page_size;
+    let fragment_headers = pages * FRAGMENT_HEADER_SIZE as u64;
+    let capacity = segment_size - SEGMENT_HEADER_SIZE as u64 - fragment_headers;
+    debug_assert!(record_end(SEGMENT_HEADER_SIZE as u64, usize::try_from(capacity).unwrap_or(usize::MAX), page_size, segment_size).is_some());
+    capacity
+}

@@ -1,0 +1,898 @@
+//! A segmented write-ahead log, in the manner of the Prometheus TSDB WAL.
+//!
+//! Records are opaque byte strings appended to numbered segment files. Each segment is a header
+//! followed by fixed-size pages; a record is split into checksummed fragments that never cross a
+//! page, and never crosses a segment itself. See `docs/format.md` for the bytes.
+//!
+//! # Durability
+//!
+//! [`Wal::append`] returns once the records are written to the OS: they are visible to readers
+//! of this handle but promise nothing across a crash. [`Wal::sync`] makes every record appended
+//! before it durable. Rotation seals the old segment with a sync and makes the new segment's
+//! directory entry durable before any record goes into it.
+//!
+//! # Recovery
+//!
+//! Opening verifies every segment. Damage in the last segment is a torn tail: it is what a crash
+//! leaves of writes that were not synced, so it is truncated silently at the last whole record
+//! and appending continues there. Damage in any earlier segment is corruption of synced data:
+//! [`RecoveryMode::Strict`] fails the open with the segment and offset, and
+//! [`RecoveryMode::Repair`] truncates there, removes every later segment, and reports what it
+//! dropped.
+//!
+//! One limit is inherent to the format and stated here so nobody relies on more: damage to
+//! synced records at the end of the last segment cannot be told apart from a torn write, and is
+//! truncated as one. Everything in a sealed segment is protected.
+//!
+//! # Failures
+//!
+//! A failed write or sync poisons the handle: every later mutating call returns
+//! [`Error::Poisoned`] until the log is reopened, and reopening verifies the tail from disk.
+
+mod format;
+mod scan;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use format::{
+    FragmentType, FORMAT_VERSION, FRAGMENT_HEADER_SIZE, PAGE_SIZE_MAX, PAGE_SIZE_MIN, SEGMENT_HEADER_SIZE,
+    SEGMENT_MAGIC,
+};
+use scan::{ScanItem, SegmentScanner};
+
+use crate::error::{CorruptionReason, Error, Result};
+use crate::vfs::{self, OpenMode, Vfs, VfsFile, VfsLock};
+
+/// How opening treats damage to data that was synced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Fail the open with [`Error::Corruption`] naming the file and offset. The default.
+    #[default]
+    Strict,
+    /// Truncate at the damage, remove everything after it, and report what was dropped in
+    /// [`RecoveryReport::repair`].
+    Repair,
+}
+
+/// Options for [`Wal::open`].
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// Size at which a segment is sealed and the next begins. A multiple of `page_size`, at
+    /// least two pages. Defaults to 128 MiB.
+    pub segment_size: u64,
+    /// Page size: a power of two from 128 B to 64 KiB. Segments written with another page size
+    /// are rejected. Defaults to 32 KiB.
+    pub page_size: u32,
+    /// What opening does with damaged synced data. Defaults to [`RecoveryMode::Strict`].
+    pub recovery_mode: RecoveryMode,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        Self { segment_size: 128 << 20, page_size: 32 << 10, recovery_mode: RecoveryMode::Strict }
+    }
+}
+
+impl WalOptions {
+    fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Err(Error::InvalidArgument { reason });
+        if !format::page_size_is_valid(self.page_size) {
+            return invalid(format!(
+                "page_size {} is not a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX}",
+                self.page_size
+            ));
+        }
+        let page_size = u64::from(self.page_size);
+        if self.segment_size % page_size != 0 || self.segment_size < 2 * page_size {
+            return invalid(format!(
+                "segment_size {} is not a multiple of page_size {page_size} of at least two pages",
+                self.segment_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where a record starts: its segment number and the byte offset of its first fragment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+impl Position {
+    /// The start of segment `segment`.
+    pub fn segment_start(segment: u64) -> Self {
+        Self { segment, offset: SEGMENT_HEADER_SIZE as u64 }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.segment, self.offset)
+    }
+}
+
+/// What opening found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments present after recovery.
+    pub segments_count: u64,
+    /// Records present after recovery.
+    pub records_count: u64,
+    /// Leftover temporary files removed.
+    pub temp_files_removed: u64,
+    /// A torn tail truncated from the last segment, if there was one.
+    pub torn_tail: Option<TornTail>,
+    /// A repair of damaged synced data, only in [`RecoveryMode::Repair`].
+    pub repair: Option<Repair>,
+}
+
+/// A torn tail removed silently: what a crash left of unsynced writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    pub segment: u64,
+    /// The new end of the segment.
+    pub offset: u64,
+    pub bytes_dropped: u64,
+}
+
+/// Synced data dropped by a repair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repair {
+    /// Where the damage was found.
+    pub segment: u64,
+    pub offset: u64,
+    pub reason: CorruptionReason,
+    /// Whole records found after the damage and dropped with it (a lower bound: damaged records
+    /// cannot be counted).
+    pub records_dropped: u64,
+    pub bytes_dropped: u64,
+    pub segments_removed: u64,
+}
+
+/// A segmented write-ahead log on a [`Vfs`]. See the module docs for its promises.
+pub struct Wal {
+    vfs: Arc<dyn Vfs>,
+    directory: PathBuf,
+    options: WalOptions,
+    _lock: Box<dyn VfsLock>,
+    first_segment: u64,
+    active: ActiveSegment,
+    buffer: Vec<u8>,
+    poisoned: bool,
+    report: RecoveryReport,
+}
+
+struct ActiveSegment {
+    number: u64,
+    path: PathBuf,
+    file: Box<dyn VfsFile>,
+    /// Offset of the next write; everything before it was written successfully.
+    end: u64,
+}
+
+impl fmt::Debug for Wal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wal")
+            .field("directory", &self.directory)
+            .field("first_segment", &self.first_segment)
+            .field("active_segment", &self.active.number)
+            .field("end", &self.active.end)
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
+}
+
+/// File name of segment `number`: at least eight decimal digits, so names sort by number.
+pub fn segment_file_name(number: u64) -> String {
+    format!("{number:08}")
+}
+
+fn temp_file_name(number: u64) -> String {
+    format!("{number:08}.tmp")
+}
+
+/// Parses a segment file name; `None` for anything [`segment_file_name`] would not produce.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    if name.len() < 8 || !name.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    let number: u64 = name.parse().ok()?;
+    (segment_file_name(number) == name).then_some(number)
+}
+
+/// The files found in a WAL directory.
+struct Listing {
+    segments: Vec<u64>,
+    temp_files: Vec<String>,
+}
+
+fn list_directory(vfs: &dyn Vfs, directory: &Path) -> Result<Listing> {
+    let names = vfs.read_dir(directory).map_err(|error| Error::io(directory, "read_dir", error))?;
+    let mut listing = Listing { segments: Vec::new(), temp_files: Vec::new() };
+    for name in names {
+        if name == vfs::LOCK_FILE_NAME {
+            continue;
+        }
+        if name.ends_with(".tmp") {
+            listing.temp_files.push(name);
+            continue;
+        }
+        match parse_segment_file_name(&name) {
+            Some(number) => listing.segments.push(number),
+            None => return Err(Error::BadFileName { file: directory.join(name) }),
+        }
+    }
+    listing.segments.sort_unstable();
+    for pair in listing.segments.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            return Err(Error::SegmentGap { directory: directory.to_path_buf(), missing: pair[0] + 1 });
+        }
+    }
+    Ok(listing)
+}
+
+/// Opens segment `number` and verifies its header and page size.
+fn open_segment(
+    vfs: &dyn Vfs,
+    directory: &Path,
+    number: u64,
+    mode: OpenMode,
+    page_size: u32,
+) -> Result<(PathBuf, Box<dyn VfsFile>, u64)> {
+    let path = directory.join(segment_file_name(number));
+    let file = vfs.open(&path, mode).map_err(|error| Error::io(&path, "open", error))?;
+    let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
+    let found = scan::read_segment_header(file.as_ref(), &path, number, length)?;
+    if found != page_size {
+        return Err(Error::Corruption {
+            file: path,
+            segment: number,
+            offset: 0,
+            reason: CorruptionReason::HeaderMismatch {
+                field: "page_size",
+                expected: u64::from(page_size),
+                found: u64::from(found),
+            },
+        });
+    }
+    Ok((path, file, length))
+}
+
+/// The outcome of scanning one whole segment during recovery or verification.
+struct SegmentScan {
+    records_count: u64,
+    /// End of the valid data.
+    end: u64,
+    /// The first damage, if any: (offset of the damaged fragment, truncation point, reason).
+    damage: Option<(u64, u64, CorruptionReason)>,
+}
+
+fn scan_segment(file: &dyn VfsFile, path: &Path, number: u64, page_size: u32, length: u64, sealed: bool) -> Result<SegmentScan> {
+    let mut scanner = SegmentScanner::new(file, path, number, page_size, SEGMENT_HEADER_SIZE as u64, length);
+    let mut records_count = 0u64;
+    loop {
+        match scanner.next_item()? {
+            ScanItem::Record { .. } => records_count += 1,
+            ScanItem::End { offset } => {
+                // A sealed segment ends in zero padding; anything else after its data was never
+                // written by us after the seal's sync, so it is damage. In the last segment it is
+                // the torn tail and the caller truncates it.
+                if sealed {
+                    if let Some(nonzero) = scanner.first_nonzero_after(offset)? {
+                        return Ok(SegmentScan {
+                            records_count,
+                            end: offset,
+                            damage: Some((nonzero, offset, CorruptionReason::NonZeroPadding)),
+                        });
+                    }
+                }
+                return Ok(SegmentScan { records_count, end: offset, damage: None });
+            }
+            ScanItem::Damage { offset, record_offset, reason } => {
+                return Ok(SegmentScan { records_count, end: record_offset, damage: Some((offset, record_offset, reason)) });
+            }
+        }
+    }
+}
+
+/// Counts what a repair at `truncate_at` of segment `number` drops from that segment.
+fn count_dropped(file: &dyn VfsFile, path: &Path, number: u64, page_size: u32, truncate_at: u64, length: u64) -> Result<u64> {
+    if truncate_at < SEGMENT_HEADER_SIZE as u64 || truncate_at >= length {
+        return Ok(0);
+    }
+    let mut scanner = SegmentScanner::new(file, path, number, page_size, truncate_at, length);
+    scanner.count_records_after_damage()
+}
+
+impl Wal {
+    /// Opens the log in `directory`, creating it if needed, and recovers (see the module docs).
+    ///
+    /// Takes the directory's lock: a second open of the same directory, from this process or
+    /// another, fails with [`Error::Locked`] until this handle is dropped.
+    pub fn open(vfs: Arc<dyn Vfs>, directory: impl Into<PathBuf>, options: WalOptions) -> Result<Self> {
+        options.validate()?;
+        let directory = directory.into();
+        match vfs.read_dir(&directory) {
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                vfs.create_dir_all(&directory).map_err(|error| Error::io(&directory, "create_dir_all", error))?;
+                let parent = match directory.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                vfs.sync_dir(&parent).map_err(|error| Error::io(&parent, "sync_dir", error))?;
+            }
+            Err(error) => return Err(Error::io(&directory, "read_dir", error)),
+        }
+        let lock = vfs.lock_dir(&directory).map_err(|error| {
+            if error.kind() == io::ErrorKind::WouldBlock {
+                Error::Locked { directory: directory.clone() }
+            } else {
+                Error::io(&directory, "lock_dir", error)
+            }
+        })?;
+        let mut report = RecoveryReport::default();
+        let listing = list_directory(vfs.as_ref(), &directory)?;
+        for name in &listing.temp_files {
+            let path = directory.join(name);
+            vfs.remove_file(&path).map_err(|error| Error::io(&path, "remove_file", error))?;
+            report.temp_files_removed += 1;
+        }
+        if !listing.temp_files.is_empty() {
+            vfs.sync_dir(&directory).map_err(|error| Error::io(&directory, "sync_dir", error))?;
+        }
+        let recovered = recover(vfs.as_ref(), &directory, &options, &listing.segments, &mut report)?;
+        let (first_segment, active) = match recovered {
+            Some(found) => found,
+            None => {
+                let active = create_segment(vfs.as_ref(), &directory, 0, options.page_size)?;
+                (0, active)
+            }
+        };
+        report.segments_count = active.number - first_segment + 1;
+        tracing::info!(
+            directory = %directory.display(),
+            segments = report.segments_count,
+            records = report.records_count,
+            torn_tail = ?report.torn_tail,
+            repair = ?report.repair,
+            "wal opened"
+        );
+        Ok(Self {
+            vfs,
+            directory,
+            options,
+            _lock: lock,
+            first_segment,
+            active,
+            buffer: Vec::new(),
+            poisoned: false,
+            report,
+        })
+    }
+
+    /// What recovery found and did when this handle was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
+    /// The first and last segment numbers present.
+    pub fn segments(&self) -> (u64, u64) {
+        (self.first_segment, self.active.number)
+    }
+
+    /// Where the next record will be written (if it fits in the active segment).
+    pub fn end(&self) -> Position {
+        Position { segment: self.active.number, offset: self.active.end }
+    }
+
+    /// The largest record this log's geometry holds.
+    pub fn record_length_max(&self) -> u64 {
+        format::record_length_max(u64::from(self.options.page_size), self.options.segment_size)
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    fn poison(&mut self, error: Error) -> Error {
+        tracing::warn!(directory = %self.directory.display(), %error, "wal poisoned");
+        self.poisoned = true;
+        error
+    }
+
+    /// Appends one record. See [`Wal::append_batch`].
+    pub fn append(&mut self, record: &[u8]) -> Result<Position> {
+        let positions = self.append_batch(&[record])?;
+        Ok(positions[0])
+    }
+
+    /// Appends `records` in order and returns where each starts. The batch goes to the OS in one
+    /// write call per segment it touches; it is not durable until [`Wal::sync`].
+    ///
+    /// Fails with [`Error::RecordTooLarge`], writing nothing, if any record exceeds
+    /// [`Wal::record_length_max`]. Any I/O failure poisons the log; a prefix of the batch may
+    /// then survive a crash.
+    pub fn append_batch(&mut self, records: &[&[u8]]) -> Result<Vec<Position>> {
+        self.check_writable()?;
+        let record_length_max = self.record_length_max();
+        for record in records {
+            if record.len() as u64 > record_length_max {
+                return Err(Error::RecordTooLarge { length: record.len() as u64, max: record_length_max });
+            }
+        }
+        let page_size = u64::from(self.options.page_size);
+        let segment_size = self.options.segment_size;
+        let mut positions = Vec::with_capacity(records.len());
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        let mut buffer_offset = self.active.end;
+        for record in records {
+            let at = buffer_offset + buffer.len() as u64;
+            if format::record_end(at, record.len(), page_size, segment_size).is_none() {
+                let result = self.write_buffer(&buffer, buffer_offset).and_then(|()| self.rotate_inner());
+                if let Err(error) = result {
+                    self.buffer = buffer;
+                    return Err(error);
+                }
+                buffer.clear();
+                buffer_offset = self.active.end;
+            }
+            let position = encode_record(&mut buffer, self.active.number, buffer_offset, record, page_size);
+            positions.push(position);
+        }
+        let result = self.write_buffer(&buffer, buffer_offset);
+        self.buffer = buffer;
+        result.map(|()| positions)
+    }
+
+    fn write_buffer(&mut self, buffer: &[u8], offset: u64) -> Result<()> {
+        assert_eq!(offset, self.active.end, "writes are sequential");
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.active.file.write_at(buffer, offset) {
+            let error = Error::io(&self.active.path, "write_at", error);
+            return Err(self.poison(error));
+        }
+        self.active.end += buffer.len() as u64;
+        assert!(self.active.end <= self.options.segment_size, "a segment never grows past its size");
+        Ok(())
+    }
+
+    /// Makes every record appended so far durable.
+    pub fn sync(&mut self) -> Result<()> {
+        self.check_writable()?;
+        if let Err(error) = self.active.file.sync_data() {
+            let error = Error::io(&self.active.path, "sync_data", error);
+            return Err(self.poison(error));
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (pads its last page, syncs it) and starts the next one. Every
+    /// record appended before the call is durable when it returns.
+    pub fn rotate(&mut self) -> Result<()> {
+        self.check_writable()?;
+        self.rotate_inner()
+    }
+
+    fn rotate_inner(&mut self) -> Result<()> {
+        let page_size = u64::from(self.options.page_size);
+        let remainder = self.active.end % page_size;
+        if remainder != 0 {
+            let padding = vec![0u8; usize::try_from(page_size - remainder).expect("page fits usize")];
+            let end = self.active.end;
+            self.write_buffer(&padding, end)?;
+        }
+        self.sync()?;
+        let next = self.active.number + 1;
+        match create_segment(self.vfs.as_ref(), &self.directory, next, self.options.page_size) {
+            Ok(active) => {
+                self.active = active;
+                Ok(())
+            }
+            Err(error) => Err(self.poison(error)),
+        }
+    }
+
+    /// Removes every segment numbered below `segment`, durably, oldest first. `segment` may be
+    /// the active segment; it may not be beyond it.
+    pub fn truncate_before(&mut self, segment: u64) -> Result<()> {
+        self.check_writable()?;
+        if segment > self.active.number {
+            return Err(Error::InvalidArgument {
+                reason: format!("cannot truncate before segment {segment}: the last is {}", self.active.number),
+            });
+        }
+        // Oldest first, each removal durable before the next, so a crash part way leaves the
+        // remaining segments contiguous.
+        while self.first_segment < segment {
+            let path = self.directory.join(segment_file_name(self.first_segment));
+            let result = self
+                .vfs
+                .remove_file(&path)
+                .map_err(|error| Error::io(&path, "remove_file", error))
+                .and_then(|()| {
+                    self.vfs.sync_dir(&self.directory).map_err(|error| Error::io(&self.directory, "sync_dir", error))
+                });
+            if let Err(error) = result {
+                return Err(self.poison(error));
+            }
+            self.first_segment += 1;
+        }
+        Ok(())
+    }
+
+    /// Syncs and closes the log.
+    pub fn close(mut self) -> Result<()> {
+        self.sync()
+    }
+
+    /// Iterates over the records from `from` (a record start, or [`Position::segment_start`]) to
+    /// the end of what this handle has written, verifying each.
+    pub fn records_from(&self, from: Position) -> Result<Records<'_>> {
+        if from.segment < self.first_segment || from.segment > self.active.number {
+            return Err(Error::InvalidArgument {
+                reason: format!(
+                    "segment {} is outside the log's segments {}..={}",
+                    from.segment, self.first_segment, self.active.number
+                ),
+            });
+        }
+        Ok(Records { wal: self, segment: from.segment, offset: from.offset.max(SEGMENT_HEADER_SIZE as u64), state: None, done: false })
+    }
+
+    /// Iterates over every record in the log.
+    pub fn records(&self) -> Records<'_> {
+        self.records_from(Position::segment_start(self.first_segment)).expect("the first segment is in range")
+    }
+}
+
+/// Encodes `record` into `buffer`, whose first byte will land at `buffer_offset` of `segment`.
+/// Returns the record's position.
+fn encode_record(buffer: &mut Vec<u8>, segment: u64, buffer_offset: u64, record: &[u8], page_size: u64) -> Position {
+    let header_size = FRAGMENT_HEADER_SIZE as u64;
+    let mut remaining = record;
+    let mut first_offset = None;
+    loop {
+        let at = buffer_offset + buffer.len() as u64;
+        let page_end = (at / page_size + 1) * page_size;
+        let room = page_end - at;
+        if room <= header_size {
+            buffer.resize(buffer.len() + usize::try_from(room).expect("room fits usize"), 0);
+            continue;
+        }
+        let take = remaining.len().min(usize::try_from(room - header_size).expect("room fits usize"));
+        let (payload, rest) = remaining.split_at(take);
+        let fragment_type = match (first_offset.is_none(), rest.is_empty()) {
+            (true, true) => FragmentType::Full,
+            (true, false) => FragmentType::First,
+            (false, false) => FragmentType::Middle,
+            (false, true) => FragmentType::Last,
+        };
+        format::encode_fragment(buffer, segment, at, fragment_type, payload);
+        first_offset.get_or_insert(at);
+        remaining = rest;
+        if remaining.is_empty() {
+            return Position { segment, offset: first_offset.expect("set above") };
+        }
+    }
+}
+
+/// Creates segment `number` atomically: temp file, header, sync, rename, sync the directory.
+fn create_segment(vfs: &dyn Vfs, directory: &Path, number: u64, page_size: u32) -> Result<ActiveSegment> {
+    let temp_path = directory.join(temp_file_name(number));
+    let path = directory.join(segment_file_name(number));
+    let file = vfs.open(&temp_path, OpenMode::CreateNew).map_err(|error| Error::io(&temp_path, "open", error))?;
+    let header = format::encode_segment_header(number, page_size);
+    file.write_at(&header, 0).map_err(|error| Error::io(&temp_path, "write_at", error))?;
+    file.sync_data().map_err(|error| Error::io(&temp_path, "sync_data", error))?;
+    vfs.rename(&temp_path, &path).map_err(|error| Error::io(&temp_path, "rename", error))?;
+    vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
+    Ok(ActiveSegment { number, path, file, end: SEGMENT_HEADER_SIZE as u64 })
+}
+
+/// Verifies every segment and returns the first segment and the active one, or `None` if the
+/// directory holds no segment.
+fn recover(
+    vfs: &dyn Vfs,
+    directory: &Path,
+    options: &WalOptions,
+    segments: &[u64],
+    report: &mut RecoveryReport,
+) -> Result<Option<(u64, ActiveSegment)>> {
+    let (Some(&first), Some(&last)) = (segments.first(), segments.last()) else {
+        return Ok(None);
+    };
+    let page_size = options.page_size;
+    for &number in segments {
+        let sealed = number != last;
+        let mode = if sealed { OpenMode::Read } else { OpenMode::ReadWrite };
+        let opened = open_segment(vfs, directory, number, mode, page_size);
+        let (path, file, length, scan) = match opened {
+            Ok((path, file, length)) => {
+                let scan = scan_segment(file.as_ref(), &path, number, page_size, length, sealed)?;
+                (path, file, length, scan)
+            }
+            Err(Error::Corruption { offset, reason, .. }) => {
+                // The header is written and synced before the segment's name exists, so a bad
+                // header is never a torn write.
+                if options.recovery_mode == RecoveryMode::Strict {
+                    return Err(Error::Corruption { file: directory.join(segment_file_name(number)), segment: number, offset, reason });
+                }
+                let active = repair(vfs, directory, options, number, last, None, (offset, reason), report)?;
+                return Ok(Some((first, active)));
+            }
+            Err(error) => return Err(error),
+        };
+        match scan.damage {
+            None if sealed => report.records_count += scan.records_count,
+            Some((offset, truncate_at, reason)) if sealed => {
+                if options.recovery_mode == RecoveryMode::Strict {
+                    return Err(Error::Corruption { file: path, segment: number, offset, reason });
+                }
+                report.records_count += scan.records_count;
+                let damaged = DamagedSegment { file, path, length, truncate_at };
+                let active = repair(vfs, directory, options, number, last, Some(damaged), (offset, reason), report)?;
+                return Ok(Some((first, active)));
+            }
+            _ => {
+                // The last segment: anything after the valid data is a torn tail.
+                report.records_count += scan.records_count;
+                let end = scan.end;
+                if length > end {
+                    truncate_file(file.as_ref(), &path, end)?;
+                    report.torn_tail = Some(TornTail { segment: number, offset: end, bytes_dropped: length - end });
+                    tracing::info!(segment = number, offset = end, bytes = length - end, "truncated torn tail");
+                }
+                return Ok(Some((first, ActiveSegment { number, path, file, end })));
+            }
+        }
+    }
+    unreachable!("the loop returns at the last segment")
+}
+
+struct DamagedSegment {
+    file: Box<dyn VfsFile>,
+    path: PathBuf,
+    length: u64,
+    truncate_at: u64,
+}
+
+/// Repairs damage in segment `number`: removes every later segment (newest first, each removal
+/// durable), then truncates the damaged one, or rewrites it empty if its header is damaged.
+#[allow(clippy::too_many_arguments, reason = "one private call site; a struct would only rename them")]
+fn repair(
+    vfs: &dyn Vfs,
+    directory: &Path,
+    options: &WalOptions,
+    number: u64,
+    last: u64,
+    damaged: Option<DamagedSegment>,
+    (offset, reason): (u64, CorruptionReason),
+    report: &mut RecoveryReport,
+) -> Result<ActiveSegment> {
+    let page_size = options.page_size;
+    let mut records_dropped = 0u64;
+    let mut bytes_dropped = 0u64;
+    // Count first, so the report is complete even though removal changes the directory.
+    if let Some(damaged) = &damaged {
+        records_dropped += count_dropped(damaged.file.as_ref(), &damaged.path, number, page_size, damaged.truncate_at, damaged.length)?;
+        bytes_dropped += damaged.length - damaged.truncate_at;
+    } else {
+        let path = directory.join(segment_file_name(number));
+        let file = vfs.open(&path, OpenMode::Read).map_err(|error| Error::io(&path, "open", error))?;
+        let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
+        records_dropped += count_dropped(file.as_ref(), &path, number, page_size, SEGMENT_HEADER_SIZE as u64, length)?;
+        bytes_dropped += length;
+    }
+    for later in number + 1..=last {
+        let path = directory.join(segment_file_name(later));
+        let file = vfs.open(&path, OpenMode::Read).map_err(|error| Error::io(&path, "open", error))?;
+        let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
+        bytes_dropped += length;
+        if scan::read_segment_header(file.as_ref(), &path, later, length).is_ok() {
+            records_dropped += count_dropped(file.as_ref(), &path, later, page_size, SEGMENT_HEADER_SIZE as u64, length)?;
+        }
+    }
+    // Newest first, so that a crash part way leaves a contiguous run of segments.
+    for later in (number + 1..=last).rev() {
+        let path = directory.join(segment_file_name(later));
+        vfs.remove_file(&path).map_err(|error| Error::io(&path, "remove_file", error))?;
+        vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
+    }
+    let active = match damaged {
+        Some(damaged) if damaged.truncate_at >= SEGMENT_HEADER_SIZE as u64 => {
+            drop(damaged.file);
+            let path = damaged.path;
+            let file = vfs.open(&path, OpenMode::ReadWrite).map_err(|error| Error::io(&path, "open", error))?;
+            truncate_file(file.as_ref(), &path, damaged.truncate_at)?;
+            ActiveSegment { number, path, file, end: damaged.truncate_at }
+        }
+        _ => {
+            // The header itself is damaged: replace the segment with an empty one, atomically.
+            let path = directory.join(segment_file_name(number));
+            let temp_path = directory.join(temp_file_name(number));
+            let file = vfs.open(&temp_path, OpenMode::CreateNew).map_err(|error| Error::io(&temp_path, "open", error))?;
+            let header = format::encode_segment_header(number, page_size);
+            file.write_at(&header, 0).map_err(|error| Error::io(&temp_path, "write_at", error))?;
+            file.sync_data().map_err(|error| Error::io(&temp_path, "sync_data", error))?;
+            vfs.rename(&temp_path, &path).map_err(|error| Error::io(&temp_path, "rename", error))?;
+            vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
+            ActiveSegment { number, path, file, end: SEGMENT_HEADER_SIZE as u64 }
+        }
+    };
+    let repaired = Repair { segment: number, offset, reason, records_dropped, bytes_dropped, segments_removed: last - number };
+    tracing::warn!(?repaired, "repaired damaged synced data");
+    report.repair = Some(repaired);
+    Ok(active)
+}
+
+fn truncate_file(file: &dyn VfsFile, path: &Path, length: u64) -> Result<()> {
+    file.set_len(length).map_err(|error| Error::io(path, "set_len", error))?;
+    file.sync_data().map_err(|error| Error::io(path, "sync_data", error))
+}
+
+/// Iterator over records, returned by [`Wal::records_from`]. Yields `(position, record)`; after
+/// an error it yields nothing more.
+pub struct Records<'a> {
+    wal: &'a Wal,
+    segment: u64,
+    offset: u64,
+    state: Option<OpenedSegment>,
+    done: bool,
+}
+
+impl fmt::Debug for Records<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Records").field("segment", &self.segment).field("offset", &self.offset).finish()
+    }
+}
+
+struct OpenedSegment {
+    path: PathBuf,
+    // None for the active segment, which is read through the writer's handle.
+    file: Option<Box<dyn VfsFile>>,
+    limit: u64,
+}
+
+impl Records<'_> {
+    fn next_record(&mut self) -> Result<Option<(Position, Vec<u8>)>> {
+        let wal = self.wal;
+        // Bounded by the number of segments: each iteration either returns or moves to the next.
+        loop {
+            if self.segment > wal.active.number {
+                return Ok(None);
+            }
+            let is_active = self.segment == wal.active.number;
+            if self.state.is_none() {
+                self.state = Some(if is_active {
+                    OpenedSegment { path: wal.active.path.clone(), file: None, limit: wal.active.end }
+                } else {
+                    let (path, file, length) = open_segment(wal.vfs.as_ref(), &wal.directory, self.segment, OpenMode::Read, wal.options.page_size)?;
+                    OpenedSegment { path, file: Some(file), limit: length }
+                });
+            }
+            let state = self.state.as_ref().expect("opened above");
+            let file: &dyn VfsFile = match &state.file {
+                Some(file) => file.as_ref(),
+                None => wal.active.file.as_ref(),
+            };
+            let mut scanner = SegmentScanner::new(file, &state.path, self.segment, wal.options.page_size, self.offset, state.limit);
+            match scanner.next_item()? {
+                ScanItem::Record { offset, data } => {
+                    self.offset = scanner.position();
+                    return Ok(Some((Position { segment: self.segment, offset }, data)));
+                }
+                ScanItem::End { offset } if is_active && offset < state.limit => {
+                    return Err(Error::Corruption {
+                        file: state.path.clone(),
+                        segment: self.segment,
+                        offset,
+                        reason: CorruptionReason::Truncated { length: offset },
+                    });
+                }
+                ScanItem::End { .. } => {
+                    self.segment += 1;
+                    self.offset = SEGMENT_HEADER_SIZE as u64;
+                    self.state = None;
+                }
+                ScanItem::Damage { offset, reason, .. } => {
+                    return Err(Error::Corruption { file: state.path.clone(), segment: self.segment, offset, reason });
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<(Position, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.next_record() {
+            Ok(Some(item)) => Some(Ok(item)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(error) => {
+                self.done = true;
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Debug)]
+pub struct VerifyReport {
+    pub segments_count: u64,
+    pub records_count: u64,
+    /// Bytes after the last whole record of the last segment that recovery would truncate.
+    pub torn_tail: Option<TornTail>,
+    /// The first problem that would fail a strict open.
+    pub problem: Option<Error>,
+}
+
+/// Checks every segment in `directory` the way a strict open would, changing nothing and taking
+/// no lock. Reports the record count, a torn tail, and the first problem.
+pub fn verify(vfs: &dyn Vfs, directory: &Path, page_size: u32) -> Result<VerifyReport> {
+    if !format::page_size_is_valid(page_size) {
+        return Err(Error::InvalidArgument { reason: format!("invalid page_size {page_size}") });
+    }
+    let mut report = VerifyReport { segments_count: 0, records_count: 0, torn_tail: None, problem: None };
+    let listing = match list_directory(vfs, directory) {
+        Ok(listing) => listing,
+        Err(error @ (Error::BadFileName { .. } | Error::SegmentGap { .. })) => {
+            report.problem = Some(error);
+            return Ok(report);
+        }
+        Err(error) => return Err(error),
+    };
+    report.segments_count = listing.segments.len() as u64;
+    let last = listing.segments.last().copied();
+    for &number in &listing.segments {
+        let sealed = Some(number) != last;
+        let (path, file, length) = match open_segment(vfs, directory, number, OpenMode::Read, page_size) {
+            Ok(opened) => opened,
+            Err(error @ Error::Corruption { .. }) => {
+                report.problem = Some(error);
+                return Ok(report);
+            }
+            Err(error) => return Err(error),
+        };
+        let scan = scan_segment(file.as_ref(), &path, number, page_size, length, sealed)?;
+        report.records_count += scan.records_count;
+        match scan.damage {
+            Some((offset, _, reason)) if sealed => {
+                report.problem = Some(Error::Corruption { file: path, segment: number, offset, reason });
+                return Ok(report);
+            }
+            _ if length > scan.end => {
+                report.torn_tail = Some(TornTail { segment: number, offset: scan.end, bytes_dropped: length - scan.end });
+            }
+            _ => {}
+        }
+    }
+    Ok(report)
+}

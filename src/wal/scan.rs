@@ -1,0 +1,249 @@
+//! Sequential verification of one segment file: the one decoder used by recovery, readers and
+//! `verify`, so that all three agree on what is valid.
+
+use std::io;
+use std::path::Path;
+
+use super::format::{self, FragmentType, FRAGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE};
+use crate::error::{CorruptionReason, Error, Result};
+use crate::vfs::VfsFile;
+
+/// How many times a failed read is tried before the error is returned. Read errors may be
+/// transient; more tries than this means the disk is failing and the caller should know.
+pub const READ_ATTEMPTS_MAX: u32 = 4;
+
+/// Bytes read per I/O call while scanning, rounded to whole pages.
+const CHUNK_SIZE_TARGET: u64 = 1 << 20;
+
+/// What the scanner found next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ScanItem {
+    /// A whole, verified record whose first fragment starts at `offset`.
+    Record { offset: u64, data: Vec<u8> },
+    /// The data ends at `offset`: padding marked the end, or the scan limit was reached.
+    End { offset: u64 },
+    /// Verification failed on the fragment at `offset`. `record_offset` is where the record it
+    /// belongs to starts (the place to truncate to); it equals `offset` outside a record.
+    Damage { offset: u64, record_offset: u64, reason: CorruptionReason },
+}
+
+/// Reads `buf.len()` bytes at `offset`, retrying transient errors up to [`READ_ATTEMPTS_MAX`].
+pub fn read_exact_retrying(file: &dyn VfsFile, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        match crate::vfs::read_exact_at(file, buf, offset) {
+            Ok(()) => return Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(Error::io(path, "read_at", error));
+            }
+            Err(error) => {
+                if attempt >= READ_ATTEMPTS_MAX {
+                    return Err(Error::io(path, "read_at", error));
+                }
+                tracing::debug!(path = %path.display(), offset, attempt, %error, "read failed; trying again");
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Walks one segment's fragments from a record boundary up to `limit`.
+pub struct SegmentScanner<'a> {
+    file: &'a dyn VfsFile,
+    path: &'a Path,
+    segment: u64,
+    page_size: u64,
+    limit: u64,
+    position: u64,
+    chunk: Vec<u8>,
+    chunk_offset: u64,
+    record: Vec<u8>,
+    record_offset: Option<u64>,
+}
+
+impl<'a> SegmentScanner<'a> {
+    /// A scanner over `[start, limit)` of `file`. `start` must be a record boundary at or after
+    /// the segment header.
+    pub fn new(
+        file: &'a dyn VfsFile,
+        path: &'a Path,
+        segment: u64,
+        page_size: u32,
+        start: u64,
+        limit: u64,
+    ) -> Self {
+        assert!(start >= SEGMENT_HEADER_SIZE as u64, "scan starts after the segment header");
+        assert!(format::page_size_is_valid(page_size), "page size was validated");
+        Self {
+            file,
+            path,
+            segment,
+            page_size: u64::from(page_size),
+            limit,
+            position: start,
+            chunk: Vec::new(),
+            chunk_offset: 0,
+            record: Vec::new(),
+            record_offset: None,
+        }
+    }
+
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Makes `[offset, offset + length)` available in the chunk buffer and returns it. The range
+    /// must lie within one page and below the limit.
+    fn bytes(&mut self, offset: u64, length: u64) -> Result<&[u8]> {
+        let range = self.buffered(offset, length)?;
+        Ok(&self.chunk[range])
+    }
+
+    /// Like [`Self::bytes`], returning the range within `self.chunk` so other fields stay usable.
+    fn buffered(&mut self, offset: u64, length: u64) -> Result<std::ops::Range<usize>> {
+        assert!(offset + length <= self.limit, "read stays below the scan limit");
+        let chunk_end = self.chunk_offset + self.chunk.len() as u64;
+        if offset < self.chunk_offset || offset + length > chunk_end {
+            let page_start = offset - offset % self.page_size;
+            let chunk_size = (CHUNK_SIZE_TARGET / self.page_size).max(1) * self.page_size;
+            let read_end = (page_start + chunk_size).min(self.limit);
+            let size = usize::try_from(read_end - page_start).expect("chunk fits in memory");
+            self.chunk.resize(size, 0);
+            self.chunk_offset = page_start;
+            if let Err(error) = read_exact_retrying(self.file, self.path, &mut self.chunk, page_start) {
+                self.chunk.clear();
+                return Err(error);
+            }
+        }
+        let start = usize::try_from(offset - self.chunk_offset).expect("in chunk");
+        let end = start + usize::try_from(length).expect("in chunk");
+        Ok(start..end)
+    }
+
+    fn damage(&mut self, offset: u64, reason: CorruptionReason) -> ScanItem {
+        let record_offset = self.record_offset.take().unwrap_or(offset);
+        self.record.clear();
+        ScanItem::Damage { offset, record_offset, reason }
+    }
+
+    /// The next record, the end of the data, or the first damage. I/O errors are `Err`.
+    pub fn next_item(&mut self) -> Result<ScanItem> {
+        let header_size = FRAGMENT_HEADER_SIZE as u64;
+        // Each iteration advances `position` by at least one byte or returns, and positions are
+        // bounded by `limit`.
+        loop {
+            let position = self.position;
+            if position >= self.limit {
+                if let Some(record_offset) = self.record_offset {
+                    let item = self.damage(position, CorruptionReason::Truncated { length: position });
+                    debug_assert!(matches!(item, ScanItem::Damage { record_offset: r, .. } if r == record_offset));
+                    return Ok(item);
+                }
+                return Ok(ScanItem::End { offset: position });
+            }
+            let page_end = (position / self.page_size + 1) * self.page_size;
+            let readable_end = page_end.min(self.limit);
+            let room = page_end - position;
+            if room <= header_size {
+                // Too little room for a fragment: the writer padded the page with zeros.
+                let bytes = self.bytes(position, readable_end - position)?;
+                if bytes.iter().any(|&byte| byte != 0) {
+                    return Ok(self.damage(position, CorruptionReason::NonZeroPadding));
+                }
+                self.position = readable_end;
+                continue;
+            }
+            let range = self.buffered(position, readable_end - position)?;
+            let bytes = &self.chunk[range.clone()];
+            if bytes[0] == 0 {
+                // Padding with room for a fragment marks the end of the data. Everything after
+                // it in the page must be zero too, or this is not a clean end.
+                if bytes.iter().any(|&byte| byte != 0) {
+                    return Ok(self.damage(position, CorruptionReason::NonZeroPadding));
+                }
+                if self.record_offset.is_some() {
+                    return Ok(self.damage(position, CorruptionReason::Truncated { length: position }));
+                }
+                return Ok(ScanItem::End { offset: position });
+            }
+            let fragment = match format::decode_fragment(bytes, self.segment, position) {
+                Ok(fragment) => fragment,
+                Err(reason) => return Ok(self.damage(position, reason)),
+            };
+            let payload = range.start + FRAGMENT_HEADER_SIZE..range.start + FRAGMENT_HEADER_SIZE + fragment.payload_length;
+            let in_record = self.record_offset.is_some();
+            match (fragment.fragment_type, in_record) {
+                (FragmentType::Full | FragmentType::First, false) => {
+                    self.record.clear();
+                    self.record.extend_from_slice(&self.chunk[payload]);
+                    self.record_offset = Some(position);
+                }
+                (FragmentType::Middle | FragmentType::Last, true) => {
+                    self.record.extend_from_slice(&self.chunk[payload]);
+                }
+                (fragment_type, _) => {
+                    return Ok(self.damage(
+                        position,
+                        CorruptionReason::BadFragmentOrder { fragment_type: fragment_type as u8 },
+                    ));
+                }
+            }
+            self.position = position + header_size + fragment.payload_length as u64;
+            if matches!(fragment.fragment_type, FragmentType::Full | FragmentType::Last) {
+                let offset = self.record_offset.take().expect("a record was started");
+                return Ok(ScanItem::Record { offset, data: std::mem::take(&mut self.record) });
+            }
+        }
+    }
+
+    /// Counts the records that can still be verified after damage, resuming at each next page
+    /// boundary. Used only to report what a repair drops; it never fails on bad bytes.
+    pub fn count_records_after_damage(&mut self) -> Result<u64> {
+        let mut count = 0u64;
+        loop {
+            // Resume at the next page boundary with no record in progress; fragments that
+            // continue a record started before the damage fail the order check and are skipped.
+            let next_page = (self.position / self.page_size + 1) * self.page_size;
+            self.position = next_page;
+            self.record.clear();
+            self.record_offset = None;
+            loop {
+                match self.next_item()? {
+                    ScanItem::Record { .. } => count += 1,
+                    ScanItem::End { .. } if self.position >= self.limit => return Ok(count),
+                    ScanItem::End { .. } | ScanItem::Damage { .. } => break,
+                }
+            }
+            if self.position >= self.limit {
+                return Ok(count);
+            }
+        }
+    }
+
+    /// Checks that every byte from `offset` to the limit is zero; returns the first offset that
+    /// is not.
+    pub fn first_nonzero_after(&mut self, offset: u64) -> Result<Option<u64>> {
+        let mut position = offset;
+        while position < self.limit {
+            let page_end = ((position / self.page_size) + 1) * self.page_size;
+            let end = page_end.min(self.limit);
+            let bytes = self.bytes(position, end - position)?;
+            if let Some(index) = bytes.iter().position(|&byte| byte != 0) {
+                return Ok(Some(position + index as u64));
+            }
+            position = end;
+        }
+        Ok(None)
+    }
+}
+
+/// Reads and verifies a segment header, returning the page size it names.
+pub fn read_segment_header(file: &dyn VfsFile, path: &Path, segment: u64, file_length: u64) -> Result<u32> {
+    let corruption = |reason| Error::Corruption { file: path.to_path_buf(), segment, offset: 0, reason };
+    if file_length < SEGMENT_HEADER_SIZE as u64 {
+        return Err(corruption(CorruptionReason::Truncated { length: file_length }));
+    }
+    let mut header = [0u8; SEGMENT_HEADER_SIZE];
+    read_exact_retrying(file, path, &mut header, 0)?;
+    format::decode_segment_header(&header, segment).map_err(corruption)
+}
