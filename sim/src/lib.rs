@@ -1,1 +1,14 @@
+//! ballast-sim: the deterministic simulator. A simulated disk ([`SimVfs`]) and clock
+//! ([`SimClock`]) that implement the engine's traits, a fault model drawn per seed, and a
+//! runner that drives each target's real engine code through crashes and checks every result
+//! against a model.
 
+pub mod clock;
+pub mod faults;
+pub mod trace;
+pub mod vfs;
+
+pub use clock::SimClock;
+pub use faults::{FaultConfig, FaultCounts, FaultKind};
+pub use trace::Trace;
+pub use vfs::{Damage, SimVfs};
