@@ -12,3 +12,7 @@ pub use clock::SimClock;
 pub use faults::{FaultConfig, FaultCounts, FaultKind};
 pub use trace::Trace;
 pub use vfs::{Damage, SimVfs};
+pub mod runner;
+pub mod targets;
+
+pub use runner::{run_seed, Canary, RunOptions, SeedOutcome, Target};

@@ -875,3 +875,18 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     hash
 }
+
+impl SimVfs {
+    /// Names in directory `path` as reads see them now. No I/O is counted; for checkers.
+    pub fn current_names(&self, path: &Path) -> Vec<String> {
+        let state = self.state();
+        state.directories.get(path).map(|directory| directory.current.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Current length of `path`, without counting an I/O call; for checkers.
+    pub fn current_length(&self, path: &Path) -> Option<u64> {
+        let state = self.state();
+        let id = state.lookup(path).ok()?;
+        Some(state.inodes.get(&id)?.current.len() as u64)
+    }
+}

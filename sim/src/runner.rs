@@ -1,0 +1,215 @@
+//! One seeded run of one target: draw the swarm, run lives until the op budget is spent,
+//! crash between lives, then a fault-free final phase. Everything a run does is a function of
+//! `(target, seed, options)`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::faults::{FaultConfig, FaultCounts};
+use crate::trace::Trace;
+use crate::{targets, SimClock, SimVfs};
+
+/// A durable structure the simulator drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    Wal,
+}
+
+impl Target {
+    pub const ALL: [Target; 1] = [Target::Wal];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Wal => "wal",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Vec<Target>> {
+        match name {
+            "all" => Some(Self::ALL.to_vec()),
+            "wal" => Some(vec![Self::Wal]),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A deliberately broken disk, to prove the checker sees what it claims to see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Canary {
+    /// `sync_data` and `sync_dir` return `Ok` and keep the data pending.
+    LyingFsync,
+}
+
+/// What a run may be told from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Operations per seed; drawn per seed when `None`.
+    pub ops: Option<u64>,
+    pub canary: Option<Canary>,
+    /// Print every event as it happens.
+    pub trace: bool,
+}
+
+/// The result of one seed.
+#[derive(Clone, Debug)]
+pub struct SeedOutcome {
+    pub target: Target,
+    pub seed: u64,
+    /// The violated invariant, if the seed failed.
+    pub failure: Option<String>,
+    pub swarm: String,
+    pub ops: u64,
+    pub crashes: u64,
+    pub faults: FaultCounts,
+    pub recoveries: BTreeMap<&'static str, u64>,
+    pub sim_nanos: u128,
+    pub trace_hash: u64,
+}
+
+/// The state a target's workload runs with.
+#[allow(missing_debug_implementations, reason = "holds trait objects and an RNG; nothing useful to print")]
+pub struct Context {
+    pub seed: u64,
+    /// The workload's RNG; the disk has its own, so either can be read without shifting the
+    /// other.
+    pub rng: ChaCha8Rng,
+    pub vfs: SimVfs,
+    pub vfs_handle: Arc<dyn ballast::vfs::Vfs>,
+    pub ops_budget: u64,
+    pub ops: u64,
+    pub crashes: u64,
+    pub recoveries: BTreeMap<&'static str, u64>,
+    pub canary: Option<Canary>,
+}
+
+impl Context {
+    pub fn note(&mut self, path: &'static str) {
+        *self.recoveries.entry(path).or_default() += 1;
+        self.vfs.trace_event(format_args!("recovery {path}"));
+    }
+
+    pub fn trace(&self, event: fmt::Arguments<'_>) {
+        self.vfs.trace_event(event);
+    }
+
+    /// Cuts power: the disk keeps what it keeps, then rots what the target says is eligible.
+    pub fn crash(&mut self, eligible: &[(std::path::PathBuf, std::ops::Range<u64>)]) {
+        self.crashes += 1;
+        self.vfs.crash();
+        self.vfs.rot(eligible);
+    }
+}
+
+/// A violated invariant: a sentence saying what broke.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Fails the seed with a formatted message.
+#[macro_export]
+macro_rules! fail {
+    ($($argument:tt)*) => {
+        return Err($crate::runner::Failure(format!($($argument)*)))
+    };
+}
+
+/// Draws which fault classes are on for this seed, and their rates (swarm testing).
+pub fn draw_faults(rng: &mut ChaCha8Rng, segment_size: u64) -> FaultConfig {
+    let mut config = FaultConfig::none();
+    if rng.gen_bool(0.1) {
+        return config;
+    }
+    let on = |rng: &mut ChaCha8Rng, probability: f64| rng.gen_bool(probability);
+    config.lost_unsynced = on(rng, 0.9);
+    if on(rng, 0.5) {
+        config.spurious_durability = rng.gen_range(0.1..0.9);
+    }
+    if on(rng, 0.5) {
+        config.torn_write = rng.gen_range(0.1..0.8);
+    }
+    if on(rng, 0.5) {
+        config.size_before_data = rng.gen_range(0.1..0.8);
+    }
+    if on(rng, 0.5) {
+        config.dir_entry_lost = rng.gen_range(0.1..0.7);
+    }
+    if on(rng, 0.3) {
+        config.fsync_failure = rng.gen_range(0.002..0.05);
+    }
+    if on(rng, 0.3) {
+        config.write_error = rng.gen_range(0.002..0.03);
+    }
+    if on(rng, 0.3) {
+        config.read_error = rng.gen_range(0.001..0.02);
+    }
+    if on(rng, 0.3) {
+        config.latent_sector = rng.gen_range(0.1..0.6);
+    }
+    if on(rng, 0.3) {
+        config.bit_rot = rng.gen_range(0.1..0.6);
+    }
+    if on(rng, 0.3) {
+        config.misdirected_write = rng.gen_range(0.002..0.03);
+    }
+    if on(rng, 0.2) {
+        config.capacity_bytes = Some(segment_size * rng.gen_range(4..10));
+    }
+    config.latency = on(rng, 0.5);
+    if on(rng, 0.5) {
+        config.crash_inside_op = rng.gen_range(0.2..0.8);
+    }
+    config
+}
+
+/// Runs one seed of one target.
+pub fn run_seed(target: Target, seed: u64, options: &RunOptions) -> SeedOutcome {
+    let trace = if options.trace { Trace::printing() } else { Trace::off() };
+    let clock = SimClock::new();
+    // The disk's RNG is derived from the seed but separate from the workload's.
+    let vfs = SimVfs::new(seed ^ 0x9e37_79b9_7f4a_7c15, FaultConfig::none(), clock.clone(), trace);
+    let mut context = Context {
+        seed,
+        rng: ChaCha8Rng::seed_from_u64(seed),
+        vfs: vfs.clone(),
+        vfs_handle: Arc::new(vfs.clone()),
+        ops_budget: 0,
+        ops: 0,
+        crashes: 0,
+        recoveries: BTreeMap::new(),
+        canary: options.canary,
+    };
+    context.ops_budget = options.ops.unwrap_or_else(|| context.rng.gen_range(50..400));
+    let result = match target {
+        Target::Wal => targets::wal::run(&mut context),
+    };
+    let swarm = match &result {
+        Ok(swarm) | Err((swarm, _)) => swarm.clone(),
+    };
+    SeedOutcome {
+        target,
+        seed,
+        failure: result.err().map(|(_, failure)| failure.0),
+        swarm,
+        ops: context.ops,
+        crashes: context.crashes,
+        faults: vfs.counts(),
+        recoveries: context.recoveries,
+        sim_nanos: clock.now().as_nanos(),
+        trace_hash: vfs.trace_hash(),
+    }
+}

@@ -1,0 +1,3 @@
+//! One module per simulated structure: its workload, its model, and its checker.
+
+pub mod wal;
