@@ -49,7 +49,7 @@ pub struct Damage {
 #[derive(Debug)]
 enum Pending {
     Write { offset: u64, data: Vec<u8>, id: u64 },
-    SetLen(u64),
+    SetLen { length: u64, id: u64 },
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +83,8 @@ struct DamageEntry {
     kind: FaultKind,
     /// The pending write that caused it, while that write may still be lost.
     write_id: Option<u64>,
+    /// Only operations issued after this sequence number can replace the damaged bytes.
+    sequence: u64,
 }
 
 struct State {
@@ -261,7 +263,13 @@ impl State {
             }
             self.count(FaultKind::MisdirectedWrite, format_args!("inode {id} offset {offset} landed at {landed}"));
             let write_id = self.push_write(id, landed, data);
-            self.damage.push(DamageEntry { inode: id, offset: offset.min(landed), kind: FaultKind::MisdirectedWrite, write_id: Some(write_id) });
+            self.damage.push(DamageEntry {
+                inode: id,
+                offset: offset.min(landed),
+                kind: FaultKind::MisdirectedWrite,
+                write_id: Some(write_id),
+                sequence: write_id,
+            });
             return Ok(());
         }
         self.push_write(id, offset, data);
@@ -302,7 +310,7 @@ impl State {
                 .iter()
                 .filter_map(|pending| match pending {
                     Pending::Write { id, .. } => Some(*id),
-                    Pending::SetLen(_) => None,
+                    Pending::SetLen { .. } => None,
                 })
                 .collect();
             let inode = self.inode(id);
@@ -311,9 +319,12 @@ impl State {
             self.damage.retain(|entry| entry.write_id.is_none_or(|write_id| !dropped.contains(&write_id)));
             return Err(eio("sync_data"));
         }
+        let pending = std::mem::take(&mut self.inode(id).pending);
+        for op in &pending {
+            self.prune_damage(id, op);
+        }
         let inode = self.inode(id);
         inode.durable = inode.current.clone();
-        inode.pending.clear();
         for entry in &mut self.damage {
             if entry.inode == id {
                 entry.write_id = None;
@@ -322,7 +333,8 @@ impl State {
         Ok(())
     }
 
-    fn set_len(&mut self, id: u64, length: u64) -> io::Result<()> {
+    fn set_len(&mut self, id_of_inode: u64, length: u64) -> io::Result<()> {
+        let id = id_of_inode;
         if let Some(capacity) = self.config.capacity_bytes.filter(|_| self.faults_enabled) {
             let current = self.inodes.get(&id).expect("open inode exists").current.len() as u64;
             if length > current && self.used_bytes() + (length - current) > capacity {
@@ -334,7 +346,9 @@ impl State {
         apply_set_len(&mut inode.current, length);
         let sector_end = length.div_ceil(SECTOR_SIZE);
         inode.latent.retain(|&sector, _| sector < sector_end);
-        inode.pending.push(Pending::SetLen(length));
+        let id = self.next_write_id;
+        self.next_write_id += 1;
+        self.inode(id_of_inode).pending.push(Pending::SetLen { length, id });
         Ok(())
     }
 
@@ -356,6 +370,21 @@ impl State {
         Ok(())
     }
 
+    /// A pending operation of inode `id` reached the durable image: damage it replaced is gone.
+    fn prune_damage(&mut self, id: u64, op: &Pending) {
+        self.damage.retain(|entry| {
+            if entry.inode != id {
+                return true;
+            }
+            match op {
+                Pending::Write { offset, data, id } => {
+                    *id <= entry.sequence || entry.offset < *offset || entry.offset >= offset + data.len() as u64
+                }
+                Pending::SetLen { length, id } => *id <= entry.sequence || entry.offset < *length,
+            }
+        });
+    }
+
     /// Power loss: keep what the fault configuration lets survive, forget the rest.
     fn crash(&mut self) {
         let survive_write = match (self.faults_enabled, self.config.lost_unsynced) {
@@ -375,12 +404,15 @@ impl State {
             let mut kept_any = false;
             for op in pending {
                 let survives = survive_write >= 1.0 || (survive_write > 0.0 && self.rng.gen_bool(survive_write));
+                if survives {
+                    self.prune_damage(id, &op);
+                }
                 match op {
-                    Pending::SetLen(length) if survives => {
+                    Pending::SetLen { length, .. } if survives => {
                         kept_any = true;
                         apply_set_len(&mut image, length);
                     }
-                    Pending::SetLen(_) => lost_any = true,
+                    Pending::SetLen { .. } => lost_any = true,
                     Pending::Write { offset, data, .. } if survives => {
                         kept_any = true;
                         self.land_write(id, &mut image, offset, &data);
@@ -612,7 +644,8 @@ impl SimVfs {
             inode.durable[index] ^= 1 << bit;
             inode.current[index] ^= 1 << bit;
             state.count(FaultKind::BitRot, format_args!("{} offset {offset} bit {bit}", path.display()));
-            state.damage.push(DamageEntry { inode: id, offset, kind: FaultKind::BitRot, write_id: None });
+            let sequence = state.next_write_id - 1;
+            state.damage.push(DamageEntry { inode: id, offset, kind: FaultKind::BitRot, write_id: None, sequence });
             damaged.push(Damage { path, offset, kind: FaultKind::BitRot });
         }
         if state.chance(latent_sector) {
@@ -624,7 +657,8 @@ impl SimVfs {
             state.inode(id).latent.insert(sector, wrong);
             let sector_start = sector * SECTOR_SIZE;
             state.count(FaultKind::LatentSector, format_args!("{} sector {sector}", path.display()));
-            state.damage.push(DamageEntry { inode: id, offset: sector_start, kind: FaultKind::LatentSector, write_id: None });
+            let sequence = state.next_write_id - 1;
+            state.damage.push(DamageEntry { inode: id, offset: sector_start, kind: FaultKind::LatentSector, write_id: None, sequence });
             damaged.push(Damage { path, offset: sector_start, kind: FaultKind::LatentSector });
         }
         damaged

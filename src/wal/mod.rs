@@ -30,6 +30,7 @@
 //! [`Error::Poisoned`] until the log is reopened, and reopening verifies the tail from disk.
 
 mod format;
+mod repair;
 mod scan;
 
 use std::fmt;
@@ -146,7 +147,10 @@ pub struct Repair {
     /// Where the damage was found.
     pub segment: u64,
     pub offset: u64,
-    pub reason: CorruptionReason,
+    /// What was wrong there.
+    pub reason: String,
+    /// True when this open finished a repair that an earlier, interrupted open began.
+    pub resumed: bool,
     /// Whole records found after the damage and dropped with it (a lower bound: damaged records
     /// cannot be counted).
     pub records_dropped: u64,
@@ -209,13 +213,18 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 struct Listing {
     segments: Vec<u64>,
     temp_files: Vec<String>,
+    repair_plan: bool,
 }
 
 fn list_directory(vfs: &dyn Vfs, directory: &Path) -> Result<Listing> {
     let names = vfs.read_dir(directory).map_err(|error| Error::io(directory, "read_dir", error))?;
-    let mut listing = Listing { segments: Vec::new(), temp_files: Vec::new() };
+    let mut listing = Listing { segments: Vec::new(), temp_files: Vec::new(), repair_plan: false };
     for name in names {
         if name == vfs::LOCK_FILE_NAME {
+            continue;
+        }
+        if name == repair::PLAN_FILE_NAME {
+            listing.repair_plan = true;
             continue;
         }
         if name.ends_with(".tmp") {
@@ -337,7 +346,14 @@ impl Wal {
             }
         })?;
         let mut report = RecoveryReport::default();
-        let listing = list_directory(vfs.as_ref(), &directory)?;
+        let mut listing = list_directory(vfs.as_ref(), &directory)?;
+        if listing.repair_plan {
+            // An earlier open began a repair and did not finish it: finish it and report it.
+            let plan = repair::read_plan(vfs.as_ref(), &directory)?;
+            repair::carry_out(vfs.as_ref(), &directory, options.page_size, &plan)?;
+            report.repair = Some(plan.into_report(true));
+            listing = list_directory(vfs.as_ref(), &directory)?;
+        }
         for name in &listing.temp_files {
             let path = directory.join(name);
             vfs.remove_file(&path).map_err(|error| Error::io(&path, "remove_file", error))?;
@@ -676,8 +692,9 @@ struct DamagedSegment {
     truncate_at: u64,
 }
 
-/// Repairs damage in segment `number`: removes every later segment (newest first, each removal
-/// durable), then truncates the damaged one, or rewrites it empty if its header is damaged.
+/// Repairs damage in segment `number`. Counts what will be dropped, writes that plan durably to
+/// the `REPAIR` file, then carries it out; an open interrupted part way finds the plan and
+/// finishes it, so a repair can never end up dropping synced records without reporting them.
 #[allow(clippy::too_many_arguments, reason = "one private call site; a struct would only rename them")]
 fn repair(
     vfs: &dyn Vfs,
@@ -692,17 +709,22 @@ fn repair(
     let page_size = options.page_size;
     let mut records_dropped = 0u64;
     let mut bytes_dropped = 0u64;
-    // Count first, so the report is complete even though removal changes the directory.
-    if let Some(damaged) = &damaged {
-        records_dropped += count_dropped(damaged.file.as_ref(), &damaged.path, number, page_size, damaged.truncate_at, damaged.length)?;
-        bytes_dropped += damaged.length - damaged.truncate_at;
-    } else {
-        let path = directory.join(segment_file_name(number));
-        let file = vfs.open(&path, OpenMode::Read).map_err(|error| Error::io(&path, "open", error))?;
-        let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
-        records_dropped += count_dropped(file.as_ref(), &path, number, page_size, SEGMENT_HEADER_SIZE as u64, length)?;
-        bytes_dropped += length;
-    }
+    let truncate_at = match &damaged {
+        Some(damaged) if damaged.truncate_at >= SEGMENT_HEADER_SIZE as u64 => {
+            records_dropped += count_dropped(damaged.file.as_ref(), &damaged.path, number, page_size, damaged.truncate_at, damaged.length)?;
+            bytes_dropped += damaged.length - damaged.truncate_at;
+            damaged.truncate_at
+        }
+        _ => {
+            let path = directory.join(segment_file_name(number));
+            let file = vfs.open(&path, OpenMode::Read).map_err(|error| Error::io(&path, "open", error))?;
+            let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
+            records_dropped += count_dropped(file.as_ref(), &path, number, page_size, SEGMENT_HEADER_SIZE as u64, length)?;
+            bytes_dropped += length;
+            0
+        }
+    };
+    drop(damaged);
     for later in number + 1..=last {
         let path = directory.join(segment_file_name(later));
         let file = vfs.open(&path, OpenMode::Read).map_err(|error| Error::io(&path, "open", error))?;
@@ -712,37 +734,22 @@ fn repair(
             records_dropped += count_dropped(file.as_ref(), &path, later, page_size, SEGMENT_HEADER_SIZE as u64, length)?;
         }
     }
-    // Newest first, so that a crash part way leaves a contiguous run of segments.
-    for later in (number + 1..=last).rev() {
-        let path = directory.join(segment_file_name(later));
-        vfs.remove_file(&path).map_err(|error| Error::io(&path, "remove_file", error))?;
-        vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
-    }
-    let active = match damaged {
-        Some(damaged) if damaged.truncate_at >= SEGMENT_HEADER_SIZE as u64 => {
-            drop(damaged.file);
-            let path = damaged.path;
-            let file = vfs.open(&path, OpenMode::ReadWrite).map_err(|error| Error::io(&path, "open", error))?;
-            truncate_file(file.as_ref(), &path, damaged.truncate_at)?;
-            ActiveSegment { number, path, file, end: damaged.truncate_at }
-        }
-        _ => {
-            // The header itself is damaged: replace the segment with an empty one, atomically.
-            let path = directory.join(segment_file_name(number));
-            let temp_path = directory.join(temp_file_name(number));
-            let file = vfs.open(&temp_path, OpenMode::CreateNew).map_err(|error| Error::io(&temp_path, "open", error))?;
-            let header = format::encode_segment_header(number, page_size);
-            file.write_at(&header, 0).map_err(|error| Error::io(&temp_path, "write_at", error))?;
-            file.sync_data().map_err(|error| Error::io(&temp_path, "sync_data", error))?;
-            vfs.rename(&temp_path, &path).map_err(|error| Error::io(&temp_path, "rename", error))?;
-            vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
-            ActiveSegment { number, path, file, end: SEGMENT_HEADER_SIZE as u64 }
-        }
+    let plan = repair::Plan {
+        segment: number,
+        truncate_at,
+        last_segment: last,
+        offset,
+        records_dropped,
+        bytes_dropped,
+        reason: reason.to_string(),
     };
-    let repaired = Repair { segment: number, offset, reason, records_dropped, bytes_dropped, segments_removed: last - number };
+    repair::write_plan(vfs, directory, &plan)?;
+    repair::carry_out(vfs, directory, page_size, &plan)?;
+    let repaired = plan.into_report(false);
     tracing::warn!(?repaired, "repaired damaged synced data");
     report.repair = Some(repaired);
-    Ok(active)
+    let (path, file, length) = open_segment(vfs, directory, number, OpenMode::ReadWrite, page_size)?;
+    Ok(ActiveSegment { number, path, file, end: length })
 }
 
 fn truncate_file(file: &dyn VfsFile, path: &Path, length: u64) -> Result<()> {

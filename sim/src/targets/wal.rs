@@ -204,8 +204,9 @@ impl Workload {
             context.note("temp_files_removed");
         }
         match (&report.repair, mode) {
-            (Some(_), RecoveryMode::Strict) => fail!("strict open repaired: {:?}", report.repair),
-            (Some(_), RecoveryMode::Repair) => context.note("repair"),
+            (Some(repair), RecoveryMode::Strict) if !repair.resumed => fail!("strict open repaired: {repair:?}"),
+            (Some(repair), _) if repair.resumed => context.note("repair_resumed"),
+            (Some(_), _) => context.note("repair"),
             (None, _) => {}
         }
         let mut recovered = None;
