@@ -572,6 +572,11 @@ impl SimVfs {
         state.crash_at_io = Some(state.io_calls + k);
     }
 
+    /// Cancels a scheduled crash point that has not been reached.
+    pub fn disarm_crash(&self) {
+        self.state().crash_at_io = None;
+    }
+
     /// True once a scheduled crash point was reached; cleared by [`SimVfs::crash`].
     pub fn is_powered_off(&self) -> bool {
         self.state().powered_off

@@ -816,7 +816,19 @@ impl Records<'_> {
                         reason: CorruptionReason::Truncated { length: offset },
                     });
                 }
-                ScanItem::End { .. } => {
+                ScanItem::End { offset } => {
+                    // A sealed segment's data ends only where zero padding runs to its end;
+                    // zeros followed by data mean records are missing, not that none are left.
+                    if !is_active {
+                        if let Some(nonzero) = scanner.first_nonzero_after(offset)? {
+                            return Err(Error::Corruption {
+                                file: state.path.clone(),
+                                segment: self.segment,
+                                offset: nonzero,
+                                reason: CorruptionReason::NonZeroPadding,
+                            });
+                        }
+                    }
                     self.segment += 1;
                     self.offset = SEGMENT_HEADER_SIZE as u64;
                     self.state = None;

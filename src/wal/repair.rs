@@ -99,8 +99,19 @@ pub fn write_plan(vfs: &dyn Vfs, directory: &Path, plan: &Plan) -> Result<()> {
         Err(error) => return Err(Error::io(&temp_path, "remove_file", error)),
     }
     let file = vfs.open(&temp_path, OpenMode::CreateNew).map_err(|error| Error::io(&temp_path, "open", error))?;
-    file.write_at(&plan.encode(), 0).map_err(|error| Error::io(&temp_path, "write_at", error))?;
+    let encoded = plan.encode();
+    file.write_at(&encoded, 0).map_err(|error| Error::io(&temp_path, "write_at", error))?;
     file.sync_data().map_err(|error| Error::io(&temp_path, "sync_data", error))?;
+    // The plan is small and everything after it trusts it: read it back before acting, so a
+    // write the disk put somewhere else is caught here rather than wedging every later open.
+    let mut read_back = vec![0u8; encoded.len()];
+    super::scan::read_exact_retrying(file.as_ref(), &temp_path, &mut read_back, 0)?;
+    if read_back != encoded {
+        drop(file);
+        vfs.remove_file(&temp_path).map_err(|error| Error::io(&temp_path, "remove_file", error))?;
+        let error = std::io::Error::other("repair plan read back differs from what was written");
+        return Err(Error::io(&temp_path, "verify", error));
+    }
     vfs.rename(&temp_path, &path).map_err(|error| Error::io(&temp_path, "rename", error))?;
     vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))
 }

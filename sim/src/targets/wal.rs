@@ -158,6 +158,8 @@ impl Workload {
                     if context.vfs.is_powered_off() {
                         fail!("open returned Ok although power failed during it");
                     }
+                    // A crash point meant for recovery that recovery did not reach is void.
+                    context.vfs.disarm_crash();
                     self.check_recovered(context, &wal, mode, &damage, last_on_disk, after_crash)?;
                     return Ok(Some(wal));
                 }
@@ -166,7 +168,17 @@ impl Workload {
                     self.crash(context);
                     return Ok(None);
                 }
-                Err(Error::Io { .. }) => context.note("open_retried"),
+                Err(error @ Error::Io { .. }) => {
+                    if error.io_kind() == Some(std::io::ErrorKind::StorageFull) {
+                        // What an operator does about a full disk: free some space. Recovery
+                        // may need a little (a repair writes its plan first).
+                        let mut config = context.vfs.config();
+                        config.capacity_bytes = config.capacity_bytes.map(|bytes| bytes + 2 * self.geometry.options.segment_size);
+                        context.vfs.set_config(config);
+                        context.note("space_freed");
+                    }
+                    context.note("open_retried");
+                }
                 Err(Error::Corruption { segment, offset, reason, .. }) if mode == RecoveryMode::Strict => {
                     if !damage.iter().any(|&(damaged, _, _)| damaged == segment) {
                         fail!(
