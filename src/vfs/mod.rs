@@ -122,3 +122,40 @@ pub fn read_exact_at(file: &dyn VfsFile, mut buf: &mut [u8], mut offset: u64) ->
     }
     Ok(())
 }
+
+/// Creates `directory/name` holding `contents`, atomically (DESIGN invariant 7): write a temp
+/// file `name.tmp`, sync it, read it back and compare, rename it into place, sync the
+/// directory. Returns the new file opened for reading and writing.
+///
+/// The read-back catches a write the disk put somewhere else: a file created this way is
+/// trusted by every later open, so it must be right before its name exists. A leftover temp
+/// file of the same name is replaced.
+pub fn create_file_atomically(
+    vfs: &dyn Vfs,
+    directory: &Path,
+    name: &str,
+    contents: &[u8],
+) -> crate::Result<Box<dyn VfsFile>> {
+    use crate::error::Error;
+    let temp_path = directory.join(format!("{name}.tmp"));
+    let path = directory.join(name);
+    match vfs.remove_file(&temp_path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(Error::io(&temp_path, "remove_file", error)),
+    }
+    let file = vfs.open(&temp_path, OpenMode::CreateNew).map_err(|error| Error::io(&temp_path, "open", error))?;
+    file.write_at(contents, 0).map_err(|error| Error::io(&temp_path, "write_at", error))?;
+    file.sync_data().map_err(|error| Error::io(&temp_path, "sync_data", error))?;
+    let mut read_back = vec![0u8; contents.len()];
+    crate::wal::read_exact_retrying(file.as_ref(), &temp_path, &mut read_back, 0)?;
+    if read_back != contents {
+        drop(file);
+        vfs.remove_file(&temp_path).map_err(|error| Error::io(&temp_path, "remove_file", error))?;
+        let error = io::Error::other("file read back differs from what was written");
+        return Err(Error::io(&temp_path, "verify", error));
+    }
+    vfs.rename(&temp_path, &path).map_err(|error| Error::io(&temp_path, "rename", error))?;
+    vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
+    Ok(file)
+}

@@ -42,6 +42,7 @@ pub use format::{
     FragmentType, FORMAT_VERSION, FRAGMENT_HEADER_SIZE, PAGE_SIZE_MAX, PAGE_SIZE_MIN, SEGMENT_HEADER_SIZE,
     SEGMENT_MAGIC,
 };
+pub(crate) use scan::read_exact_retrying;
 use scan::{ScanItem, SegmentScanner};
 
 use crate::error::{CorruptionReason, Error, Result};
@@ -194,10 +195,6 @@ impl fmt::Debug for Wal {
 /// File name of segment `number`: at least eight decimal digits, so names sort by number.
 pub fn segment_file_name(number: u64) -> String {
     format!("{number:08}")
-}
-
-fn temp_file_name(number: u64) -> String {
-    format!("{number:08}.tmp")
 }
 
 /// Parses a segment file name; `None` for anything [`segment_file_name`] would not produce.
@@ -612,17 +609,12 @@ fn encode_record(buffer: &mut Vec<u8>, segment: u64, buffer_offset: u64, record:
     }
 }
 
-/// Creates segment `number` atomically: temp file, header, sync, rename, sync the directory.
+/// Creates segment `number` atomically, its header verified (see [`vfs::create_file_atomically`]).
 fn create_segment(vfs: &dyn Vfs, directory: &Path, number: u64, page_size: u32) -> Result<ActiveSegment> {
-    let temp_path = directory.join(temp_file_name(number));
-    let path = directory.join(segment_file_name(number));
-    let file = vfs.open(&temp_path, OpenMode::CreateNew).map_err(|error| Error::io(&temp_path, "open", error))?;
+    let name = segment_file_name(number);
     let header = format::encode_segment_header(number, page_size);
-    file.write_at(&header, 0).map_err(|error| Error::io(&temp_path, "write_at", error))?;
-    file.sync_data().map_err(|error| Error::io(&temp_path, "sync_data", error))?;
-    vfs.rename(&temp_path, &path).map_err(|error| Error::io(&temp_path, "rename", error))?;
-    vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
-    Ok(ActiveSegment { number, path, file, end: SEGMENT_HEADER_SIZE as u64 })
+    let file = vfs::create_file_atomically(vfs, directory, &name, &header)?;
+    Ok(ActiveSegment { number, path: directory.join(name), file, end: SEGMENT_HEADER_SIZE as u64 })
 }
 
 /// Verifies every segment and returns the first segment and the active one, or `None` if the

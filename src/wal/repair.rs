@@ -3,13 +3,12 @@
 use std::path::Path;
 
 use super::format::{self, SEGMENT_HEADER_SIZE};
-use super::{segment_file_name, temp_file_name, Repair};
+use super::{segment_file_name, Repair};
 use crate::error::{CorruptionReason, Error, Result};
-use crate::vfs::{OpenMode, Vfs};
+use crate::vfs::{self, OpenMode, Vfs};
 
 /// Name of the plan file in a WAL directory.
 pub const PLAN_FILE_NAME: &str = "REPAIR";
-const PLAN_TEMP_FILE_NAME: &str = "REPAIR.tmp";
 const PLAN_MAGIC: [u8; 8] = *b"BLSTRPR\0";
 /// Fixed part of an encoded plan: magic, six u64 fields, the reason's length.
 const PLAN_FIXED_SIZE: usize = 8 + 6 * 8 + 4;
@@ -89,31 +88,9 @@ impl Plan {
     }
 }
 
-/// Writes the plan atomically: temp file, sync, rename, sync the directory.
+/// Writes the plan atomically and verified (see [`vfs::create_file_atomically`]).
 pub fn write_plan(vfs: &dyn Vfs, directory: &Path, plan: &Plan) -> Result<()> {
-    let temp_path = directory.join(PLAN_TEMP_FILE_NAME);
-    let path = directory.join(PLAN_FILE_NAME);
-    match vfs.remove_file(&temp_path) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(Error::io(&temp_path, "remove_file", error)),
-    }
-    let file = vfs.open(&temp_path, OpenMode::CreateNew).map_err(|error| Error::io(&temp_path, "open", error))?;
-    let encoded = plan.encode();
-    file.write_at(&encoded, 0).map_err(|error| Error::io(&temp_path, "write_at", error))?;
-    file.sync_data().map_err(|error| Error::io(&temp_path, "sync_data", error))?;
-    // The plan is small and everything after it trusts it: read it back before acting, so a
-    // write the disk put somewhere else is caught here rather than wedging every later open.
-    let mut read_back = vec![0u8; encoded.len()];
-    super::scan::read_exact_retrying(file.as_ref(), &temp_path, &mut read_back, 0)?;
-    if read_back != encoded {
-        drop(file);
-        vfs.remove_file(&temp_path).map_err(|error| Error::io(&temp_path, "remove_file", error))?;
-        let error = std::io::Error::other("repair plan read back differs from what was written");
-        return Err(Error::io(&temp_path, "verify", error));
-    }
-    vfs.rename(&temp_path, &path).map_err(|error| Error::io(&temp_path, "rename", error))?;
-    vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))
+    vfs::create_file_atomically(vfs, directory, PLAN_FILE_NAME, &plan.encode()).map(drop)
 }
 
 /// Reads and verifies the plan file.
@@ -152,18 +129,8 @@ pub fn carry_out(vfs: &dyn Vfs, directory: &Path, page_size: u32, plan: &Plan) -
         }
     } else {
         // The header itself is damaged: replace the segment with an empty one, atomically.
-        let temp_path = directory.join(temp_file_name(plan.segment));
-        match vfs.remove_file(&temp_path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(Error::io(&temp_path, "remove_file", error)),
-        }
-        let file = vfs.open(&temp_path, OpenMode::CreateNew).map_err(|error| Error::io(&temp_path, "open", error))?;
         let header = format::encode_segment_header(plan.segment, page_size);
-        file.write_at(&header, 0).map_err(|error| Error::io(&temp_path, "write_at", error))?;
-        file.sync_data().map_err(|error| Error::io(&temp_path, "sync_data", error))?;
-        vfs.rename(&temp_path, &path).map_err(|error| Error::io(&temp_path, "rename", error))?;
-        vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
+        vfs::create_file_atomically(vfs, directory, &segment_file_name(plan.segment), &header)?;
     }
     let plan_path = directory.join(PLAN_FILE_NAME);
     vfs.remove_file(&plan_path).map_err(|error| Error::io(&plan_path, "remove_file", error))?;
