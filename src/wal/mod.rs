@@ -289,12 +289,8 @@ fn scan_segment(file: &dyn VfsFile, path: &Path, number: u64, page_size: u32, le
                 // written by us after the seal's sync, so it is damage. In the last segment it is
                 // the torn tail and the caller truncates it.
                 if sealed {
-                    if let Some(nonzero) = scanner.first_nonzero_after(offset)? {
-                        return Ok(SegmentScan {
-                            records_count,
-                            end: offset,
-                            damage: Some((nonzero, offset, CorruptionReason::NonZeroPadding)),
-                        });
+                    if let Some((at, reason)) = check_sealed_end(&mut scanner, offset, length, page_size)? {
+                        return Ok(SegmentScan { records_count, end: offset, damage: Some((at, offset, reason)) });
                     }
                 }
                 return Ok(SegmentScan { records_count, end: offset, damage: None });
@@ -304,6 +300,21 @@ fn scan_segment(file: &dyn VfsFile, path: &Path, number: u64, page_size: u32, le
             }
         }
     }
+}
+
+/// Checks how a sealed segment ends. Sealing pads the last page with zeros and nothing writes
+/// the segment again, so after the data ends at `end` there must be zeros up to exactly the next
+/// page boundary, and the file must end there. Anything else means synced bytes went missing:
+/// for instance zeros where records were, left by a misdirected padding write.
+fn check_sealed_end(scanner: &mut SegmentScanner<'_>, end: u64, length: u64, page_size: u32) -> Result<Option<(u64, CorruptionReason)>> {
+    if let Some(nonzero) = scanner.first_nonzero_after(end)? {
+        return Ok(Some((nonzero, CorruptionReason::NonZeroPadding)));
+    }
+    let page_size = u64::from(page_size);
+    if length != end.div_ceil(page_size) * page_size {
+        return Ok(Some((end, CorruptionReason::Truncated { length })));
+    }
+    Ok(None)
 }
 
 /// Counts what a repair at `truncate_at` of segment `number` drops from that segment.
@@ -812,13 +823,9 @@ impl Records<'_> {
                     // A sealed segment's data ends only where zero padding runs to its end;
                     // zeros followed by data mean records are missing, not that none are left.
                     if !is_active {
-                        if let Some(nonzero) = scanner.first_nonzero_after(offset)? {
-                            return Err(Error::Corruption {
-                                file: state.path.clone(),
-                                segment: self.segment,
-                                offset: nonzero,
-                                reason: CorruptionReason::NonZeroPadding,
-                            });
+                        let page_size = wal.options.page_size;
+                        if let Some((at, reason)) = check_sealed_end(&mut scanner, offset, state.limit, page_size)? {
+                            return Err(Error::Corruption { file: state.path.clone(), segment: self.segment, offset: at, reason });
                         }
                     }
                     self.segment += 1;
