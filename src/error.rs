@@ -109,11 +109,9 @@ impl fmt::Display for Error {
             Self::Io { path, operation, source } => {
                 write!(f, "{operation} failed on {}: {source}", path.display())
             }
-            Self::Corruption { file, segment, offset, reason } => write!(
-                f,
-                "corruption in {} (segment {segment}) at offset {offset}: {reason}",
-                file.display()
-            ),
+            Self::Corruption { file, segment, offset, reason } => {
+                write!(f, "corruption in {} (segment {segment}) at offset {offset}: {reason}", file.display())
+            }
             Self::BadFileName { file } => {
                 write!(f, "unexpected file in data directory: {}", file.display())
             }

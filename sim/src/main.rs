@@ -124,7 +124,11 @@ fn main() -> ExitCode {
             }
             if json {
                 let values: Vec<_> = summaries.iter().map(Summary::to_json).collect();
-                let value = if flat { serde_json::json!({ "targets": values }) } else { values.into_iter().next().expect("one target") };
+                let value = if flat {
+                    serde_json::json!({ "targets": values })
+                } else {
+                    values.into_iter().next().expect("one target")
+                };
                 println!("{value}");
             } else {
                 for summary in &summaries {
@@ -196,8 +200,11 @@ impl Summary {
             FaultKind::ALL.iter().map(|kind| (kind.key().to_string(), self.faults.get(*kind).into())).collect();
         let recoveries: serde_json::Map<String, serde_json::Value> =
             self.recoveries.iter().map(|(path, count)| (path.to_string(), (*count).into())).collect();
-        let failed: Vec<_> =
-            self.failed.iter().map(|(seed, invariant)| serde_json::json!({ "seed": seed, "invariant": invariant })).collect();
+        let failed: Vec<_> = self
+            .failed
+            .iter()
+            .map(|(seed, invariant)| serde_json::json!({ "seed": seed, "invariant": invariant }))
+            .collect();
         serde_json::json!({
             "target": self.target.name(),
             "seeds": self.seeds,
@@ -228,10 +235,8 @@ fn run_one(target: Target, seed: u64, options: &RunOptions, check_determinism: b
     if check_determinism && outcome.failure.is_none() {
         let again = run_seed(target, seed, options);
         if again.trace_hash != outcome.trace_hash {
-            outcome.failure = Some(format!(
-                "nondeterminism: trace hash {:016x} then {:016x}",
-                outcome.trace_hash, again.trace_hash
-            ));
+            outcome.failure =
+                Some(format!("nondeterminism: trace hash {:016x} then {:016x}", outcome.trace_hash, again.trace_hash));
         }
     }
     outcome

@@ -185,13 +185,17 @@ impl State {
 
     fn lookup(&self, path: &Path) -> io::Result<u64> {
         let (parent, name) = split(path)?;
-        let directory = self.directories.get(&parent).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such directory"))?;
+        let directory = self
+            .directories
+            .get(&parent)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such directory"))?;
         directory.current.get(&name).copied().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))
     }
 
     /// Bytes held by files still reachable now (named, or open).
     fn used_bytes(&self) -> u64 {
-        let named: BTreeSet<u64> = self.directories.values().flat_map(|directory| directory.current.values().copied()).collect();
+        let named: BTreeSet<u64> =
+            self.directories.values().flat_map(|directory| directory.current.values().copied()).collect();
         self.inodes
             .iter()
             .filter(|(id, inode)| named.contains(id) || inode.handles > 0)
@@ -248,7 +252,10 @@ impl State {
         }
         if self.chance(self.config.write_error) {
             let prefix = self.rng.gen_range(0..=data.len());
-            self.count(FaultKind::WriteError, format_args!("inode {id} offset {offset} wrote {prefix} of {}", data.len()));
+            self.count(
+                FaultKind::WriteError,
+                format_args!("inode {id} offset {offset} wrote {prefix} of {}", data.len()),
+            );
             if prefix > 0 {
                 self.push_write(id, offset, &data[..prefix]);
             }
@@ -474,15 +481,15 @@ impl State {
             directory.current = entries.clone();
             directory.durable = entries;
         }
-        let named: BTreeSet<u64> = self.directories.values().flat_map(|directory| directory.durable.values().copied()).collect();
+        let named: BTreeSet<u64> =
+            self.directories.values().flat_map(|directory| directory.durable.values().copied()).collect();
         self.inodes.retain(|id, _| named.contains(id));
         for inode in self.inodes.values_mut() {
             inode.handles = 0;
         }
         let inodes = &self.inodes;
-        self.damage.retain(|entry| {
-            inodes.get(&entry.inode).is_some_and(|inode| entry.offset < inode.durable.len() as u64)
-        });
+        self.damage
+            .retain(|entry| inodes.get(&entry.inode).is_some_and(|inode| entry.offset < inode.durable.len() as u64));
         self.locks.clear();
         self.powered_off = false;
         self.crash_at_io = None;
@@ -504,7 +511,8 @@ impl State {
         let mut torn_any = false;
         while sector_start < end {
             let sector_end = ((sector_start / SECTOR_SIZE + 1) * SECTOR_SIZE).min(end);
-            let slice = usize::try_from(sector_start - offset).expect("fits")..usize::try_from(sector_end - offset).expect("fits");
+            let slice = usize::try_from(sector_start - offset).expect("fits")
+                ..usize::try_from(sector_end - offset).expect("fits");
             let target = usize::try_from(sector_start).expect("fits")..usize::try_from(sector_end).expect("fits");
             match self.rng.gen_range(0..3) {
                 0 => image[target].copy_from_slice(&data[slice]),
@@ -663,7 +671,13 @@ impl SimVfs {
             let sector_start = sector * SECTOR_SIZE;
             state.count(FaultKind::LatentSector, format_args!("{} sector {sector}", path.display()));
             let sequence = state.next_write_id - 1;
-            state.damage.push(DamageEntry { inode: id, offset: sector_start, kind: FaultKind::LatentSector, write_id: None, sequence });
+            state.damage.push(DamageEntry {
+                inode: id,
+                offset: sector_start,
+                kind: FaultKind::LatentSector,
+                write_id: None,
+                sequence,
+            });
             damaged.push(Damage { path, offset: sector_start, kind: FaultKind::LatentSector });
         }
         damaged
@@ -873,7 +887,8 @@ impl VfsFile for SimFile {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check_writable()?;
-        let mut state = self.state(format_args!("write {} {offset}+{} crc {:08x}", self.label, buf.len(), crc32(buf)))?;
+        let mut state =
+            self.state(format_args!("write {} {offset}+{} crc {:08x}", self.label, buf.len(), crc32(buf)))?;
         state.write(self.inode, buf, offset)
     }
 

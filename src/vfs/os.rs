@@ -84,17 +84,11 @@ impl Vfs for OsVfs {
     }
 
     fn lock_dir(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path.join(LOCK_FILE_NAME))?;
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path.join(LOCK_FILE_NAME))?;
         match file.try_lock() {
             Ok(()) => Ok(Box::new(OsLock { _file: file })),
-            Err(TryLockError::WouldBlock) => {
-                Err(io::Error::new(io::ErrorKind::WouldBlock, "directory is locked"))
-            }
+            Err(TryLockError::WouldBlock) => Err(io::Error::new(io::ErrorKind::WouldBlock, "directory is locked")),
             Err(TryLockError::Error(error)) => Err(error),
         }
     }

@@ -90,11 +90,7 @@ pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<u32, Corrupti
     }
     let found_segment = u64::from_le_bytes(bytes[16..24].try_into().expect("slice of 8"));
     if found_segment != segment {
-        return Err(CorruptionReason::HeaderMismatch {
-            field: "segment",
-            expected: segment,
-            found: found_segment,
-        });
+        return Err(CorruptionReason::HeaderMismatch { field: "segment", expected: segment, found: found_segment });
     }
     Ok(page_size)
 }
@@ -115,13 +111,7 @@ pub fn fragment_checksum(segment: u64, offset: u64, header_prefix: &[u8], payloa
 }
 
 /// Appends one fragment (header and payload) to `buffer`, for `segment` at `offset`.
-pub fn encode_fragment(
-    buffer: &mut Vec<u8>,
-    segment: u64,
-    offset: u64,
-    fragment_type: FragmentType,
-    payload: &[u8],
-) {
+pub fn encode_fragment(buffer: &mut Vec<u8>, segment: u64, offset: u64, fragment_type: FragmentType, payload: &[u8]) {
     let length = u16::try_from(payload.len()).expect("fragment payload fits a page");
     let mut header = [0u8; FRAGMENT_HEADER_SIZE];
     header[0] = fragment_type as u8;
@@ -202,6 +192,12 @@ pub fn record_length_max(page_size: u64, segment_size: u64) -> u64 {
     let pages = segment_size / page_size;
     let fragment_headers = pages * FRAGMENT_HEADER_SIZE as u64;
     let capacity = segment_size - SEGMENT_HEADER_SIZE as u64 - fragment_headers;
-    debug_assert!(record_end(SEGMENT_HEADER_SIZE as u64, usize::try_from(capacity).unwrap_or(usize::MAX), page_size, segment_size).is_some());
+    debug_assert!(record_end(
+        SEGMENT_HEADER_SIZE as u64,
+        usize::try_from(capacity).unwrap_or(usize::MAX),
+        page_size,
+        segment_size
+    )
+    .is_some());
     capacity
 }

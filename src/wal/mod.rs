@@ -29,7 +29,7 @@
 //! A failed write or sync poisons the handle: every later mutating call returns
 //! [`Error::Poisoned`] until the log is reopened, and reopening verifies the tail from disk.
 
-mod format;
+pub mod format;
 mod repair;
 mod scan;
 
@@ -278,7 +278,14 @@ struct SegmentScan {
     damage: Option<(u64, u64, CorruptionReason)>,
 }
 
-fn scan_segment(file: &dyn VfsFile, path: &Path, number: u64, page_size: u32, length: u64, sealed: bool) -> Result<SegmentScan> {
+fn scan_segment(
+    file: &dyn VfsFile,
+    path: &Path,
+    number: u64,
+    page_size: u32,
+    length: u64,
+    sealed: bool,
+) -> Result<SegmentScan> {
     let mut scanner = SegmentScanner::new(file, path, number, page_size, SEGMENT_HEADER_SIZE as u64, length);
     let mut records_count = 0u64;
     loop {
@@ -296,7 +303,11 @@ fn scan_segment(file: &dyn VfsFile, path: &Path, number: u64, page_size: u32, le
                 return Ok(SegmentScan { records_count, end: offset, damage: None });
             }
             ScanItem::Damage { offset, record_offset, reason } => {
-                return Ok(SegmentScan { records_count, end: record_offset, damage: Some((offset, record_offset, reason)) });
+                return Ok(SegmentScan {
+                    records_count,
+                    end: record_offset,
+                    damage: Some((offset, record_offset, reason)),
+                });
             }
         }
     }
@@ -306,7 +317,12 @@ fn scan_segment(file: &dyn VfsFile, path: &Path, number: u64, page_size: u32, le
 /// the segment again, so after the data ends at `end` there must be zeros up to exactly the next
 /// page boundary, and the file must end there. Anything else means synced bytes went missing:
 /// for instance zeros where records were, left by a misdirected padding write.
-fn check_sealed_end(scanner: &mut SegmentScanner<'_>, end: u64, length: u64, page_size: u32) -> Result<Option<(u64, CorruptionReason)>> {
+fn check_sealed_end(
+    scanner: &mut SegmentScanner<'_>,
+    end: u64,
+    length: u64,
+    page_size: u32,
+) -> Result<Option<(u64, CorruptionReason)>> {
     if let Some(nonzero) = scanner.first_nonzero_after(end)? {
         return Ok(Some((nonzero, CorruptionReason::NonZeroPadding)));
     }
@@ -318,7 +334,14 @@ fn check_sealed_end(scanner: &mut SegmentScanner<'_>, end: u64, length: u64, pag
 }
 
 /// Counts what a repair at `truncate_at` of segment `number` drops from that segment.
-fn count_dropped(file: &dyn VfsFile, path: &Path, number: u64, page_size: u32, truncate_at: u64, length: u64) -> Result<u64> {
+fn count_dropped(
+    file: &dyn VfsFile,
+    path: &Path,
+    number: u64,
+    page_size: u32,
+    truncate_at: u64,
+    length: u64,
+) -> Result<u64> {
     if truncate_at < SEGMENT_HEADER_SIZE as u64 || truncate_at >= length {
         return Ok(0);
     }
@@ -549,11 +572,8 @@ impl Wal {
         // remaining segments contiguous.
         while self.first_segment < segment {
             let path = self.directory.join(segment_file_name(self.first_segment));
-            let result = self
-                .vfs
-                .remove_file(&path)
-                .map_err(|error| Error::io(&path, "remove_file", error))
-                .and_then(|()| {
+            let result =
+                self.vfs.remove_file(&path).map_err(|error| Error::io(&path, "remove_file", error)).and_then(|()| {
                     self.vfs.sync_dir(&self.directory).map_err(|error| Error::io(&self.directory, "sync_dir", error))
                 });
             if let Err(error) = result {
@@ -580,7 +600,13 @@ impl Wal {
                 ),
             });
         }
-        Ok(Records { wal: self, segment: from.segment, offset: from.offset.max(SEGMENT_HEADER_SIZE as u64), state: None, done: false })
+        Ok(Records {
+            wal: self,
+            segment: from.segment,
+            offset: from.offset.max(SEGMENT_HEADER_SIZE as u64),
+            state: None,
+            done: false,
+        })
     }
 
     /// Iterates over every record in the log.
@@ -654,7 +680,12 @@ fn recover(
                 // The header is written and synced before the segment's name exists, so a bad
                 // header is never a torn write.
                 if options.recovery_mode == RecoveryMode::Strict {
-                    return Err(Error::Corruption { file: directory.join(segment_file_name(number)), segment: number, offset, reason });
+                    return Err(Error::Corruption {
+                        file: directory.join(segment_file_name(number)),
+                        segment: number,
+                        offset,
+                        reason,
+                    });
                 }
                 let active = repair(vfs, directory, options, number, last, None, (offset, reason), report)?;
                 return Ok(Some((first, active)));
@@ -714,7 +745,14 @@ fn repair(
     let mut bytes_dropped = 0u64;
     let truncate_at = match &damaged {
         Some(damaged) if damaged.truncate_at >= SEGMENT_HEADER_SIZE as u64 => {
-            records_dropped += count_dropped(damaged.file.as_ref(), &damaged.path, number, page_size, damaged.truncate_at, damaged.length)?;
+            records_dropped += count_dropped(
+                damaged.file.as_ref(),
+                &damaged.path,
+                number,
+                page_size,
+                damaged.truncate_at,
+                damaged.length,
+            )?;
             bytes_dropped += damaged.length - damaged.truncate_at;
             damaged.truncate_at
         }
@@ -722,7 +760,8 @@ fn repair(
             let path = directory.join(segment_file_name(number));
             let file = vfs.open(&path, OpenMode::Read).map_err(|error| Error::io(&path, "open", error))?;
             let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
-            records_dropped += count_dropped(file.as_ref(), &path, number, page_size, SEGMENT_HEADER_SIZE as u64, length)?;
+            records_dropped +=
+                count_dropped(file.as_ref(), &path, number, page_size, SEGMENT_HEADER_SIZE as u64, length)?;
             bytes_dropped += length;
             0
         }
@@ -734,7 +773,8 @@ fn repair(
         let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
         bytes_dropped += length;
         if scan::read_segment_header(file.as_ref(), &path, later, length).is_ok() {
-            records_dropped += count_dropped(file.as_ref(), &path, later, page_size, SEGMENT_HEADER_SIZE as u64, length)?;
+            records_dropped +=
+                count_dropped(file.as_ref(), &path, later, page_size, SEGMENT_HEADER_SIZE as u64, length)?;
         }
     }
     let plan = repair::Plan {
@@ -796,7 +836,13 @@ impl Records<'_> {
                 self.state = Some(if is_active {
                     OpenedSegment { path: wal.active.path.clone(), file: None, limit: wal.active.end }
                 } else {
-                    let (path, file, length) = open_segment(wal.vfs.as_ref(), &wal.directory, self.segment, OpenMode::Read, wal.options.page_size)?;
+                    let (path, file, length) = open_segment(
+                        wal.vfs.as_ref(),
+                        &wal.directory,
+                        self.segment,
+                        OpenMode::Read,
+                        wal.options.page_size,
+                    )?;
                     OpenedSegment { path, file: Some(file), limit: length }
                 });
             }
@@ -805,7 +851,8 @@ impl Records<'_> {
                 Some(file) => file.as_ref(),
                 None => wal.active.file.as_ref(),
             };
-            let mut scanner = SegmentScanner::new(file, &state.path, self.segment, wal.options.page_size, self.offset, state.limit);
+            let mut scanner =
+                SegmentScanner::new(file, &state.path, self.segment, wal.options.page_size, self.offset, state.limit);
             match scanner.next_item()? {
                 ScanItem::Record { offset, data } => {
                     self.offset = scanner.position();
@@ -825,7 +872,12 @@ impl Records<'_> {
                     if !is_active {
                         let page_size = wal.options.page_size;
                         if let Some((at, reason)) = check_sealed_end(&mut scanner, offset, state.limit, page_size)? {
-                            return Err(Error::Corruption { file: state.path.clone(), segment: self.segment, offset: at, reason });
+                            return Err(Error::Corruption {
+                                file: state.path.clone(),
+                                segment: self.segment,
+                                offset: at,
+                                reason,
+                            });
                         }
                     }
                     self.segment += 1;
@@ -907,7 +959,8 @@ pub fn verify(vfs: &dyn Vfs, directory: &Path, page_size: u32) -> Result<VerifyR
                 return Ok(report);
             }
             _ if length > scan.end => {
-                report.torn_tail = Some(TornTail { segment: number, offset: scan.end, bytes_dropped: length - scan.end });
+                report.torn_tail =
+                    Some(TornTail { segment: number, offset: scan.end, bytes_dropped: length - scan.end });
             }
             _ => {}
         }

@@ -44,7 +44,9 @@ impl Plan {
         let reason = &self.reason.as_bytes()[..self.reason.len().min(REASON_LENGTH_MAX)];
         let mut bytes = Vec::with_capacity(PLAN_FIXED_SIZE + reason.len() + 4);
         bytes.extend_from_slice(&PLAN_MAGIC);
-        for field in [self.segment, self.truncate_at, self.last_segment, self.offset, self.records_dropped, self.bytes_dropped] {
+        for field in
+            [self.segment, self.truncate_at, self.last_segment, self.offset, self.records_dropped, self.bytes_dropped]
+        {
             bytes.extend_from_slice(&field.to_le_bytes());
         }
         bytes.extend_from_slice(&u32::try_from(reason.len()).expect("bounded").to_le_bytes());
@@ -82,7 +84,14 @@ impl Plan {
             reason: String::from_utf8_lossy(&body[PLAN_FIXED_SIZE..]).into_owned(),
         };
         if plan.last_segment < plan.segment {
-            return Err((24, CorruptionReason::HeaderMismatch { field: "last_segment", expected: plan.segment, found: plan.last_segment }));
+            return Err((
+                24,
+                CorruptionReason::HeaderMismatch {
+                    field: "last_segment",
+                    expected: plan.segment,
+                    found: plan.last_segment,
+                },
+            ));
         }
         Ok(plan)
     }
@@ -100,7 +109,12 @@ pub fn read_plan(vfs: &dyn Vfs, directory: &Path) -> Result<Plan> {
     let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
     let size_max = (PLAN_FIXED_SIZE + REASON_LENGTH_MAX + 4) as u64;
     if length > size_max {
-        return Err(Error::Corruption { file: path, segment: 0, offset: 0, reason: CorruptionReason::BadLength { length } });
+        return Err(Error::Corruption {
+            file: path,
+            segment: 0,
+            offset: 0,
+            reason: CorruptionReason::BadLength { length },
+        });
     }
     let mut bytes = vec![0u8; usize::try_from(length).expect("bounded above")];
     super::scan::read_exact_retrying(file.as_ref(), &path, &mut bytes, 0)?;

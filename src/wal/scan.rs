@@ -64,14 +64,7 @@ pub struct SegmentScanner<'a> {
 impl<'a> SegmentScanner<'a> {
     /// A scanner over `[start, limit)` of `file`. `start` must be a record boundary at or after
     /// the segment header.
-    pub fn new(
-        file: &'a dyn VfsFile,
-        path: &'a Path,
-        segment: u64,
-        page_size: u32,
-        start: u64,
-        limit: u64,
-    ) -> Self {
+    pub fn new(file: &'a dyn VfsFile, path: &'a Path, segment: u64, page_size: u32, start: u64, limit: u64) -> Self {
         assert!(start >= SEGMENT_HEADER_SIZE as u64, "scan starts after the segment header");
         assert!(format::page_size_is_valid(page_size), "page size was validated");
         Self {
@@ -170,7 +163,8 @@ impl<'a> SegmentScanner<'a> {
                 Ok(fragment) => fragment,
                 Err(reason) => return Ok(self.damage(position, reason)),
             };
-            let payload = range.start + FRAGMENT_HEADER_SIZE..range.start + FRAGMENT_HEADER_SIZE + fragment.payload_length;
+            let payload =
+                range.start + FRAGMENT_HEADER_SIZE..range.start + FRAGMENT_HEADER_SIZE + fragment.payload_length;
             let in_record = self.record_offset.is_some();
             match (fragment.fragment_type, in_record) {
                 (FragmentType::Full | FragmentType::First, false) => {
@@ -182,10 +176,8 @@ impl<'a> SegmentScanner<'a> {
                     self.record.extend_from_slice(&self.chunk[payload]);
                 }
                 (fragment_type, _) => {
-                    return Ok(self.damage(
-                        position,
-                        CorruptionReason::BadFragmentOrder { fragment_type: fragment_type as u8 },
-                    ));
+                    return Ok(self
+                        .damage(position, CorruptionReason::BadFragmentOrder { fragment_type: fragment_type as u8 }));
                 }
             }
             self.position = position + header_size + fragment.payload_length as u64;

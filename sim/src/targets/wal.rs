@@ -13,9 +13,9 @@ use ballast::wal::{self, Position, RecoveryMode, Wal, WalOptions};
 use ballast::Error;
 use rand::Rng;
 
+use crate::fail;
 use crate::faults::FaultKind;
 use crate::runner::{draw_faults, Canary, Context, Failure};
-use crate::fail;
 
 const DIRECTORY: &str = "/wal";
 /// Bound on attempts to open after transient failures.
@@ -125,10 +125,9 @@ impl Workload {
         context.vfs.crash();
         let segments = segments_on_disk(context);
         let eligible: Vec<(PathBuf, std::ops::Range<u64>)> = match segments.split_last() {
-            Some((_, sealed)) => sealed
-                .iter()
-                .map(|&segment| (directory().join(wal::segment_file_name(segment)), 0..u64::MAX))
-                .collect(),
+            Some((_, sealed)) => {
+                sealed.iter().map(|&segment| (directory().join(wal::segment_file_name(segment)), 0..u64::MAX)).collect()
+            }
             None => Vec::new(),
         };
         context.vfs.rot(&eligible);
@@ -173,7 +172,8 @@ impl Workload {
                         // What an operator does about a full disk: free some space. Recovery
                         // may need a little (a repair writes its plan first).
                         let mut config = context.vfs.config();
-                        config.capacity_bytes = config.capacity_bytes.map(|bytes| bytes + 2 * self.geometry.options.segment_size);
+                        config.capacity_bytes =
+                            config.capacity_bytes.map(|bytes| bytes + 2 * self.geometry.options.segment_size);
                         context.vfs.set_config(config);
                         context.note("space_freed");
                     }
@@ -275,7 +275,8 @@ impl Workload {
         // on; damage by rot or a latent sector in a sealed segment must also be reported.
         let mut owed = synced;
         for &(segment, offset, kind) in damage {
-            let before_segment = model.iter().filter(|record| record.position.is_some_and(|p| p.segment < segment)).count();
+            let before_segment =
+                model.iter().filter(|record| record.position.is_some_and(|p| p.segment < segment)).count();
             let at_or_before = model
                 .iter()
                 .filter(|record| record.position.is_some_and(|p| p.segment == segment && p.offset <= offset))
@@ -332,7 +333,8 @@ impl Workload {
     fn life(&mut self, context: &mut Context, wal: &mut Wal) -> Result<LifeEnd, Failure> {
         let life_length = context.rng.gen_range(1..=40u64);
         let crash_inside = context.vfs.config().crash_inside_op;
-        let armed_at = (crash_inside > 0.0 && context.rng.gen_bool(crash_inside)).then(|| context.rng.gen_range(0..life_length));
+        let armed_at =
+            (crash_inside > 0.0 && context.rng.gen_bool(crash_inside)).then(|| context.rng.gen_range(0..life_length));
         for step in 0..life_length {
             if context.ops >= context.ops_budget {
                 return Ok(LifeEnd::Crash);
@@ -450,7 +452,10 @@ impl Workload {
             match item {
                 Ok((position, data)) => {
                     let Some(expected) = self.model.records.get(count) else {
-                        fail!("live read returned record {count} at {position}, beyond the {} appended", self.model.records.len());
+                        fail!(
+                            "live read returned record {count} at {position}, beyond the {} appended",
+                            self.model.records.len()
+                        );
                     };
                     if expected.data != data || expected.position != Some(position) {
                         fail!("live read of record {count} at {position} differs from what was appended");
@@ -495,7 +500,9 @@ impl Workload {
             for _ in 0..10 {
                 let record = self.draw_record(context, record_length_max);
                 match wal.append(&record) {
-                    Ok(position) => self.model.records.push(Expected { position: Some(position), data: record, synced: false }),
+                    Ok(position) => {
+                        self.model.records.push(Expected { position: Some(position), data: record, synced: false })
+                    }
                     Err(error) => fail!("append on a perfect disk failed: {error}"),
                 }
             }
