@@ -1,4 +1,8 @@
 //! `ballast-sim`: run seeds, replay one, check determinism.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the CLI times runs in wall seconds and paces progress; runs themselves read only SimClock"
+)]
 
 use std::collections::BTreeMap;
 use std::io::Write as _;

@@ -692,7 +692,7 @@ impl SimVfs {
             .filter_map(|entry| {
                 let length = state.inodes.get(&entry.inode)?.current.len() as u64;
                 let path = state.path_of(entry.inode)?;
-                (entry.offset < length).then(|| Damage { path, offset: entry.offset, kind: entry.kind })
+                (entry.offset < length).then_some(Damage { path, offset: entry.offset, kind: entry.kind })
             })
             .collect()
     }

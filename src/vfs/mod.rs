@@ -72,6 +72,7 @@ pub trait VfsLock: Send + Sync + fmt::Debug {}
 
 /// An open file with positional I/O. All methods take `&self`: a file may be read while it is
 /// written, and implementations synchronise internally.
+#[allow(clippy::len_without_is_empty, reason = "a file's length is a query of I/O, not a collection's size")]
 pub trait VfsFile: Send + Sync + fmt::Debug {
     /// Reads into `buf` from `offset`, returning how many bytes were read. The count may be
     /// short of `buf.len()` for any reason; `0` with a non-empty `buf` means end of file. A

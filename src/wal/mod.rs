@@ -88,7 +88,7 @@ impl WalOptions {
             ));
         }
         let page_size = u64::from(self.page_size);
-        if self.segment_size % page_size != 0 || self.segment_size < 2 * page_size {
+        if !self.segment_size.is_multiple_of(page_size) || self.segment_size < 2 * page_size {
             return invalid(format!(
                 "segment_size {} is not a multiple of page_size {page_size} of at least two pages",
                 self.segment_size

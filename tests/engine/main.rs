@@ -1,6 +1,11 @@
 //! Engine integration tests on the real filesystem (`OsVfs` in temp dirs): one binary, one
 //! module per area.
-#![allow(clippy::disallowed_methods, clippy::disallowed_types, reason = "tests damage files by hand through std::fs")]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::cast_possible_truncation,
+    reason = "tests damage files by hand through std::fs and build bytes from indexes"
+)]
 
 mod bad_input;
 mod wal_damage;
@@ -29,7 +34,7 @@ pub fn open(directory: &Path, recovery_mode: RecoveryMode) -> ballast::Result<Wa
 /// Record `index` of the test logs: a length that varies from empty to several pages.
 pub fn record(index: usize) -> Vec<u8> {
     let length = [0, 1, 40, 200, 300, 7, 600, 90][index % 8];
-    (0..length).map(|byte| (index * 31 + byte) as u8).collect()
+    (0..length).map(|byte| ((index * 31 + byte) % 256) as u8).collect()
 }
 
 pub fn read_all(wal: &Wal) -> Vec<(Position, Vec<u8>)> {

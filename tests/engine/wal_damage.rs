@@ -83,7 +83,10 @@ fn bad_length_in_a_synced_middle_segment() {
 
 #[test]
 fn bad_fragment_type_in_a_synced_middle_segment() {
-    check(|bytes, offset| bytes[at(offset)] = 9, |reason| matches!(reason, CorruptionReason::BadFragmentType { fragment_type: 9 }));
+    check(
+        |bytes, offset| bytes[at(offset)] = 9,
+        |reason| matches!(reason, CorruptionReason::BadFragmentType { fragment_type: 9 }),
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use ballast::wal::format::{decode_segment_header, encode_segment_header, record_end, record_length_max};
-use ballast::wal::{segment_file_name, parse_segment_file_name, RecoveryMode, Wal, WalOptions};
+use ballast::wal::{parse_segment_file_name, segment_file_name, RecoveryMode, Wal, WalOptions};
 
 use crate::os;
 
@@ -11,7 +11,8 @@ fn hexdump(bytes: &[u8]) -> String {
     let mut out = String::new();
     for (line, chunk) in bytes.chunks(16).enumerate() {
         let hex: Vec<String> = chunk.iter().map(|byte| format!("{byte:02x}")).collect();
-        let ascii: String = chunk.iter().map(|&byte| if byte.is_ascii_graphic() { byte as char } else { '.' }).collect();
+        let ascii: String =
+            chunk.iter().map(|&byte| if byte.is_ascii_graphic() { byte as char } else { '.' }).collect();
         writeln!(out, "{:06x}  {:<47}  {ascii}", line * 16, hex.join(" ")).unwrap();
     }
     out
