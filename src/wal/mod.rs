@@ -170,6 +170,8 @@ pub struct Wal {
     buffer: Vec<u8>,
     poisoned: bool,
     report: RecoveryReport,
+    /// A repair plan is on disk until the first write after the open that reported it.
+    repair_plan_present: bool,
 }
 
 struct ActiveSegment {
@@ -419,6 +421,7 @@ impl Wal {
             active,
             buffer: Vec::new(),
             poisoned: false,
+            repair_plan_present: report.repair.is_some(),
             report,
         })
     }
@@ -451,9 +454,17 @@ impl Wal {
         self.poisoned
     }
 
-    fn check_writable(&self) -> Result<()> {
+    /// Called first by every mutating call: refuses on a poisoned handle, and retires the
+    /// repair plan of a repair this handle's open reported.
+    fn begin_write(&mut self) -> Result<()> {
         if self.poisoned {
             return Err(Error::Poisoned);
+        }
+        if self.repair_plan_present {
+            if let Err(error) = repair::remove_plan(self.vfs.as_ref(), &self.directory) {
+                return Err(self.poison(error));
+            }
+            self.repair_plan_present = false;
         }
         Ok(())
     }
@@ -477,7 +488,7 @@ impl Wal {
     /// [`Wal::record_length_max`]. Any I/O failure poisons the log; a prefix of the batch may
     /// then survive a crash.
     pub fn append_batch(&mut self, records: &[&[u8]]) -> Result<Vec<Position>> {
-        self.check_writable()?;
+        self.begin_write()?;
         let record_length_max = self.record_length_max();
         for record in records {
             if record.len() as u64 > record_length_max {
@@ -525,7 +536,7 @@ impl Wal {
 
     /// Makes every record appended so far durable.
     pub fn sync(&mut self) -> Result<()> {
-        self.check_writable()?;
+        self.begin_write()?;
         if let Err(error) = self.active.file.sync_data() {
             let error = Error::io(&self.active.path, "sync_data", error);
             return Err(self.poison(error));
@@ -536,7 +547,7 @@ impl Wal {
     /// Seals the active segment (pads its last page, syncs it) and starts the next one. Every
     /// record appended before the call is durable when it returns.
     pub fn rotate(&mut self) -> Result<()> {
-        self.check_writable()?;
+        self.begin_write()?;
         self.rotate_inner()
     }
 
@@ -562,7 +573,7 @@ impl Wal {
     /// Removes every segment numbered below `segment`, durably, oldest first. `segment` may be
     /// the active segment; it may not be beyond it.
     pub fn truncate_before(&mut self, segment: u64) -> Result<()> {
-        self.check_writable()?;
+        self.begin_write()?;
         if segment > self.active.number {
             return Err(Error::InvalidArgument {
                 reason: format!("cannot truncate before segment {segment}: the last is {}", self.active.number),

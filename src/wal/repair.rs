@@ -121,8 +121,8 @@ pub fn read_plan(vfs: &dyn Vfs, directory: &Path) -> Result<Plan> {
     Plan::decode(&bytes).map_err(|(offset, reason)| Error::Corruption { file: path, segment: 0, offset, reason })
 }
 
-/// Carries out a plan. Idempotent: every step may already have been done by an earlier,
-/// interrupted attempt.
+/// Carries out a plan, leaving the plan file in place (see [`remove_plan`]). Idempotent: every
+/// step may already have been done by an earlier, interrupted attempt.
 pub fn carry_out(vfs: &dyn Vfs, directory: &Path, page_size: u32, plan: &Plan) -> Result<()> {
     // Newest first, each removal durable before the next, so that the segments left are always
     // a contiguous run.
@@ -146,6 +146,13 @@ pub fn carry_out(vfs: &dyn Vfs, directory: &Path, page_size: u32, plan: &Plan) -
         let header = format::encode_segment_header(plan.segment, page_size);
         vfs::create_file_atomically(vfs, directory, &segment_file_name(plan.segment), &header)?;
     }
+    Ok(())
+}
+
+/// Removes the plan once the repair it describes has been reported to a caller who went on to
+/// write. Until then every open finds it, finishes nothing new, and reports the repair again:
+/// a crash between carrying out a repair and its report reaching anyone cannot hide it.
+pub fn remove_plan(vfs: &dyn Vfs, directory: &Path) -> Result<()> {
     let plan_path = directory.join(PLAN_FILE_NAME);
     vfs.remove_file(&plan_path).map_err(|error| Error::io(&plan_path, "remove_file", error))?;
     vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))

@@ -1,0 +1,13 @@
+//! Simulator tests: one binary, one module per area.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::cast_possible_truncation,
+    reason = "tests compare against the real filesystem and build bytes from indexes"
+)]
+
+mod corpus;
+mod fault_rules;
+mod runner;
+mod vfs_agreement;
+mod wal_crash_points;
