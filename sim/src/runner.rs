@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
@@ -134,45 +135,25 @@ pub fn draw_faults(rng: &mut ChaCha8Rng, segment_size: u64) -> FaultConfig {
     if rng.gen_bool(0.1) {
         return config;
     }
-    let on = |rng: &mut ChaCha8Rng, probability: f64| rng.gen_bool(probability);
-    config.lost_unsynced = on(rng, 0.9);
-    if on(rng, 0.5) {
-        config.spurious_durability = rng.gen_range(0.1..0.9);
-    }
-    if on(rng, 0.5) {
-        config.torn_write = rng.gen_range(0.1..0.8);
-    }
-    if on(rng, 0.5) {
-        config.size_before_data = rng.gen_range(0.1..0.8);
-    }
-    if on(rng, 0.5) {
-        config.dir_entry_lost = rng.gen_range(0.1..0.7);
-    }
-    if on(rng, 0.3) {
-        config.fsync_failure = rng.gen_range(0.002..0.05);
-    }
-    if on(rng, 0.3) {
-        config.write_error = rng.gen_range(0.002..0.03);
-    }
-    if on(rng, 0.3) {
-        config.read_error = rng.gen_range(0.001..0.02);
-    }
-    if on(rng, 0.3) {
-        config.latent_sector = rng.gen_range(0.1..0.6);
-    }
-    if on(rng, 0.3) {
-        config.bit_rot = rng.gen_range(0.1..0.6);
-    }
-    if on(rng, 0.3) {
-        config.misdirected_write = rng.gen_range(0.002..0.03);
-    }
-    if on(rng, 0.2) {
+    // Each class is on with some probability, and when on its rate is drawn from a range.
+    let rate =
+        |rng: &mut ChaCha8Rng, on: f64, range: Range<f64>| if rng.gen_bool(on) { rng.gen_range(range) } else { 0.0 };
+    config.lost_unsynced = rng.gen_bool(0.9);
+    config.spurious_durability = rate(rng, 0.5, 0.1..0.9);
+    config.torn_write = rate(rng, 0.5, 0.1..0.8);
+    config.size_before_data = rate(rng, 0.5, 0.1..0.8);
+    config.dir_entry_lost = rate(rng, 0.5, 0.1..0.7);
+    config.fsync_failure = rate(rng, 0.3, 0.002..0.05);
+    config.write_error = rate(rng, 0.3, 0.002..0.03);
+    config.read_error = rate(rng, 0.3, 0.001..0.02);
+    config.latent_sector = rate(rng, 0.3, 0.1..0.6);
+    config.bit_rot = rate(rng, 0.3, 0.1..0.6);
+    config.misdirected_write = rate(rng, 0.3, 0.002..0.03);
+    if rng.gen_bool(0.2) {
         config.capacity_bytes = Some(segment_size * rng.gen_range(4..10));
     }
-    config.latency = on(rng, 0.5);
-    if on(rng, 0.5) {
-        config.crash_inside_op = rng.gen_range(0.2..0.8);
-    }
+    config.latency = rng.gen_bool(0.5);
+    config.crash_inside_op = rate(rng, 0.5, 0.2..0.8);
     config
 }
 
