@@ -51,6 +51,15 @@ enum Command {
         #[arg(long)]
         canary: Option<CanaryArg>,
     },
+    /// Find the shortest prefix of a failing seed's run (`--ops K`) that still fails.
+    Shrink {
+        #[arg(long, value_parser = parse_target)]
+        target: Target,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        canary: Option<CanaryArg>,
+    },
     /// Rerun one seed exactly.
     Replay {
         #[arg(long, value_parser = parse_target)]
@@ -144,6 +153,33 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::SUCCESS
             }
+        }
+        Command::Shrink { target, seed, canary } => {
+            let canary = canary.map(Canary::from);
+            let full = run_seed(target, seed, &RunOptions { ops: None, canary, trace: false });
+            let Some(failure) = full.failure else {
+                println!("PASS target={target} seed={seed}: nothing to shrink");
+                return ExitCode::SUCCESS;
+            };
+            // A run with --ops K is a prefix of the full run; the first K that fails is the
+            // shortest. Bounded by the full run's op count.
+            let shortest = (1..=full.ops)
+                .map(|ops| (ops, run_seed(target, seed, &RunOptions { ops: Some(ops), canary, trace: false })))
+                .find(|(_, outcome)| outcome.failure.is_some());
+            let canary_flag = canary.map(|_| " --canary lying-fsync").unwrap_or_default();
+            match shortest {
+                Some((ops, outcome)) => {
+                    println!("shrunk: {} ops -> {ops} ops", full.ops);
+                    println!("FAIL target={target} seed={seed}: {}", outcome.failure.expect("found failing"));
+                    println!("replay: ballast-sim replay --target {target} --seed {seed} --ops {ops}{canary_flag}");
+                }
+                None => {
+                    println!("no shorter prefix fails; the failure needs the whole run");
+                    println!("FAIL target={target} seed={seed}: {failure}");
+                    println!("replay: ballast-sim replay --target {target} --seed {seed}{canary_flag}");
+                }
+            }
+            ExitCode::from(1)
         }
         Command::Replay { target, seed, ops, trace, canary } => {
             let options = RunOptions { ops, canary: canary.map(Canary::from), trace };

@@ -174,7 +174,10 @@ pub fn run_seed(target: Target, seed: u64, options: &RunOptions) -> SeedOutcome 
         recoveries: BTreeMap::new(),
         canary: options.canary,
     };
-    context.ops_budget = options.ops.unwrap_or_else(|| context.rng.gen_range(50..400));
+    // Drawn even when --ops overrides it, so that a shorter run is a prefix of the full one:
+    // that is what lets `shrink` cut a failing seed down.
+    let drawn_ops = context.rng.gen_range(50..400);
+    context.ops_budget = options.ops.unwrap_or(drawn_ops);
     let result = match target {
         Target::Wal => targets::wal::run(&mut context),
     };

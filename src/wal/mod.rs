@@ -936,11 +936,9 @@ pub struct VerifyReport {
 }
 
 /// Checks every segment in `directory` the way a strict open would, changing nothing and taking
-/// no lock. Reports the record count, a torn tail, and the first problem.
-pub fn verify(vfs: &dyn Vfs, directory: &Path, page_size: u32) -> Result<VerifyReport> {
-    if !format::page_size_is_valid(page_size) {
-        return Err(Error::InvalidArgument { reason: format!("invalid page_size {page_size}") });
-    }
+/// no lock. Reports the record count, a torn tail, and the first problem. The page size is read
+/// from the first segment's header; a segment written with another one is a problem.
+pub fn verify(vfs: &dyn Vfs, directory: &Path) -> Result<VerifyReport> {
     let mut report = VerifyReport { segments_count: 0, records_count: 0, torn_tail: None, problem: None };
     let listing = match list_directory(vfs, directory) {
         Ok(listing) => listing,
@@ -952,6 +950,20 @@ pub fn verify(vfs: &dyn Vfs, directory: &Path, page_size: u32) -> Result<VerifyR
     };
     report.segments_count = listing.segments.len() as u64;
     let last = listing.segments.last().copied();
+    let Some(&first) = listing.segments.first() else { return Ok(report) };
+    let page_size = {
+        let path = directory.join(segment_file_name(first));
+        let file = vfs.open(&path, OpenMode::Read).map_err(|error| Error::io(&path, "open", error))?;
+        let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
+        match scan::read_segment_header(file.as_ref(), &path, first, length) {
+            Ok(page_size) => page_size,
+            Err(error @ Error::Corruption { .. }) => {
+                report.problem = Some(error);
+                return Ok(report);
+            }
+            Err(error) => return Err(error),
+        }
+    };
     for &number in &listing.segments {
         let sealed = Some(number) != last;
         let (path, file, length) = match open_segment(vfs, directory, number, OpenMode::Read, page_size) {

@@ -46,7 +46,7 @@ fn check(damage: impl FnOnce(&mut Vec<u8>, u64), expected: impl Fn(&CorruptionRe
         }
         other => panic!("strict open must report the corruption, got {other:?}"),
     }
-    let report = ballast::wal::verify(&ballast::vfs::OsVfs::new(), directory.path(), 256).unwrap();
+    let report = ballast::wal::verify(&ballast::vfs::OsVfs::new(), directory.path()).unwrap();
     assert!(matches!(report.problem, Some(Error::Corruption { segment: 1, offset, .. }) if offset == position.offset));
 
     let mut wal = open(directory.path(), RecoveryMode::Repair).unwrap();
@@ -197,4 +197,20 @@ fn a_sealed_segment_cut_short_is_corruption() {
         Err(Error::Corruption { segment: 0, offset, .. }) => assert_eq!(offset, last_in_zero.offset),
         other => panic!("expected corruption in segment 0, got {other:?}"),
     }
+}
+
+#[test]
+fn verify_reports_counts_and_a_torn_tail_and_changes_nothing() {
+    let directory = tempfile::tempdir().unwrap();
+    let positions = write_log(directory.path(), 30);
+    let last = *positions.last().unwrap();
+    let path = segment_path(directory.path(), last.segment);
+    edit(&path, |bytes| bytes.truncate(at(last.offset) + 3));
+    let before = fs::read(&path).unwrap();
+    let report = ballast::wal::verify(&ballast::vfs::OsVfs::new(), directory.path()).unwrap();
+    assert_eq!(report.records_count, 29);
+    assert_eq!(report.segments_count, last.segment + 1);
+    assert!(report.problem.is_none());
+    assert_eq!(report.torn_tail.unwrap().offset, last.offset);
+    assert_eq!(fs::read(&path).unwrap(), before, "verify changes nothing");
 }
