@@ -18,7 +18,9 @@
 //! and appending continues there. Damage in any earlier segment is corruption of synced data:
 //! [`RecoveryMode::Strict`] fails the open with the segment and offset, and
 //! [`RecoveryMode::Repair`] truncates there, removes every later segment, and reports what it
-//! dropped.
+//! dropped. A repair first writes its plan durably (the `REPAIR` file), so an open interrupted
+//! part way is finished by the next one; the plan stays until the first write after the open
+//! that reported it, so a crash can never leave a repair that nobody was told about.
 //!
 //! One limit is inherent to the format and stated here so nobody relies on more: damage to
 //! synced records at the end of the last segment cannot be told apart from a torn write, and is
