@@ -9,7 +9,9 @@
 
 pub mod clock;
 mod error;
+mod repair;
 pub mod vfs;
 pub mod wal;
 
 pub use error::{CorruptionReason, Error, Result};
+pub use repair::Repair;

@@ -149,7 +149,7 @@ pub fn create_file_atomically(
     file.write_at(contents, 0).map_err(|error| Error::io(&temp_path, "write_at", error))?;
     file.sync_data().map_err(|error| Error::io(&temp_path, "sync_data", error))?;
     let mut read_back = vec![0u8; contents.len()];
-    crate::wal::read_exact_retrying(file.as_ref(), &temp_path, &mut read_back, 0)?;
+    read_exact_retrying(file.as_ref(), &temp_path, &mut read_back, 0)?;
     if read_back != contents {
         drop(file);
         vfs.remove_file(&temp_path).map_err(|error| Error::io(&temp_path, "remove_file", error))?;
@@ -159,4 +159,33 @@ pub fn create_file_atomically(
     vfs.rename(&temp_path, &path).map_err(|error| Error::io(&temp_path, "rename", error))?;
     vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
     Ok(file)
+}
+
+/// How many times a failed read is tried before the error is returned. Read errors may be
+/// transient; more tries than this means the disk is failing and the caller should know.
+pub const READ_ATTEMPTS_MAX: u32 = 4;
+
+/// Reads `buf.len()` bytes at `offset`, retrying transient errors up to [`READ_ATTEMPTS_MAX`]
+/// times. End of file is not retried.
+pub fn read_exact_retrying(file: &dyn VfsFile, path: &Path, buf: &mut [u8], offset: u64) -> crate::Result<()> {
+    let mut attempt = 1;
+    loop {
+        match read_exact_at(file, buf, offset) {
+            Ok(()) => return Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof || attempt >= READ_ATTEMPTS_MAX => {
+                return Err(crate::error::Error::io(path, "read_at", error));
+            }
+            Err(error) => {
+                tracing::debug!(path = %path.display(), offset, attempt, %error, "read failed; trying again");
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Truncates (or extends) `file` to `length` and syncs it.
+pub fn truncate_durably(file: &dyn VfsFile, path: &Path, length: u64) -> crate::Result<()> {
+    use crate::error::Error;
+    file.set_len(length).map_err(|error| Error::io(path, "set_len", error))?;
+    file.sync_data().map_err(|error| Error::io(path, "sync_data", error))
 }

@@ -32,7 +32,6 @@
 //! [`Error::Poisoned`] until the log is reopened, and reopening verifies the tail from disk.
 
 pub mod format;
-mod repair;
 mod scan;
 
 use std::fmt;
@@ -44,10 +43,11 @@ pub use format::{
     FragmentType, FORMAT_VERSION, FRAGMENT_HEADER_SIZE, PAGE_SIZE_MAX, PAGE_SIZE_MIN, SEGMENT_HEADER_SIZE,
     SEGMENT_MAGIC,
 };
-pub(crate) use scan::read_exact_retrying;
 use scan::{ScanItem, SegmentScanner};
 
 use crate::error::{CorruptionReason, Error, Result};
+pub use crate::repair::Repair;
+use crate::repair::{self, Segments};
 use crate::vfs::{self, OpenMode, Vfs, VfsFile, VfsLock};
 
 /// How opening treats damage to data that was synced.
@@ -142,23 +142,6 @@ pub struct TornTail {
     /// The new end of the segment.
     pub offset: u64,
     pub bytes_dropped: u64,
-}
-
-/// Synced data dropped by a repair.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Repair {
-    /// Where the damage was found.
-    pub segment: u64,
-    pub offset: u64,
-    /// What was wrong there.
-    pub reason: String,
-    /// True when this open finished a repair that an earlier, interrupted open began.
-    pub resumed: bool,
-    /// Whole records found after the damage and dropped with it (a lower bound: damaged records
-    /// cannot be counted).
-    pub records_dropped: u64,
-    pub bytes_dropped: u64,
-    pub segments_removed: u64,
 }
 
 /// A segmented write-ahead log on a [`Vfs`]. See the module docs for its promises.
@@ -385,7 +368,7 @@ impl Wal {
         if listing.repair_plan {
             // An earlier open began a repair and did not finish it: finish it and report it.
             let plan = repair::read_plan(vfs.as_ref(), &directory)?;
-            repair::carry_out(vfs.as_ref(), &directory, options.page_size, &plan)?;
+            repair::carry_out(vfs.as_ref(), &directory, &WalSegments { page_size: options.page_size }, &plan)?;
             report.repair = Some(plan.into_report(true));
             listing = list_directory(vfs.as_ref(), &directory)?;
         }
@@ -721,7 +704,7 @@ fn recover(
                 report.records_count += scan.records_count;
                 let end = scan.end;
                 if length > end {
-                    truncate_file(file.as_ref(), &path, end)?;
+                    vfs::truncate_durably(file.as_ref(), &path, end)?;
                     report.torn_tail = Some(TornTail { segment: number, offset: end, bytes_dropped: length - end });
                     tracing::info!(segment = number, offset = end, bytes = length - end, "truncated torn tail");
                 }
@@ -793,14 +776,14 @@ fn repair(
     let plan = repair::Plan {
         segment: number,
         truncate_at,
-        last_segment: last,
+        remove: (number + 1..=last).rev().collect(),
         offset,
         records_dropped,
         bytes_dropped,
         reason: reason.to_string(),
     };
     repair::write_plan(vfs, directory, &plan)?;
-    repair::carry_out(vfs, directory, page_size, &plan)?;
+    repair::carry_out(vfs, directory, &WalSegments { page_size }, &plan)?;
     let repaired = plan.into_report(false);
     tracing::warn!(?repaired, "repaired damaged synced data");
     report.repair = Some(repaired);
@@ -808,9 +791,23 @@ fn repair(
     Ok(ActiveSegment { number, path, file, end: length })
 }
 
-fn truncate_file(file: &dyn VfsFile, path: &Path, length: u64) -> Result<()> {
-    file.set_len(length).map_err(|error| Error::io(path, "set_len", error))?;
-    file.sync_data().map_err(|error| Error::io(path, "sync_data", error))
+/// The WAL's segment naming, for the shared repair plan.
+struct WalSegments {
+    page_size: u32,
+}
+
+impl Segments for WalSegments {
+    fn file_name(&self, segment: u64) -> String {
+        segment_file_name(segment)
+    }
+
+    fn empty(&self, segment: u64) -> Vec<u8> {
+        format::encode_segment_header(segment, self.page_size).to_vec()
+    }
+
+    fn header_size(&self) -> u64 {
+        SEGMENT_HEADER_SIZE as u64
+    }
 }
 
 /// Iterator over records, returned by [`Wal::records_from`]. Yields `(position, record)`; after

@@ -1,16 +1,11 @@
 //! Sequential verification of one segment file: the one decoder used by recovery, readers and
 //! `verify`, so that all three agree on what is valid.
 
-use std::io;
 use std::path::Path;
 
 use super::format::{self, FragmentType, FRAGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE};
 use crate::error::{CorruptionReason, Error, Result};
-use crate::vfs::VfsFile;
-
-/// How many times a failed read is tried before the error is returned. Read errors may be
-/// transient; more tries than this means the disk is failing and the caller should know.
-pub const READ_ATTEMPTS_MAX: u32 = 4;
+use crate::vfs::{read_exact_retrying, VfsFile};
 
 /// Bytes read per I/O call while scanning, rounded to whole pages.
 const CHUNK_SIZE_TARGET: u64 = 1 << 20;
@@ -25,26 +20,6 @@ pub enum ScanItem {
     /// Verification failed on the fragment at `offset`. `record_offset` is where the record it
     /// belongs to starts (the place to truncate to); it equals `offset` outside a record.
     Damage { offset: u64, record_offset: u64, reason: CorruptionReason },
-}
-
-/// Reads `buf.len()` bytes at `offset`, retrying transient errors up to [`READ_ATTEMPTS_MAX`].
-pub fn read_exact_retrying(file: &dyn VfsFile, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
-    let mut attempt = 1;
-    loop {
-        match crate::vfs::read_exact_at(file, buf, offset) {
-            Ok(()) => return Ok(()),
-            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(Error::io(path, "read_at", error));
-            }
-            Err(error) => {
-                if attempt >= READ_ATTEMPTS_MAX {
-                    return Err(Error::io(path, "read_at", error));
-                }
-                tracing::debug!(path = %path.display(), offset, attempt, %error, "read failed; trying again");
-                attempt += 1;
-            }
-        }
-    }
 }
 
 /// Walks one segment's fragments from a record boundary up to `limit`.
