@@ -36,6 +36,12 @@ pub enum CorruptionReason {
     NonZeroPadding,
     /// The file ends in the middle of a structure that a sealed file must hold whole.
     Truncated { length: u64 },
+    /// A commit's first offset leaves a gap after the offsets before it.
+    OutOfOrder { expected: u64, found: u64 },
+    /// A commit claims offsets that earlier commits already hold: the history forked.
+    Forked { expected: u64, found: u64 },
+    /// A commit's epoch is lower than the epoch of a commit before it.
+    EpochRegression { previous: u64, found: u64 },
 }
 
 impl fmt::Display for CorruptionReason {
@@ -57,6 +63,11 @@ impl fmt::Display for CorruptionReason {
             Self::NonZeroReserved => write!(f, "reserved byte is not zero"),
             Self::NonZeroPadding => write!(f, "padding or data past the end is not zero"),
             Self::Truncated { length } => write!(f, "file truncated at {length} bytes"),
+            Self::OutOfOrder { expected, found } => write!(f, "offset {found} where {expected} was expected"),
+            Self::Forked { expected, found } => {
+                write!(f, "offset {found} again where {expected} was expected: the history forked")
+            }
+            Self::EpochRegression { previous, found } => write!(f, "epoch {found} after epoch {previous}"),
         }
     }
 }
@@ -82,6 +93,10 @@ pub enum Error {
     RecordTooLarge { length: u64, max: u64 },
     /// The caller passed an argument the call cannot accept.
     InvalidArgument { reason: String },
+    /// A commit's transaction offsets do not continue the log: `found` where `expected` was due.
+    OffsetMismatch { expected: u64, found: u64 },
+    /// `set_epoch` was asked to go backwards.
+    EpochRegression { current: u64, requested: u64 },
 }
 
 impl Error {
@@ -126,6 +141,12 @@ impl fmt::Display for Error {
                 write!(f, "record of {length} bytes exceeds the maximum of {max}")
             }
             Self::InvalidArgument { reason } => write!(f, "invalid argument: {reason}"),
+            Self::OffsetMismatch { expected, found } => {
+                write!(f, "transaction offset {found} does not continue the log; expected {expected}")
+            }
+            Self::EpochRegression { current, requested } => {
+                write!(f, "epoch {requested} is lower than the current epoch {current}")
+            }
         }
     }
 }

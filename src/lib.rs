@@ -8,10 +8,11 @@
 //! Every call documents what it makes durable; nothing is durable until a call says so.
 
 pub mod clock;
+pub mod commitlog;
 mod error;
 mod repair;
 pub mod vfs;
 pub mod wal;
 
 pub use error::{CorruptionReason, Error, Result};
-pub use repair::Repair;
+pub use repair::{RecoveryMode, Repair};

@@ -17,6 +17,16 @@ const PLAN_FIXED_SIZE: usize = 8 + 5 * 8 + 4 + 4;
 const REASON_LENGTH_MAX: usize = 4096;
 const REMOVE_COUNT_MAX: usize = 1 << 20;
 
+/// How opening treats damage to data that was synced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Fail the open with [`Error::Corruption`] naming the file and offset. The default.
+    #[default]
+    Strict,
+    /// Cut the damaged data and everything after it, and report what was dropped.
+    Repair,
+}
+
 /// Synced data dropped by a repair, as reported by the open that made or finished it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Repair {

@@ -189,3 +189,28 @@ pub fn truncate_durably(file: &dyn VfsFile, path: &Path, length: u64) -> crate::
     file.set_len(length).map_err(|error| Error::io(path, "set_len", error))?;
     file.sync_data().map_err(|error| Error::io(path, "sync_data", error))
 }
+
+/// Creates `directory` if it is missing (making its entry durable in the parent), then takes
+/// its exclusive lock. A lock held elsewhere is [`crate::Error::Locked`] naming the directory.
+pub fn open_directory_locked(vfs: &dyn Vfs, directory: &Path) -> crate::Result<Box<dyn VfsLock>> {
+    use crate::error::Error;
+    match vfs.read_dir(directory) {
+        Ok(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            vfs.create_dir_all(directory).map_err(|error| Error::io(directory, "create_dir_all", error))?;
+            let parent = match directory.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                _ => std::path::PathBuf::from("."),
+            };
+            vfs.sync_dir(&parent).map_err(|error| Error::io(&parent, "sync_dir", error))?;
+        }
+        Err(error) => return Err(Error::io(directory, "read_dir", error)),
+    }
+    vfs.lock_dir(directory).map_err(|error| {
+        if error.kind() == io::ErrorKind::WouldBlock {
+            Error::Locked { directory: directory.to_path_buf() }
+        } else {
+            Error::io(directory, "lock_dir", error)
+        }
+    })
+}

@@ -35,7 +35,6 @@ pub mod format;
 mod scan;
 
 use std::fmt;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -46,20 +45,9 @@ pub use format::{
 use scan::{ScanItem, SegmentScanner};
 
 use crate::error::{CorruptionReason, Error, Result};
-pub use crate::repair::Repair;
 use crate::repair::{self, Segments};
+pub use crate::repair::{RecoveryMode, Repair};
 use crate::vfs::{self, OpenMode, Vfs, VfsFile, VfsLock};
-
-/// How opening treats damage to data that was synced.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum RecoveryMode {
-    /// Fail the open with [`Error::Corruption`] naming the file and offset. The default.
-    #[default]
-    Strict,
-    /// Truncate at the damage, remove everything after it, and report what was dropped in
-    /// [`RecoveryReport::repair`].
-    Repair,
-}
 
 /// Options for [`Wal::open`].
 #[derive(Clone, Debug)]
@@ -344,25 +332,7 @@ impl Wal {
     pub fn open(vfs: Arc<dyn Vfs>, directory: impl Into<PathBuf>, options: WalOptions) -> Result<Self> {
         options.validate()?;
         let directory = directory.into();
-        match vfs.read_dir(&directory) {
-            Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                vfs.create_dir_all(&directory).map_err(|error| Error::io(&directory, "create_dir_all", error))?;
-                let parent = match directory.parent() {
-                    Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-                    _ => PathBuf::from("."),
-                };
-                vfs.sync_dir(&parent).map_err(|error| Error::io(&parent, "sync_dir", error))?;
-            }
-            Err(error) => return Err(Error::io(&directory, "read_dir", error)),
-        }
-        let lock = vfs.lock_dir(&directory).map_err(|error| {
-            if error.kind() == io::ErrorKind::WouldBlock {
-                Error::Locked { directory: directory.clone() }
-            } else {
-                Error::io(&directory, "lock_dir", error)
-            }
-        })?;
+        let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
         let mut report = RecoveryReport::default();
         let mut listing = list_directory(vfs.as_ref(), &directory)?;
         if listing.repair_plan {

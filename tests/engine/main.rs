@@ -8,6 +8,7 @@
 )]
 
 mod bad_input;
+mod commitlog_os;
 mod wal_damage;
 mod wal_format;
 mod wal_os;
