@@ -18,14 +18,16 @@ use crate::{targets, SimClock, SimVfs};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Target {
     Wal,
+    Commitlog,
 }
 
 impl Target {
-    pub const ALL: [Target; 1] = [Target::Wal];
+    pub const ALL: [Target; 2] = [Target::Wal, Target::Commitlog];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Wal => "wal",
+            Self::Commitlog => "commitlog",
         }
     }
 
@@ -33,6 +35,7 @@ impl Target {
         match name {
             "all" => Some(Self::ALL.to_vec()),
             "wal" => Some(vec![Self::Wal]),
+            "commitlog" => Some(vec![Self::Commitlog]),
             _ => None,
         }
     }
@@ -180,6 +183,7 @@ pub fn run_seed(target: Target, seed: u64, options: &RunOptions) -> SeedOutcome 
     context.ops_budget = options.ops.unwrap_or(drawn_ops);
     let result = match target {
         Target::Wal => targets::wal::run(&mut context),
+        Target::Commitlog => targets::commitlog::run(&mut context),
     };
     let swarm = match &result {
         Ok(swarm) | Err((swarm, _)) => swarm.clone(),

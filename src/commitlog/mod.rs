@@ -769,7 +769,9 @@ impl Commitlog {
     }
 
     /// Durably removes every commit after `offset`: a commit holding `offset` and later offsets
-    /// goes whole. Snapshots beyond the new end go too. Returns the new next offset.
+    /// goes whole. Snapshots beyond the new end go too. Returns the new next offset. Refused
+    /// with [`Error::InvalidArgument`] when retention has removed the log's start and no
+    /// snapshot at or below `offset` would remain to restore from.
     pub fn reset_to(&mut self, offset: u64) -> Result<u64> {
         self.begin_write()?;
         if offset.saturating_add(1) >= self.next_offset {
@@ -778,6 +780,17 @@ impl Commitlog {
         if offset.saturating_add(1) < self.first_offset() {
             return Err(Error::InvalidArgument {
                 reason: format!("cannot reset to {offset}: the log starts at {}", self.first_offset()),
+            });
+        }
+        // Retention removed the log's start: restoring then needs a snapshot at or below the
+        // reset point, since every snapshot beyond it goes.
+        if self.first_offset() > 0 && !self.snapshots.iter().any(|&snapshot| snapshot <= offset) {
+            return Err(Error::InvalidArgument {
+                reason: format!(
+                    "cannot reset to {offset}: the log before {} was removed and no snapshot at or below {offset} \
+                     would be left to restore from",
+                    self.first_offset()
+                ),
             });
         }
         let result = self.reset_inner(offset);

@@ -1,3 +1,4 @@
 //! One module per simulated structure: its workload, its model, and its checker.
 
+pub mod commitlog;
 pub mod wal;
