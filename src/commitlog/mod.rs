@@ -135,6 +135,9 @@ pub struct RecoveryReport {
     pub indexes_rebuilt: u64,
     /// Snapshot files removed because they lie beyond the recovered log.
     pub snapshots_removed: u64,
+    /// The log ended below a valid snapshot (only a repair can cause this): every segment was
+    /// removed and the log restarted right after that snapshot, which holds their state.
+    pub restarted_after_snapshot: Option<u64>,
 }
 
 /// A torn tail removed silently.
@@ -425,10 +428,21 @@ fn recover(vfs: &dyn Vfs, directory: &Path, options: &CommitlogOptions, report: 
         report.repair = Some(plan.into_report(true));
         listing = list_directory(vfs, directory)?;
     }
+    // A repair can cut the log below a snapshot that is still valid. The snapshot holds every
+    // transaction up to its offset, so rather than losing it, the log restarts just after it.
+    let newest_valid = |listing: &Listing| -> Result<Option<u64>> {
+        for &offset in listing.snapshots.iter().rev() {
+            if snapshot::read_snapshot(vfs, directory, offset)?.is_some() {
+                return Ok(Some(offset));
+            }
+        }
+        Ok(None)
+    };
     if listing.segments.is_empty() {
-        let name = format::segment_file_name(0);
-        vfs::create_file_atomically(vfs, directory, &name, &format::encode_segment_header(0))?;
-        listing.segments.push(0);
+        let start = newest_valid(&listing)?.map_or(0, |offset| offset + 1);
+        let name = format::segment_file_name(start);
+        vfs::create_file_atomically(vfs, directory, &name, &format::encode_segment_header(start))?;
+        listing.segments.push(start);
     }
     let mut inspection = inspect(vfs, directory, &listing.segments, options.index_interval_bytes)?;
     if let Some(damage) = inspection.damage.take() {
@@ -470,6 +484,26 @@ fn recover(vfs: &dyn Vfs, directory: &Path, options: &CommitlogOptions, report: 
                 reason: damage.reason,
             });
         }
+    }
+    let log_end = inspection.scans.last().expect("at least one segment").next_offset;
+    if let Some(snapshot) = newest_valid(&listing)?.filter(|&offset| offset >= log_end) {
+        // Newest first, each removal durable; a crash part way is finished by the next open.
+        for &min_offset in listing.segments.iter().rev() {
+            for name in [format::segment_file_name(min_offset), format::index_file_name(min_offset)] {
+                let path = directory.join(name);
+                match vfs.remove_file(&path) {
+                    Ok(()) => vfs.sync_dir(directory).map_err(io_error(directory, "sync_dir"))?,
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(Error::io(&path, "remove_file", error)),
+                }
+            }
+        }
+        let start = snapshot + 1;
+        vfs::create_file_atomically(vfs, directory, &format::segment_file_name(start), &format::encode_segment_header(start))?;
+        tracing::warn!(snapshot, "the log ended below a valid snapshot; restarted the log after it");
+        report.restarted_after_snapshot = Some(snapshot);
+        listing = list_directory(vfs, directory)?;
+        inspection = inspect(vfs, directory, &listing.segments, options.index_interval_bytes)?;
     }
     let last = inspection.scans.pop().expect("at least one segment");
     let last_path = directory.join(format::segment_file_name(last.min_offset));
@@ -803,36 +837,60 @@ impl Commitlog {
     fn reset_inner(&mut self, offset: u64) -> Result<u64> {
         self.flush_inner()?;
         let vfs = self.vfs.as_ref();
+        let directory = self.directory.clone();
         let segments = self.segments();
         let keep = segments.iter().rposition(|&min_offset| min_offset <= offset).unwrap_or(0);
         // Newest first, each removal durable, so a crash part way leaves a prefix of the log.
         for &min_offset in segments[keep + 1..].iter().rev() {
-            let path = self.directory.join(format::segment_file_name(min_offset));
-            vfs.remove_file(&path).map_err(io_error(&path, "remove_file"))?;
-            vfs.sync_dir(&self.directory).map_err(io_error(&self.directory, "sync_dir"))?;
+            for name in [format::segment_file_name(min_offset), format::index_file_name(min_offset)] {
+                let path = directory.join(name);
+                match vfs.remove_file(&path) {
+                    Ok(()) => vfs.sync_dir(&directory).map_err(io_error(&directory, "sync_dir"))?,
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(Error::io(&path, "remove_file", error)),
+                }
+            }
         }
         let min_offset = segments[keep];
-        let path = self.directory.join(format::segment_file_name(min_offset));
+        let path = directory.join(format::segment_file_name(min_offset));
         let (file, length) = open_file(vfs, &path, OpenMode::ReadWrite)?;
         let mut scanner = CommitScanner::new(min_offset, length, SEGMENT_HEADER_SIZE as u64, min_offset);
-        let cut = loop {
+        let mut index = Vec::new();
+        let (cut, next_offset) = loop {
             match scanner.next_item(file.as_ref(), &path)? {
-                ScanItem::Commit { position, header } if header.last_offset() > offset => break position,
-                ScanItem::Commit { .. } => {}
-                ScanItem::End { position } | ScanItem::Damage { position, .. } => break position,
+                ScanItem::Commit { position, header } if header.last_offset() > offset => {
+                    break (position, header.first_offset);
+                }
+                ScanItem::Commit { position, header } => {
+                    if index.last().is_none_or(|last: &IndexEntry| position - last.position >= self.options.index_interval_bytes) {
+                        index.push(IndexEntry { offset: header.first_offset, position });
+                    }
+                }
+                ScanItem::End { position } => break (position, scanner.next_offset()),
+                ScanItem::Damage { position, reason } => {
+                    return Err(Error::Corruption { file: path, segment: min_offset, offset: position, reason });
+                }
             }
         };
         vfs::truncate_durably(file.as_ref(), &path, cut)?;
-        drop(file);
-        // Everything below the cut was verified; reload the handle's view from the directory.
-        let mut report = RecoveryReport::default();
-        let state = recover(vfs, &self.directory, &self.options, &mut report)?;
-        self.sealed = state.sealed;
-        self.active = state.active;
-        self.next_offset = state.next_offset;
-        self.snapshots = state.snapshots;
+        if keep < self.sealed.len() {
+            // The kept segment becomes the active one, which has no index file.
+            let index_path = directory.join(format::index_file_name(min_offset));
+            vfs.remove_file(&index_path).map_err(io_error(&index_path, "remove_file"))?;
+            vfs.sync_dir(&directory).map_err(io_error(&directory, "sync_dir"))?;
+        }
+        let beyond: Vec<u64> = self.snapshots.iter().copied().filter(|&snapshot| snapshot >= next_offset).collect();
+        for snapshot in beyond {
+            let snapshot_path = directory.join(format::snapshot_file_name(snapshot));
+            vfs.remove_file(&snapshot_path).map_err(io_error(&snapshot_path, "remove_file"))?;
+            vfs.sync_dir(&directory).map_err(io_error(&directory, "sync_dir"))?;
+            self.snapshots.retain(|&kept| kept != snapshot);
+        }
+        self.sealed.truncate(keep);
+        self.active = Active { min_offset, path, file, end: cut, index };
+        self.next_offset = next_offset;
         self.transactions_since_snapshot = 0;
-        Ok(self.next_offset)
+        Ok(next_offset)
     }
 
     /// Syncs and closes the log.

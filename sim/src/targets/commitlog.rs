@@ -550,12 +550,19 @@ impl Workload {
                         if new_next != end {
                             fail!("reset_to({offset}) left next offset {new_next}, expected {end}");
                         }
+                        // A reset removes durably; it promises nothing about what it keeps.
                         self.model.truncate(end);
-                        self.model.synced = end;
                         self.model.reset_floor = None;
                         Ok(Step::Continue)
                     }
                     Err(Error::Io { .. }) => Ok(Step::Poisoned),
+                    Err(Error::Corruption { segment, .. })
+                        if context.vfs.damage().iter().any(|damage| segment_of(&damage.path) == Some(segment)) =>
+                    {
+                        // The reset read the kept segment and met damage the disk caused.
+                        context.note("corruption_reported");
+                        Ok(Step::Poisoned)
+                    }
                     Err(Error::InvalidArgument { .. }) if first > 0 => {
                         // Retention removed the start and no snapshot would remain below.
                         self.model.reset_floor = None;
