@@ -205,11 +205,12 @@ impl Workload {
                 eligible.push((directory().join(format::index_file_name(segment)), 0..u64::MAX));
             }
         }
-        let spare = match self.options.retention {
-            Retention::KeepAll => &snapshots[..],
-            Retention::RemoveBelowOldestSnapshot => snapshots.get(1..).unwrap_or(&[]),
-        };
-        for &offset in spare {
+        // Once the log no longer starts at 0 (retention, or a restart after a snapshot), the
+        // oldest snapshot reaching its start is the only record of what came before: a single
+        // copy, which no engine can keep through rot.
+        let log_start = segments.first().copied().unwrap_or(0);
+        let essential = (log_start > 0).then(|| snapshots.iter().copied().find(|&offset| offset + 1 >= log_start)).flatten();
+        for &offset in snapshots.iter().filter(|&&offset| Some(offset) != essential) {
             eligible.push((directory().join(format::snapshot_file_name(offset)), 0..u64::MAX));
         }
         context.vfs.rot(&eligible);
