@@ -173,14 +173,21 @@ pub(crate) fn carry_out(vfs: &dyn Vfs, directory: &Path, segments: &dyn Segments
     }
     let name = segments.file_name(plan.segment);
     let path = directory.join(&name);
+    // A later step of recovery may have removed the damaged segment itself (the commitlog
+    // restarting after a snapshot); then there is nothing left to cut, and it must not return.
+    let file = match vfs.open(&path, OpenMode::ReadWrite) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(Error::io(&path, "open", error)),
+    };
     if plan.truncate_at >= segments.header_size() {
-        let file = vfs.open(&path, OpenMode::ReadWrite).map_err(|error| Error::io(&path, "open", error))?;
         let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
         if length > plan.truncate_at {
             vfs::truncate_durably(file.as_ref(), &path, plan.truncate_at)?;
         }
     } else {
         // The header itself is damaged: replace the segment with an empty one, atomically.
+        drop(file);
         vfs::create_file_atomically(vfs, directory, &name, &segments.empty(plan.segment))?;
     }
     Ok(())

@@ -248,6 +248,7 @@ impl Workload {
                     return Ok(None);
                 }
                 Err(error @ Error::Io { .. }) => {
+                    context.trace(format_args!("open failed: {error}"));
                     if error.io_kind() == Some(std::io::ErrorKind::StorageFull) {
                         let mut config = context.vfs.config();
                         config.capacity_bytes = config.capacity_bytes.map(|bytes| bytes + 2 * self.options.segment_size_max);

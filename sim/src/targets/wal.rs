@@ -168,6 +168,7 @@ impl Workload {
                     return Ok(None);
                 }
                 Err(error @ Error::Io { .. }) => {
+                    context.trace(format_args!("open failed: {error}"));
                     if error.io_kind() == Some(std::io::ErrorKind::StorageFull) {
                         // What an operator does about a full disk: free some space. Recovery
                         // may need a little (a repair writes its plan first).
