@@ -60,7 +60,8 @@ impl Commitlog {
     /// Syncs the log, asks `source` for its state at the highest committed offset, and writes
     /// it atomically as a snapshot. Then applies retention: older snapshots beyond
     /// `snapshots_kept` are removed, and with [`Retention::RemoveBelowOldestSnapshot`] so are
-    /// the sealed segments no kept snapshot needs. Returns the snapshot's offset, or `None` for
+    /// the sealed segments below the oldest kept snapshot, once that snapshot is read back and
+    /// verified (damaged older snapshots are removed instead of being relied on). Returns the snapshot's offset, or `None` for
     /// an empty log.
     pub fn snapshot_now(&mut self, source: &mut dyn SnapshotSource) -> Result<Option<u64>> {
         self.sync()?;
@@ -91,7 +92,20 @@ impl Commitlog {
             vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
         }
         if self.options.retention == Retention::RemoveBelowOldestSnapshot {
-            let oldest = self.snapshots[0];
+            // Segments go only below a snapshot that verifies now: a damaged one cannot stand in
+            // for them. Damaged older snapshots are useless and go first.
+            let mut relied_on = None;
+            while let Some(&oldest) = self.snapshots.first() {
+                if read_snapshot(vfs, directory, oldest)?.is_some() {
+                    relied_on = Some(oldest);
+                    break;
+                }
+                self.snapshots.remove(0);
+                let path = directory.join(format::snapshot_file_name(oldest));
+                vfs.remove_file(&path).map_err(|error| Error::io(&path, "remove_file", error))?;
+                vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
+            }
+            let Some(oldest) = relied_on else { return Ok(()) };
             // Oldest first, each removal durable, so the segments left stay contiguous.
             while self.sealed.first().is_some_and(|segment| segment.next_offset <= oldest + 1) {
                 let segment = self.sealed.remove(0);
