@@ -58,10 +58,11 @@ impl Commitlog {
     }
 
     /// Syncs the log, asks `source` for its state at the highest committed offset, and writes
-    /// it atomically as a snapshot. Then applies retention: older snapshots beyond
-    /// `snapshots_kept` are removed, and with [`Retention::RemoveBelowOldestSnapshot`] so are
-    /// the sealed segments below the oldest kept snapshot, once that snapshot is read back and
-    /// verified (damaged older snapshots are removed instead of being relied on). Returns the snapshot's offset, or `None` for
+    /// it atomically as a snapshot. Then applies retention: every snapshot is read back, damaged
+    /// ones are removed, the oldest valid ones beyond `snapshots_kept` are removed, and with
+    /// [`Retention::RemoveBelowOldestSnapshot`] so are the sealed segments below the oldest
+    /// valid snapshot. Reading the kept snapshots back costs I/O; it is what makes sure a
+    /// damaged snapshot is never what the log's history depends on. Returns the snapshot's offset, or `None` for
     /// an empty log.
     pub fn snapshot_now(&mut self, source: &mut dyn SnapshotSource) -> Result<Option<u64>> {
         self.sync()?;
@@ -84,37 +85,33 @@ impl Commitlog {
 
     fn apply_retention(&mut self) -> Result<()> {
         let vfs = self.vfs.as_ref();
-        let directory = &self.directory;
-        while self.snapshots.len() > self.options.snapshots_kept {
-            let oldest = self.snapshots.remove(0);
-            let path = directory.join(format::snapshot_file_name(oldest));
+        let directory = self.directory.clone();
+        let remove = |name: String| -> Result<()> {
+            let path = directory.join(name);
             vfs.remove_file(&path).map_err(|error| Error::io(&path, "remove_file", error))?;
-            vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
-        }
-        if self.options.retention == Retention::RemoveBelowOldestSnapshot {
-            // Segments go only below a snapshot that verifies now: a damaged one cannot stand in
-            // for them. Damaged older snapshots are useless and go first.
-            let mut relied_on = None;
-            while let Some(&oldest) = self.snapshots.first() {
-                if read_snapshot(vfs, directory, oldest)?.is_some() {
-                    relied_on = Some(oldest);
-                    break;
-                }
-                self.snapshots.remove(0);
-                let path = directory.join(format::snapshot_file_name(oldest));
-                vfs.remove_file(&path).map_err(|error| Error::io(&path, "remove_file", error))?;
-                vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
+            vfs.sync_dir(&directory).map_err(|error| Error::io(&directory, "sync_dir", error))
+        };
+        // Only snapshots that verify now count towards `snapshots_kept`: a damaged one cannot
+        // stand in for the valid ones it would push out, nor for segments. Damaged ones go.
+        let mut valid = Vec::with_capacity(self.snapshots.len());
+        for &offset in &self.snapshots {
+            if read_snapshot(vfs, &directory, offset)?.is_some() {
+                valid.push(offset);
+            } else {
+                remove(format::snapshot_file_name(offset))?;
             }
-            let Some(oldest) = relied_on else { return Ok(()) };
+        }
+        while valid.len() > self.options.snapshots_kept {
+            remove(format::snapshot_file_name(valid.remove(0)))?;
+        }
+        self.snapshots = valid;
+        if self.options.retention == Retention::RemoveBelowOldestSnapshot {
+            let Some(&oldest) = self.snapshots.first() else { return Ok(()) };
             // Oldest first, each removal durable, so the segments left stay contiguous.
             while self.sealed.first().is_some_and(|segment| segment.next_offset <= oldest + 1) {
                 let segment = self.sealed.remove(0);
-                for name in [format::segment_file_name(segment.min_offset), format::index_file_name(segment.min_offset)]
-                {
-                    let path = directory.join(name);
-                    vfs.remove_file(&path).map_err(|error| Error::io(&path, "remove_file", error))?;
-                    vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
-                }
+                remove(format::segment_file_name(segment.min_offset))?;
+                remove(format::index_file_name(segment.min_offset))?;
             }
         }
         Ok(())
