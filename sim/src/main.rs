@@ -94,7 +94,9 @@ impl From<CanaryArg> for Canary {
 struct Targets(Vec<Target>);
 
 fn parse_targets(text: &str) -> Result<Targets, String> {
-    Target::parse(text).map(Targets).ok_or_else(|| format!("unknown target {text:?}; expected one of: all, wal, commitlog"))
+    Target::parse(text)
+        .map(Targets)
+        .ok_or_else(|| format!("unknown target {text:?}; expected one of: all, wal, commitlog"))
 }
 
 fn parse_target(text: &str) -> Result<Target, String> {

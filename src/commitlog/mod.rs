@@ -499,7 +499,12 @@ fn recover(vfs: &dyn Vfs, directory: &Path, options: &CommitlogOptions, report: 
             }
         }
         let start = snapshot + 1;
-        vfs::create_file_atomically(vfs, directory, &format::segment_file_name(start), &format::encode_segment_header(start))?;
+        vfs::create_file_atomically(
+            vfs,
+            directory,
+            &format::segment_file_name(start),
+            &format::encode_segment_header(start),
+        )?;
         tracing::warn!(snapshot, "the log ended below a valid snapshot; restarted the log after it");
         report.restarted_after_snapshot = Some(snapshot);
         listing = list_directory(vfs, directory)?;
@@ -686,7 +691,10 @@ impl Commitlog {
     /// [`Commitlog::flush`] (or when the buffer fills) and the disk at the next
     /// [`Commitlog::sync`].
     pub fn commit(&mut self, transactions: &[(u64, &[u8])]) -> Result<()> {
-        self.begin_write()?;
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        // Arguments first: a refused commit does no I/O at all.
         if transactions.is_empty() {
             return Err(Error::InvalidArgument { reason: "a commit holds at least one transaction".to_string() });
         }
@@ -704,6 +712,7 @@ impl Commitlog {
         if u32::try_from(transactions.len()).is_err() {
             return Err(Error::RecordTooLarge { length: transactions.len() as u64, max: u64::from(u32::MAX) });
         }
+        self.begin_write()?;
         let size = format::COMMIT_HEADER_SIZE as u64 + u64::from(payload_length);
         let active_has_commits = self.next_offset > self.active.min_offset;
         if active_has_commits && self.active.end + self.buffer.len() as u64 + size > self.options.segment_size_max {
@@ -862,11 +871,20 @@ impl Commitlog {
                     break (position, header.first_offset);
                 }
                 ScanItem::Commit { position, header } => {
-                    if index.last().is_none_or(|last: &IndexEntry| position - last.position >= self.options.index_interval_bytes) {
+                    if index
+                        .last()
+                        .is_none_or(|last: &IndexEntry| position - last.position >= self.options.index_interval_bytes)
+                    {
                         index.push(IndexEntry { offset: header.first_offset, position });
                     }
                 }
-                ScanItem::End { position } => break (position, scanner.next_offset()),
+                ScanItem::End { position } if position == length => break (position, scanner.next_offset()),
+                // Zeros before the end of the file: commits went missing there (a misdirected
+                // write), so cutting here would drop commits the caller asked to keep.
+                ScanItem::End { position } => {
+                    let reason = CorruptionReason::NonZeroPadding;
+                    return Err(Error::Corruption { file: path, segment: min_offset, offset: position, reason });
+                }
                 ScanItem::Damage { position, reason } => {
                     return Err(Error::Corruption { file: path, segment: min_offset, offset: position, reason });
                 }

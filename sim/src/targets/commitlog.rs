@@ -209,7 +209,8 @@ impl Workload {
         // oldest snapshot reaching its start is the only record of what came before: a single
         // copy, which no engine can keep through rot.
         let log_start = segments.first().copied().unwrap_or(0);
-        let essential = (log_start > 0).then(|| snapshots.iter().copied().find(|&offset| offset + 1 >= log_start)).flatten();
+        let essential =
+            (log_start > 0).then(|| snapshots.iter().copied().find(|&offset| offset + 1 >= log_start)).flatten();
         for &offset in snapshots.iter().filter(|&&offset| Some(offset) != essential) {
             eligible.push((directory().join(format::snapshot_file_name(offset)), 0..u64::MAX));
         }
@@ -251,7 +252,8 @@ impl Workload {
                     context.trace(format_args!("open failed: {error}"));
                     if error.io_kind() == Some(std::io::ErrorKind::StorageFull) {
                         let mut config = context.vfs.config();
-                        config.capacity_bytes = config.capacity_bytes.map(|bytes| bytes + 2 * self.options.segment_size_max);
+                        config.capacity_bytes =
+                            config.capacity_bytes.map(|bytes| bytes + 2 * self.options.segment_size_max);
                         context.vfs.set_config(config);
                         context.note("space_freed");
                     }
@@ -375,7 +377,9 @@ impl Workload {
         }
         let (mut state, replay_from) = match &snapshot {
             Some(snapshot) => {
-                let Some(state) = decode_state(&snapshot.data) else { fail!("snapshot at {} does not decode", snapshot.offset) };
+                let Some(state) = decode_state(&snapshot.data) else {
+                    fail!("snapshot at {} does not decode", snapshot.offset)
+                };
                 if state != self.model.state_at(snapshot.offset + 1) {
                     fail!("snapshot at {} does not hold the state at that offset", snapshot.offset);
                 }
@@ -410,7 +414,8 @@ impl Workload {
     fn life(&mut self, context: &mut Context, log: &mut Commitlog) -> Result<bool, Failure> {
         let life_length = context.rng.gen_range(1..=40u64);
         let crash_inside = context.vfs.config().crash_inside_op;
-        let armed_at = (crash_inside > 0.0 && context.rng.gen_bool(crash_inside)).then(|| context.rng.gen_range(0..life_length));
+        let armed_at =
+            (crash_inside > 0.0 && context.rng.gen_bool(crash_inside)).then(|| context.rng.gen_range(0..life_length));
         for step in 0..life_length {
             if context.ops >= context.ops_budget {
                 return Ok(true);
@@ -472,8 +477,11 @@ impl Workload {
             0..=44 => {
                 let count = context.rng.gen_range(1..=self.batch_max);
                 let transactions: Vec<Vec<u8>> = (0..count).map(|_| Self::draw_transaction(context)).collect();
-                let mut batch: Vec<(u64, &[u8])> =
-                    transactions.iter().enumerate().map(|(index, bytes)| (next + index as u64, bytes.as_slice())).collect();
+                let mut batch: Vec<(u64, &[u8])> = transactions
+                    .iter()
+                    .enumerate()
+                    .map(|(index, bytes)| (next + index as u64, bytes.as_slice()))
+                    .collect();
                 if context.rng.gen_bool(0.05) {
                     // Gap rejection: a wrong offset is refused and nothing is written.
                     let wrong = if context.rng.gen_bool(0.5) { next + 1 } else { next.wrapping_sub(1) };
