@@ -8,6 +8,7 @@
 )]
 
 mod bad_input;
+mod commitlog_format;
 mod commitlog_os;
 mod wal_damage;
 mod wal_format;

@@ -46,7 +46,7 @@ fn encode_state(state: &State) -> Vec<u8> {
 }
 
 fn decode_state(bytes: &[u8]) -> Option<State> {
-    (bytes.len() % 5 == 0).then(|| {
+    bytes.len().is_multiple_of(5).then(|| {
         bytes.chunks(5).map(|chunk| (chunk[0], u32::from_le_bytes(chunk[1..5].try_into().expect("4")))).collect()
     })
 }

@@ -23,10 +23,12 @@ fn summary(outcome: &SeedOutcome) -> String {
 
 #[test]
 fn a_seed_replays_exactly() {
-    for seed in 0..40 {
-        let first = run_seed(Target::Wal, seed, &RunOptions::default());
-        let second = run_seed(Target::Wal, seed, &RunOptions::default());
-        assert_eq!(summary(&first), summary(&second), "seed {seed}");
+    for target in Target::ALL {
+        for seed in 0..30 {
+            let first = run_seed(target, seed, &RunOptions::default());
+            let second = run_seed(target, seed, &RunOptions::default());
+            assert_eq!(summary(&first), summary(&second), "{target} seed {seed}");
+        }
     }
 }
 
@@ -46,13 +48,26 @@ fn wal_seeds_pass() {
 }
 
 #[test]
+fn commitlog_seeds_pass() {
+    for seed in 0..300 {
+        let outcome = run_seed(Target::Commitlog, seed, &RunOptions::default());
+        assert_eq!(
+            outcome.failure, None,
+            "seed {seed}: replay with `ballast-sim replay --target commitlog --seed {seed}`"
+        );
+    }
+}
+
+#[test]
 fn the_lying_fsync_canary_is_caught() {
     // A disk that acknowledges fsync and keeps the data pending: the checker must report lost
     // synced data, or it cannot see what it claims to see.
     let options = RunOptions { canary: Some(Canary::LyingFsync), ..RunOptions::default() };
-    let failures: Vec<String> = (0..20).filter_map(|seed| run_seed(Target::Wal, seed, &options).failure).collect();
-    assert!(failures.len() >= 15, "only {} of 20 canary seeds failed", failures.len());
-    assert!(failures.iter().any(|failure| failure.contains("lost synced data")), "{failures:?}");
+    for target in Target::ALL {
+        let failures: Vec<String> = (0..20).filter_map(|seed| run_seed(target, seed, &options).failure).collect();
+        assert!(failures.len() >= 15, "{target}: only {} of 20 canary seeds failed", failures.len());
+        assert!(failures.iter().any(|failure| failure.contains("lost synced data")), "{target}: {failures:?}");
+    }
 }
 
 #[test]
