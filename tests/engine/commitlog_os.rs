@@ -253,3 +253,22 @@ fn damage_in_a_sealed_segment_is_strict_corruption_and_repair_keeps_the_prefix()
     assert!(kept >= damaged && kept < 199);
     assert_eq!(all_transactions(&log, 0), (0..=kept).map(|offset| (offset, payload(offset))).collect::<Vec<_>>());
 }
+
+#[test]
+fn few_huge_transactions_still_snapshot_because_rotation_does() {
+    // The Maincloud story (SpacetimeDB seed): a database writing a few very large transactions
+    // never reached the every-N-transactions snapshot and piled up segments. Rotation makes a
+    // snapshot due no matter how few transactions there are.
+    let directory = tempfile::tempdir().unwrap();
+    let options = CommitlogOptions { snapshot_interval_transactions: 1_000_000, ..options() };
+    let mut log = Commitlog::open(os(), directory.path(), options).unwrap();
+    let mut source = Counter(0);
+    let mut snapshots = Vec::new();
+    for offset in 0..6u64 {
+        log.commit(&[(offset, &vec![offset as u8; 900])]).unwrap();
+        source.0 = offset + 1;
+        snapshots.extend(log.take_snapshot(&mut source).unwrap());
+    }
+    assert!(log.segments().len() >= 5, "each huge transaction rotated: {:?}", log.segments());
+    assert!(snapshots.len() >= 4, "a snapshot fell due at each rotation: {snapshots:?}");
+}
