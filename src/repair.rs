@@ -52,6 +52,31 @@ pub(crate) trait Segments {
     fn empty(&self, segment: u64) -> Vec<u8>;
     /// Bytes before the first record; a cut below this rewrites the segment empty.
     fn header_size(&self) -> u64;
+
+    /// Cuts `segment` at `at`, durably, so that nothing from `at` on is read again. Must be
+    /// idempotent, and do nothing if the segment no longer exists. The default truncates the
+    /// segment's file, or rewrites it empty when `at` is within its header.
+    fn cut(&self, vfs: &dyn Vfs, directory: &Path, segment: u64, at: u64) -> Result<()> {
+        let name = self.file_name(segment);
+        let path = directory.join(&name);
+        // A later step of recovery may have removed the damaged segment itself (the commitlog
+        // restarting after a snapshot); then there is nothing left to cut, and it must not return.
+        let file = match vfs.open(&path, OpenMode::ReadWrite) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(Error::io(&path, "open", error)),
+        };
+        if at >= self.header_size() {
+            let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
+            if length > at {
+                vfs::truncate_durably(file.as_ref(), &path, at)?;
+            }
+            return Ok(());
+        }
+        // The header itself is damaged: replace the segment with an empty one, atomically.
+        drop(file);
+        vfs::create_file_atomically(vfs, directory, &name, &self.empty(segment)).map(drop)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,25 +196,7 @@ pub(crate) fn carry_out(vfs: &dyn Vfs, directory: &Path, segments: &dyn Segments
             Err(error) => return Err(Error::io(&path, "remove_file", error)),
         }
     }
-    let name = segments.file_name(plan.segment);
-    let path = directory.join(&name);
-    // A later step of recovery may have removed the damaged segment itself (the commitlog
-    // restarting after a snapshot); then there is nothing left to cut, and it must not return.
-    let file = match vfs.open(&path, OpenMode::ReadWrite) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(Error::io(&path, "open", error)),
-    };
-    if plan.truncate_at >= segments.header_size() {
-        let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
-        if length > plan.truncate_at {
-            vfs::truncate_durably(file.as_ref(), &path, plan.truncate_at)?;
-        }
-    } else {
-        // The header itself is damaged: replace the segment with an empty one, atomically.
-        drop(file);
-        vfs::create_file_atomically(vfs, directory, &name, &segments.empty(plan.segment))?;
-    }
+    segments.cut(vfs, directory, plan.segment, plan.truncate_at)?;
     Ok(())
 }
 
