@@ -10,6 +10,7 @@
 
 pub mod clock;
 pub mod commitlog;
+pub mod logstor;
 mod error;
 mod repair;
 pub mod vfs;

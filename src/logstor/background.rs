@@ -1,0 +1,48 @@
+//! Maintenance on a background thread, for programs that embed logstor on the real filesystem.
+//! It lives outside the deterministic core: the store itself spawns nothing, and the simulator
+//! drives `separator_step` and `compact_step` directly.
+#![allow(clippy::disallowed_methods, reason = "the one helper that runs maintenance on a thread of its own")]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::Logstor;
+
+/// A running maintenance thread; [`Maintenance::stop`] ends it and returns its first error.
+#[derive(Debug)]
+pub struct Maintenance {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<crate::Result<()>>,
+}
+
+impl Maintenance {
+    /// Runs a separator step and a compaction step every `interval`, each under the lock, until
+    /// stopped or until a step fails (the store is then poisoned; reopen it).
+    pub fn spawn(store: Arc<Mutex<Logstor>>, interval: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("ballast-logstor-maintenance".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    {
+                        let mut store = store.lock().unwrap_or_else(|poison| poison.into_inner());
+                        store.separator_step()?;
+                        store.compact_step()?;
+                    }
+                    std::thread::sleep(interval);
+                }
+                Ok(())
+            })
+            .expect("the OS starts a thread");
+        Self { stop, handle }
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(self) -> crate::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}

@@ -1,0 +1,331 @@
+//! Byte layout of logstor files: the meta file, buffers and records. `docs/format.md` draws the
+//! same layout as tables.
+
+use crate::error::CorruptionReason;
+
+/// Every buffer is a whole number of blocks and starts on a block boundary.
+pub const BLOCK_SIZE: u64 = 4096;
+pub const META_MAGIC: [u8; 8] = *b"BLSTLSM\0";
+pub const BUFFER_MAGIC: [u8; 4] = *b"LSTB";
+pub const FORMAT_VERSION: u16 = 1;
+pub const META_SIZE: usize = 64;
+pub const BUFFER_HEADER_SIZE: usize = 64;
+pub const RECORD_HEADER_SIZE: usize = 24;
+/// A value length that marks a tombstone.
+const TOMBSTONE_FLAG: u8 = 1;
+
+fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(bytes[at..at + 2].try_into().expect("2 bytes"))
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The store's geometry, fixed when it is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub segment_size: u64,
+    pub segments_per_file: u64,
+}
+
+impl Geometry {
+    pub fn file_size(&self) -> u64 {
+        self.segment_size * self.segments_per_file
+    }
+}
+
+pub fn data_file_name(index: u64) -> String {
+    format!("data-{index:05}.ls")
+}
+
+pub fn parse_data_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("data-")?.strip_suffix(".ls")?;
+    (digits.len() == 5 && digits.bytes().all(|byte| byte.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+}
+
+pub const META_FILE_NAME: &str = "logstor.meta";
+
+pub fn encode_meta(geometry: Geometry) -> Vec<u8> {
+    let mut bytes = vec![0u8; META_SIZE];
+    bytes[0..8].copy_from_slice(&META_MAGIC);
+    bytes[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes[16..24].copy_from_slice(&geometry.segment_size.to_le_bytes());
+    bytes[24..32].copy_from_slice(&geometry.segments_per_file.to_le_bytes());
+    bytes[32..40].copy_from_slice(&BLOCK_SIZE.to_le_bytes());
+    let checksum = crc32fast::hash(&bytes[0..60]);
+    bytes[60..64].copy_from_slice(&checksum.to_le_bytes());
+    bytes
+}
+
+pub fn decode_meta(bytes: &[u8]) -> Result<Geometry, CorruptionReason> {
+    if bytes.len() != META_SIZE {
+        return Err(CorruptionReason::Truncated { length: bytes.len() as u64 });
+    }
+    if bytes[0..8] != META_MAGIC {
+        return Err(CorruptionReason::BadMagic);
+    }
+    let (stored, computed) = (u32_at(bytes, 60), crc32fast::hash(&bytes[0..60]));
+    if stored != computed {
+        return Err(CorruptionReason::Checksum { expected: stored, found: computed });
+    }
+    let version = u16_at(bytes, 8);
+    if version != FORMAT_VERSION {
+        return Err(CorruptionReason::UnsupportedVersion { version });
+    }
+    let geometry = Geometry { segment_size: u64_at(bytes, 16), segments_per_file: u64_at(bytes, 24) };
+    let block_size = u64_at(bytes, 32);
+    if block_size != BLOCK_SIZE {
+        return Err(CorruptionReason::HeaderMismatch { field: "block_size", expected: BLOCK_SIZE, found: block_size });
+    }
+    if !geometry_is_valid(geometry) {
+        return Err(CorruptionReason::HeaderMismatch {
+            field: "segment_size",
+            expected: BLOCK_SIZE,
+            found: geometry.segment_size,
+        });
+    }
+    Ok(geometry)
+}
+
+pub fn geometry_is_valid(geometry: Geometry) -> bool {
+    geometry.segment_size >= 4 * BLOCK_SIZE
+        && geometry.segment_size.is_multiple_of(BLOCK_SIZE)
+        && geometry.segment_size <= u64::from(u32::MAX)
+        && (1..=1 << 16).contains(&geometry.segments_per_file)
+}
+
+/// What a buffer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufferKind {
+    /// Records.
+    Data,
+    /// The segment is sealed: every buffer before this one was synced; nothing follows.
+    Seal,
+    /// The segment is free (at offset 0 only); everything after it is stale.
+    Free,
+}
+
+impl BufferKind {
+    fn byte(self) -> u8 {
+        match self {
+            Self::Data => 1,
+            Self::Seal => 2,
+            Self::Free => 3,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Self::Data),
+            2 => Some(Self::Seal),
+            3 => Some(Self::Free),
+            _ => None,
+        }
+    }
+}
+
+/// A verified buffer header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferHeader {
+    pub kind: BufferKind,
+    pub segment: u64,
+    pub generation: u64,
+    /// Where the buffer starts in its segment.
+    pub offset: u64,
+    pub data_length: u32,
+    pub records_count: u32,
+    /// The buffer's length in blocks, header and padding included.
+    pub blocks: u32,
+    /// Whose segment this is: 0 for a mixed segment, `group + 1` for a group's.
+    pub owner: u32,
+}
+
+impl BufferHeader {
+    pub fn length(&self) -> u64 {
+        u64::from(self.blocks) * BLOCK_SIZE
+    }
+}
+
+/// Blocks a buffer holding `data_length` bytes of records takes.
+pub fn blocks_for(data_length: usize) -> u32 {
+    u32::try_from((BUFFER_HEADER_SIZE + data_length).div_ceil(BLOCK_SIZE as usize)).expect("a buffer fits a segment")
+}
+
+/// Fills in the header of a buffer whose records are already at `buffer[BUFFER_HEADER_SIZE..]`,
+/// and pads it with zeros to whole blocks.
+pub fn seal_buffer(
+    buffer: &mut Vec<u8>,
+    kind: BufferKind,
+    owner: u32,
+    segment: u64,
+    generation: u64,
+    offset: u64,
+    records_count: u32,
+) {
+    assert!(buffer.len() >= BUFFER_HEADER_SIZE, "the buffer reserves room for its header");
+    let data_length = buffer.len() - BUFFER_HEADER_SIZE;
+    let blocks = blocks_for(data_length);
+    buffer[0..4].copy_from_slice(&BUFFER_MAGIC);
+    buffer[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    buffer[6] = kind.byte();
+    buffer[7] = 0;
+    buffer[8..16].copy_from_slice(&segment.to_le_bytes());
+    buffer[16..24].copy_from_slice(&generation.to_le_bytes());
+    buffer[24..32].copy_from_slice(&offset.to_le_bytes());
+    buffer[32..36].copy_from_slice(&u32::try_from(data_length).expect("fits a segment").to_le_bytes());
+    buffer[36..40].copy_from_slice(&records_count.to_le_bytes());
+    buffer[40..44].copy_from_slice(&blocks.to_le_bytes());
+    buffer[44..48].copy_from_slice(&owner.to_le_bytes());
+    buffer[48..60].fill(0);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&buffer[0..60]);
+    hasher.update(&buffer[BUFFER_HEADER_SIZE..]);
+    let checksum = hasher.finalize();
+    buffer[60..64].copy_from_slice(&checksum.to_le_bytes());
+    buffer.resize(usize::try_from(u64::from(blocks) * BLOCK_SIZE).expect("fits"), 0);
+}
+
+/// A whole marker buffer (seal or free): a header and no records.
+pub fn marker(kind: BufferKind, owner: u32, segment: u64, generation: u64, offset: u64) -> Vec<u8> {
+    let mut buffer = vec![0u8; BUFFER_HEADER_SIZE];
+    seal_buffer(&mut buffer, kind, owner, segment, generation, offset, 0);
+    buffer
+}
+
+/// Parses a buffer header found at `offset` of segment `segment`, before its data is read.
+pub fn decode_buffer_header(bytes: &[u8], segment: u64, offset: u64, room: u64) -> Result<BufferHeader, CorruptionReason> {
+    if bytes.len() < BUFFER_HEADER_SIZE {
+        return Err(CorruptionReason::Truncated { length: bytes.len() as u64 });
+    }
+    if bytes[0..4] != BUFFER_MAGIC {
+        return Err(CorruptionReason::BadMagic);
+    }
+    let version = u16_at(bytes, 4);
+    if version != FORMAT_VERSION {
+        return Err(CorruptionReason::UnsupportedVersion { version });
+    }
+    let Some(kind) = BufferKind::from_byte(bytes[6]) else {
+        return Err(CorruptionReason::BadFragmentType { fragment_type: bytes[6] });
+    };
+    let header = BufferHeader {
+        kind,
+        segment: u64_at(bytes, 8),
+        generation: u64_at(bytes, 16),
+        offset: u64_at(bytes, 24),
+        data_length: u32_at(bytes, 32),
+        records_count: u32_at(bytes, 36),
+        blocks: u32_at(bytes, 40),
+        owner: u32_at(bytes, 44),
+    };
+    if bytes[48..60].iter().any(|&byte| byte != 0) || bytes[7] != 0 {
+        return Err(CorruptionReason::NonZeroReserved);
+    }
+    if header.segment != segment {
+        return Err(CorruptionReason::HeaderMismatch { field: "segment", expected: segment, found: header.segment });
+    }
+    if header.offset != offset {
+        return Err(CorruptionReason::HeaderMismatch { field: "offset", expected: offset, found: header.offset });
+    }
+    if header.blocks == 0 || header.blocks != blocks_for(header.data_length as usize) || header.length() > room {
+        return Err(CorruptionReason::BadLength { length: u64::from(header.data_length) });
+    }
+    Ok(header)
+}
+
+/// Verifies a whole buffer (the header already parsed): checksum, zero padding, and that its
+/// records parse and verify, exactly filling its data.
+pub fn verify_buffer(buffer: &[u8], header: &BufferHeader) -> Result<(), (usize, CorruptionReason)> {
+    let data_end = BUFFER_HEADER_SIZE + header.data_length as usize;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&buffer[0..60]);
+    hasher.update(&buffer[BUFFER_HEADER_SIZE..data_end]);
+    let (stored, computed) = (u32_at(buffer, 60), hasher.finalize());
+    if stored != computed {
+        return Err((0, CorruptionReason::Checksum { expected: stored, found: computed }));
+    }
+    if let Some(index) = buffer[data_end..].iter().position(|&byte| byte != 0) {
+        return Err((data_end + index, CorruptionReason::NonZeroPadding));
+    }
+    let mut at = BUFFER_HEADER_SIZE;
+    for _ in 0..header.records_count {
+        match decode_record(&buffer[at..data_end]) {
+            Ok(record) => at += record.size(),
+            Err(reason) => return Err((at, reason)),
+        }
+    }
+    if at != data_end {
+        return Err((at, CorruptionReason::BadLength { length: u64::from(header.data_length) }));
+    }
+    Ok(())
+}
+
+/// A record, borrowed from the bytes it was decoded from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub key: &'a [u8],
+    /// `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
+    pub group: u32,
+    pub sequence: u64,
+}
+
+impl Record<'_> {
+    pub fn size(&self) -> usize {
+        RECORD_HEADER_SIZE + self.key.len() + self.value.map_or(0, <[u8]>::len)
+    }
+}
+
+pub fn record_size(key: &[u8], value: Option<&[u8]>) -> usize {
+    RECORD_HEADER_SIZE + key.len() + value.map_or(0, <[u8]>::len)
+}
+
+pub fn encode_record(buffer: &mut Vec<u8>, record: &Record<'_>) {
+    let start = buffer.len();
+    buffer.extend_from_slice(&[0; 4]);
+    buffer.extend_from_slice(&u16::try_from(record.key.len()).expect("key length was checked").to_le_bytes());
+    buffer.push(if record.value.is_none() { TOMBSTONE_FLAG } else { 0 });
+    buffer.push(0);
+    buffer.extend_from_slice(&record.group.to_le_bytes());
+    let value_length = record.value.map_or(0, <[u8]>::len);
+    buffer.extend_from_slice(&u32::try_from(value_length).expect("value length was checked").to_le_bytes());
+    buffer.extend_from_slice(&record.sequence.to_le_bytes());
+    buffer.extend_from_slice(record.key);
+    if let Some(value) = record.value {
+        buffer.extend_from_slice(value);
+    }
+    let checksum = crc32fast::hash(&buffer[start + 4..]);
+    buffer[start..start + 4].copy_from_slice(&checksum.to_le_bytes());
+}
+
+/// Decodes and verifies the record at the start of `bytes`.
+pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, CorruptionReason> {
+    if bytes.len() < RECORD_HEADER_SIZE {
+        return Err(CorruptionReason::Truncated { length: bytes.len() as u64 });
+    }
+    let key_length = usize::from(u16_at(bytes, 4));
+    let flags = bytes[6];
+    if flags & !TOMBSTONE_FLAG != 0 || bytes[7] != 0 {
+        return Err(CorruptionReason::NonZeroReserved);
+    }
+    let value_length = u32_at(bytes, 12) as usize;
+    let tombstone = flags & TOMBSTONE_FLAG != 0;
+    if tombstone && value_length != 0 {
+        return Err(CorruptionReason::BadLength { length: value_length as u64 });
+    }
+    let size = RECORD_HEADER_SIZE + key_length + value_length;
+    if size > bytes.len() {
+        return Err(CorruptionReason::BadLength { length: size as u64 });
+    }
+    let (stored, computed) = (u32_at(bytes, 0), crc32fast::hash(&bytes[4..size]));
+    if stored != computed {
+        return Err(CorruptionReason::Checksum { expected: stored, found: computed });
+    }
+    let key = &bytes[RECORD_HEADER_SIZE..RECORD_HEADER_SIZE + key_length];
+    let value = (!tombstone).then(|| &bytes[RECORD_HEADER_SIZE + key_length..size]);
+    Ok(Record { key, value, group: u32_at(bytes, 8), sequence: u64_at(bytes, 16) })
+}

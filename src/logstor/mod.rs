@@ -1,0 +1,1287 @@
+//! A log-structured key-value store, in the manner of ScyllaDB's logstor.
+//!
+//! Every write is appended to a log of fixed-size segments carved out of preallocated data
+//! files. An in-memory index finds the newest version of each key, and compaction reclaims
+//! space from segments that hold mostly dead records. Writes first land in *mixed* segments;
+//! the separator rewrites them into per-group segments, so that a group can be compacted or
+//! dropped on its own.
+//!
+//! # Format, in one paragraph
+//!
+//! Records accumulate in a write buffer that is written to its segment in 4 KiB-aligned
+//! blocks. Each buffer starts with a header naming its segment, the segment's generation and
+//! the buffer's own offset, and a checksum; each record carries its own checksum and a
+//! sequence number. Sealing a segment writes a SEAL buffer after its last one and syncs it;
+//! freeing a segment writes FREE markers (with the generation bumped) over its first buffer
+//! and its seal, so its old records can never be read again. See `docs/format.md`.
+//!
+//! # Durability
+//!
+//! `put` and `delete` are buffered; [`Logstor::sync`] writes every buffer and fsyncs: every
+//! write before it survives a crash. Compaction and the separator sync what they copy before
+//! freeing the segments it came from. A failed write or sync poisons the store until reopened.
+//!
+//! # The write gate
+//!
+//! The index is updated as each record is buffered, before its segment can be sealed, so a
+//! sealed segment is fully indexed: every record in it is what the index points to or is
+//! superseded by a newer record. [`Logstor::check_segment_indexed`] checks it.
+//!
+//! # Recovery
+//!
+//! Opening scans every segment. A segment without a seal was being written when the power
+//! failed: everything after its last whole buffer is a torn tail, and recovery seals it there.
+//! Damage before a valid seal is damage to synced data, which [`RecoveryMode::Strict`] reports
+//! and [`RecoveryMode::Repair`] cuts away through a durable repair plan.
+
+mod background;
+pub mod format;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use background::Maintenance;
+use format::{BufferKind, Geometry, Record, BLOCK_SIZE, BUFFER_HEADER_SIZE};
+
+pub use crate::repair::{RecoveryMode, Repair};
+use crate::error::{CorruptionReason, Error, Result};
+use crate::repair::{self, Segments};
+use crate::vfs::{self, OpenMode, Vfs, VfsFile, VfsLock};
+
+/// Options for [`Logstor::open`].
+#[derive(Clone, Debug)]
+pub struct LogstorOptions {
+    /// Segment size: a multiple of 4 KiB, at least 16 KiB. Fixed when the store is created.
+    /// Defaults to 1 MiB.
+    pub segment_size: u64,
+    /// Segments per data file. Fixed when the store is created. Defaults to 64.
+    pub segments_per_file: u64,
+    /// Data files the store may grow to; past that, writes fail with `StorageFull`.
+    /// Defaults to 1024.
+    pub files_max: u64,
+    /// A write buffer is written out once it holds this many bytes. Defaults to 64 KiB.
+    pub write_buffer_size: usize,
+    /// Compaction groups keys are spread over by default. Defaults to 16.
+    pub groups_count: u32,
+    /// Segments one compaction step may take. At least 2. Defaults to 4.
+    pub compaction_batch_max: usize,
+    /// Defaults to [`RecoveryMode::Strict`].
+    pub recovery_mode: RecoveryMode,
+}
+
+impl Default for LogstorOptions {
+    fn default() -> Self {
+        Self {
+            segment_size: 1 << 20,
+            segments_per_file: 64,
+            files_max: 1024,
+            write_buffer_size: 64 << 10,
+            groups_count: 16,
+            compaction_batch_max: 4,
+            recovery_mode: RecoveryMode::Strict,
+        }
+    }
+}
+
+/// What a segment holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SegmentKind {
+    /// Records of any group, as written.
+    Mixed,
+    /// Records of one group, written by the separator or compaction.
+    Group(u32),
+}
+
+impl SegmentKind {
+    fn owner(self) -> u32 {
+        match self {
+            Self::Mixed => 0,
+            Self::Group(group) => group + 1,
+        }
+    }
+
+    fn from_owner(owner: u32) -> Self {
+        match owner {
+            0 => Self::Mixed,
+            owner => Self::Group(owner - 1),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentState {
+    Free,
+    /// Being written.
+    Active(SegmentKind),
+    /// Closed: written whole, synced, fully indexed.
+    Sealed(SegmentKind),
+}
+
+#[derive(Clone, Debug)]
+struct Segment {
+    state: SegmentState,
+    /// The generation its buffers carry (free: the one its next use will carry).
+    generation: u64,
+    /// Bytes written to the file (buffers only; the seal follows).
+    written: u64,
+    /// Bytes of records the index points to.
+    live_bytes: u64,
+}
+
+/// Where the newest record of a key is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    segment: u64,
+    offset: u64,
+    length: u32,
+    sequence: u64,
+    tombstone: bool,
+    group: u32,
+    /// Older records of this key still on disk in segments that are not free. A tombstone may
+    /// be dropped only when this is zero: otherwise a crash could bring an older version back.
+    stale_copies: u32,
+}
+
+/// A segment being written.
+#[derive(Debug)]
+struct Writer {
+    segment: u64,
+    /// Header space followed by the records not yet written.
+    buffer: Vec<u8>,
+    records_count: u32,
+    /// Where `buffer` will land in the segment.
+    buffer_offset: u64,
+}
+
+/// What opening found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments_used: u64,
+    pub records_count: u64,
+    pub keys_count: u64,
+    /// Segments that were being written when the power failed, sealed at their last whole buffer.
+    pub torn_segments_sealed: u64,
+    pub repair: Option<Repair>,
+}
+
+/// What one compaction or separator step did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepReport {
+    pub segments_freed: u64,
+    pub records_moved: u64,
+    pub bytes_moved: u64,
+    pub tombstones_dropped: u64,
+}
+
+/// Space accounting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub segments_total: u64,
+    pub segments_free: u64,
+    pub segments_used: u64,
+    /// Bytes of records the index points to, tombstones included.
+    pub live_bytes: u64,
+    /// Keys with a value.
+    pub keys_count: u64,
+}
+
+/// The store on a [`Vfs`]. See the module docs for its promises.
+pub struct Logstor {
+    vfs: Arc<dyn Vfs>,
+    directory: PathBuf,
+    options: LogstorOptions,
+    geometry: Geometry,
+    _lock: Box<dyn VfsLock>,
+    files: Vec<Box<dyn VfsFile>>,
+    segments: Vec<Segment>,
+    free: BTreeSet<u64>,
+    index: BTreeMap<Vec<u8>, Entry>,
+    keys_count: u64,
+    writers: BTreeMap<SegmentKind, Writer>,
+    next_sequence: u64,
+    dirty_files: BTreeSet<u64>,
+    sealed_since_check: Vec<u64>,
+    poisoned: bool,
+    report: RecoveryReport,
+    repair_plan_present: bool,
+}
+
+impl fmt::Debug for Logstor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Logstor")
+            .field("directory", &self.directory)
+            .field("segments", &self.segments.len())
+            .field("keys", &self.keys_count)
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
+}
+
+fn io_error<'a>(path: &'a Path, operation: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |error| Error::io(path, operation, error)
+}
+
+/// Where segment `segment` lives: its data file and its byte offset there.
+fn place(geometry: Geometry, segment: u64) -> (u64, u64) {
+    (segment / geometry.segments_per_file, (segment % geometry.segments_per_file) * geometry.segment_size)
+}
+
+/// The outcome of scanning one segment at open.
+#[derive(Debug)]
+enum SegmentScan {
+    Free { generation: u64 },
+    /// `sealed_at` is the seal's offset, or `None` if the segment was torn at `end`.
+    Used { kind: SegmentKind, generation: u64, end: u64, sealed_at: Option<u64>, records: Vec<(u64, Vec<u8>)> },
+    Damaged { offset: u64, reason: CorruptionReason, records_after: u64 },
+}
+
+/// Finds a valid SEAL of `segment` (of `generation`, if given) at a block boundary after `from`.
+fn find_seal(bytes: &[u8], segment: u64, generation: Option<u64>, from: u64) -> Option<u64> {
+    let mut offset = from.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+    while offset + BLOCK_SIZE <= bytes.len() as u64 {
+        let at = usize::try_from(offset).expect("fits");
+        let room = bytes.len() as u64 - offset;
+        if let Ok(header) = format::decode_buffer_header(&bytes[at..], segment, offset, room) {
+            let whole = &bytes[at..at + usize::try_from(header.length()).expect("fits")];
+            let generation_matches = generation.is_none_or(|generation| generation == header.generation);
+            if header.kind == BufferKind::Seal && generation_matches && format::verify_buffer(whole, &header).is_ok() {
+                return Some(offset);
+            }
+        }
+        offset += BLOCK_SIZE;
+    }
+    None
+}
+
+/// The highest generation any decodable header in the segment names.
+fn highest_generation(bytes: &[u8], segment: u64) -> u64 {
+    let mut highest = 0;
+    let mut offset = 0;
+    while offset + BLOCK_SIZE <= bytes.len() as u64 {
+        let at = usize::try_from(offset).expect("fits");
+        if let Ok(header) = format::decode_buffer_header(&bytes[at..], segment, offset, bytes.len() as u64 - offset) {
+            highest = highest.max(header.generation);
+        }
+        offset += BLOCK_SIZE;
+    }
+    highest
+}
+
+/// Counts whole data buffers' records of `generation` after `from`, resyncing at blocks.
+fn count_records_after(bytes: &[u8], segment: u64, generation: u64, from: u64) -> u64 {
+    let mut count = 0;
+    let mut offset = from.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+    while offset + BLOCK_SIZE <= bytes.len() as u64 {
+        let at = usize::try_from(offset).expect("fits");
+        let room = bytes.len() as u64 - offset;
+        match format::decode_buffer_header(&bytes[at..], segment, offset, room) {
+            Ok(header) if header.kind == BufferKind::Data && header.generation == generation => {
+                let whole = &bytes[at..at + usize::try_from(header.length()).expect("fits")];
+                if format::verify_buffer(whole, &header).is_ok() {
+                    count += u64::from(header.records_count);
+                    offset += header.length();
+                    continue;
+                }
+                offset += BLOCK_SIZE;
+            }
+            Ok(header) if header.kind == BufferKind::Seal && header.generation == generation => return count,
+            _ => offset += BLOCK_SIZE,
+        }
+    }
+    count
+}
+
+/// Scans one segment's bytes (see the module docs for the rules).
+fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
+    let size = bytes.len() as u64;
+    let first = match format::decode_buffer_header(bytes, segment, 0, size) {
+        Ok(header) => header,
+        Err(reason) => {
+            // No valid first buffer: free, unless a seal later says the segment was in use and
+            // synced, in which case its first buffer was damaged.
+            if find_seal(bytes, segment, None, BLOCK_SIZE).is_some() {
+                return SegmentScan::Damaged { offset: 0, reason, records_after: 0 };
+            }
+            return SegmentScan::Free { generation: highest_generation(bytes, segment) + 1 };
+        }
+    };
+    if first.kind == BufferKind::Free {
+        return SegmentScan::Free { generation: first.generation.max(1) };
+    }
+    let generation = first.generation;
+    let kind = SegmentKind::from_owner(first.owner);
+    let mut records = Vec::new();
+    let mut offset = 0;
+    let problem = loop {
+        if offset + BLOCK_SIZE > size {
+            break None;
+        }
+        let at = usize::try_from(offset).expect("fits");
+        let header = match format::decode_buffer_header(&bytes[at..], segment, offset, size - offset) {
+            Ok(header) if header.generation != generation => {
+                let reason = CorruptionReason::HeaderMismatch { field: "generation", expected: generation, found: header.generation };
+                break Some(reason);
+            }
+            Ok(header) if header.owner != first.owner => {
+                let reason = CorruptionReason::HeaderMismatch {
+                    field: "owner",
+                    expected: u64::from(first.owner),
+                    found: u64::from(header.owner),
+                };
+                break Some(reason);
+            }
+            Ok(header) => header,
+            Err(reason) => break Some(reason),
+        };
+        let whole = &bytes[at..at + usize::try_from(header.length()).expect("fits")];
+        if let Err((_, reason)) = format::verify_buffer(whole, &header) {
+            break Some(reason);
+        }
+        match header.kind {
+            BufferKind::Seal => {
+                return SegmentScan::Used { kind, generation, end: offset, sealed_at: Some(offset), records };
+            }
+            BufferKind::Free => break Some(CorruptionReason::BadFragmentType { fragment_type: 3 }),
+            BufferKind::Data => {}
+        }
+        let mut record_at = BUFFER_HEADER_SIZE;
+        for _ in 0..header.records_count {
+            let record = format::decode_record(&whole[record_at..]).expect("verified with the buffer");
+            records.push((offset + record_at as u64, whole[record_at..record_at + record.size()].to_vec()));
+            record_at += record.size();
+        }
+        offset += header.length();
+    };
+    match problem {
+        Some(reason) if find_seal(bytes, segment, Some(generation), offset).is_some() => {
+            let records_after = count_records_after(bytes, segment, generation, offset + 1);
+            SegmentScan::Damaged { offset, reason, records_after }
+        }
+        // No seal after it: the power failed while this segment was being written.
+        _ => SegmentScan::Used { kind, generation, end: offset, sealed_at: None, records },
+    }
+}
+
+/// The logstor's segment naming and cutting, for the shared repair plan.
+struct LogstorSegments {
+    geometry: Geometry,
+}
+
+impl LogstorSegments {
+    fn read(&self, vfs: &dyn Vfs, directory: &Path, segment: u64) -> Result<(PathBuf, Box<dyn VfsFile>, u64, Vec<u8>)> {
+        let (file_index, base) = place(self.geometry, segment);
+        let path = directory.join(format::data_file_name(file_index));
+        let file = vfs.open(&path, OpenMode::ReadWrite).map_err(io_error(&path, "open"))?;
+        let mut bytes = vec![0u8; usize::try_from(self.geometry.segment_size).expect("fits")];
+        vfs::read_exact_retrying(file.as_ref(), &path, &mut bytes, base)?;
+        Ok((path, file, base, bytes))
+    }
+}
+
+impl Segments for LogstorSegments {
+    fn file_name(&self, segment: u64) -> String {
+        format::data_file_name(place(self.geometry, segment).0)
+    }
+
+    fn empty(&self, segment: u64) -> Vec<u8> {
+        format::marker(BufferKind::Free, 0, segment, 1, 0)
+    }
+
+    fn header_size(&self) -> u64 {
+        BLOCK_SIZE
+    }
+
+    /// Cuts by writing markers: a SEAL at `at` (or a FREE marker at 0, for a damaged first
+    /// buffer), and a FREE marker over the old seal further on, so no stale seal is left.
+    fn cut(&self, vfs: &dyn Vfs, directory: &Path, segment: u64, at: u64) -> Result<()> {
+        let (path, file, base, bytes) = self.read(vfs, directory, segment)?;
+        let old_seal = find_seal(&bytes, segment, None, at + 1);
+        let generation = highest_generation(&bytes, segment);
+        let at = at / BLOCK_SIZE * BLOCK_SIZE;
+        let owner = format::decode_buffer_header(&bytes, segment, 0, bytes.len() as u64).map_or(0, |header| header.owner);
+        let (kind, generation) = if at == 0 { (BufferKind::Free, generation + 1) } else { (BufferKind::Seal, generation) };
+        let first = format::marker(kind, owner, segment, generation, at);
+        file.write_at(&first, base + at).map_err(io_error(&path, "write_at"))?;
+        if let Some(old_seal) = old_seal.filter(|&old_seal| old_seal > at) {
+            let void = format::marker(BufferKind::Free, owner, segment, generation, old_seal);
+            file.write_at(&void, base + old_seal).map_err(io_error(&path, "write_at"))?;
+        }
+        file.sync_data().map_err(io_error(&path, "sync_data"))
+    }
+}
+
+/// The state recovery rebuilds.
+struct Loaded {
+    files: Vec<Box<dyn VfsFile>>,
+    segments: Vec<Segment>,
+    index: BTreeMap<Vec<u8>, Entry>,
+    next_sequence: u64,
+}
+
+/// Creates data file `index`, preallocated, atomically (temp, allocate, sync, rename, sync dir).
+fn create_data_file(vfs: &dyn Vfs, directory: &Path, index: u64, geometry: Geometry) -> Result<Box<dyn VfsFile>> {
+    let name = format::data_file_name(index);
+    let temp_path = directory.join(format!("{name}.tmp"));
+    let path = directory.join(&name);
+    match vfs.remove_file(&temp_path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(Error::io(&temp_path, "remove_file", error)),
+    }
+    let file = vfs.open(&temp_path, OpenMode::CreateNew).map_err(io_error(&temp_path, "open"))?;
+    file.allocate(geometry.file_size()).map_err(io_error(&temp_path, "allocate"))?;
+    file.sync_data().map_err(io_error(&temp_path, "sync_data"))?;
+    vfs.rename(&temp_path, &path).map_err(io_error(&temp_path, "rename"))?;
+    vfs.sync_dir(directory).map_err(io_error(directory, "sync_dir"))?;
+    Ok(file)
+}
+
+fn load(
+    vfs: &dyn Vfs,
+    directory: &Path,
+    options: &LogstorOptions,
+    geometry: Geometry,
+    report: &mut RecoveryReport,
+) -> Result<Loaded> {
+    let names = vfs.read_dir(directory).map_err(io_error(directory, "read_dir"))?;
+    let mut data_files = Vec::new();
+    let mut removed_temp = false;
+    for name in names {
+        if name == vfs::LOCK_FILE_NAME || name == format::META_FILE_NAME || name == repair::PLAN_FILE_NAME {
+            continue;
+        }
+        if name.ends_with(".tmp") {
+            let path = directory.join(&name);
+            vfs.remove_file(&path).map_err(io_error(&path, "remove_file"))?;
+            removed_temp = true;
+            continue;
+        }
+        match format::parse_data_file_name(&name) {
+            Some(index) => data_files.push(index),
+            None => return Err(Error::BadFileName { file: directory.join(name) }),
+        }
+    }
+    if removed_temp {
+        vfs.sync_dir(directory).map_err(io_error(directory, "sync_dir"))?;
+    }
+    data_files.sort_unstable();
+    for (expected, &found) in data_files.iter().enumerate() {
+        if found != expected as u64 {
+            return Err(Error::SegmentGap { directory: directory.to_path_buf(), missing: expected as u64 });
+        }
+    }
+    let mut files = Vec::with_capacity(data_files.len());
+    for &index in &data_files {
+        let path = directory.join(format::data_file_name(index));
+        let file = vfs.open(&path, OpenMode::ReadWrite).map_err(io_error(&path, "open"))?;
+        let length = file.len().map_err(io_error(&path, "len"))?;
+        if length < geometry.file_size() {
+            // Preallocation is synced before the name exists, so a short file is damage.
+            let reason = CorruptionReason::Truncated { length };
+            return Err(Error::Corruption { file: path, segment: index * geometry.segments_per_file, offset: length, reason });
+        }
+        files.push(file);
+    }
+    let segments_total = files.len() as u64 * geometry.segments_per_file;
+    let mut segments = Vec::new();
+    let mut index: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+    let mut next_sequence = 1;
+    let mut bytes = vec![0u8; usize::try_from(geometry.segment_size).expect("fits")];
+    for segment in 0..segments_total {
+        let (file_index, base) = place(geometry, segment);
+        let path = directory.join(format::data_file_name(file_index));
+        let file = &files[usize::try_from(file_index).expect("fits")];
+        vfs::read_exact_retrying(file.as_ref(), &path, &mut bytes, base)?;
+        let scan = scan_segment(&bytes, segment);
+        let (kind, generation, end, sealed_at, records) = match scan {
+            SegmentScan::Free { generation } => {
+                segments.push(Segment { state: SegmentState::Free, generation, written: 0, live_bytes: 0 });
+                continue;
+            }
+            SegmentScan::Damaged { offset, reason, records_after } => {
+                if options.recovery_mode == RecoveryMode::Strict {
+                    return Err(Error::Corruption { file: path, segment, offset: base + offset, reason });
+                }
+                let plan = repair::Plan {
+                    segment,
+                    truncate_at: offset,
+                    remove: Vec::new(),
+                    offset: base + offset,
+                    records_dropped: records_after,
+                    bytes_dropped: geometry.segment_size - offset,
+                    reason: reason.to_string(),
+                };
+                repair::write_plan(vfs, directory, &plan)?;
+                repair::carry_out(vfs, directory, &LogstorSegments { geometry }, &plan)?;
+                let repaired = plan.into_report(false);
+                tracing::warn!(?repaired, "repaired damaged synced data");
+                // Several damaged segments: report the first, with everything dropped added up.
+                match &mut report.repair {
+                    Some(first) => {
+                        first.records_dropped += repaired.records_dropped;
+                        first.bytes_dropped += repaired.bytes_dropped;
+                    }
+                    None => report.repair = Some(repaired),
+                }
+                vfs::read_exact_retrying(file.as_ref(), &path, &mut bytes, base)?;
+                match scan_segment(&bytes, segment) {
+                    SegmentScan::Free { generation } => {
+                        segments.push(Segment { state: SegmentState::Free, generation, written: 0, live_bytes: 0 });
+                        continue;
+                    }
+                    SegmentScan::Used { kind, generation, end, sealed_at, records } => (kind, generation, end, sealed_at, records),
+                    SegmentScan::Damaged { offset, reason, .. } => {
+                        return Err(Error::Corruption { file: path, segment, offset: base + offset, reason });
+                    }
+                }
+            }
+            SegmentScan::Used { kind, generation, end, sealed_at, records } => (kind, generation, end, sealed_at, records),
+        };
+        if sealed_at.is_none() {
+            // Torn while being written: seal it at its last whole buffer, durably, so that what
+            // lies after is never read and nothing is appended after garbage.
+            let seal = format::marker(BufferKind::Seal, kind.owner(), segment, generation, end);
+            file.write_at(&seal, base + end).map_err(io_error(&path, "write_at"))?;
+            file.sync_data().map_err(io_error(&path, "sync_data"))?;
+            report.torn_segments_sealed += 1;
+        }
+        for (offset, record_bytes) in &records {
+            let record = format::decode_record(record_bytes).expect("verified by the scan");
+            next_sequence = next_sequence.max(record.sequence + 1);
+            report.records_count += 1;
+            let entry = Entry {
+                segment,
+                offset: *offset,
+                length: u32::try_from(record.size()).expect("fits a segment"),
+                sequence: record.sequence,
+                tombstone: record.value.is_none(),
+                group: record.group,
+                stale_copies: 0,
+            };
+            match index.get_mut(record.key) {
+                None => {
+                    index.insert(record.key.to_vec(), entry);
+                }
+                Some(existing) if existing.sequence < record.sequence => {
+                    *existing = Entry { stale_copies: existing.stale_copies + 1, ..entry };
+                }
+                Some(existing) => existing.stale_copies += 1,
+            }
+        }
+        segments.push(Segment { state: SegmentState::Sealed(kind), generation, written: end, live_bytes: 0 });
+    }
+    for entry in index.values() {
+        segments[usize::try_from(entry.segment).expect("fits")].live_bytes += u64::from(entry.length);
+    }
+    Ok(Loaded { files, segments, index, next_sequence })
+}
+
+impl Logstor {
+    /// Opens the store in `directory`, creating it if needed, and recovers (see the module
+    /// docs). Takes the directory's lock: a second open fails with [`Error::Locked`].
+    pub fn open(vfs: Arc<dyn Vfs>, directory: impl Into<PathBuf>, options: LogstorOptions) -> Result<Self> {
+        let directory = directory.into();
+        if options.compaction_batch_max < 2 || options.groups_count == 0 || options.files_max == 0 {
+            return Err(Error::InvalidArgument {
+                reason: "compaction_batch_max must be at least 2; groups_count and files_max positive".into(),
+            });
+        }
+        let wanted = Geometry { segment_size: options.segment_size, segments_per_file: options.segments_per_file };
+        if !format::geometry_is_valid(wanted) {
+            return Err(Error::InvalidArgument {
+                reason: "segment_size must be a multiple of 4 KiB of at least 16 KiB; segments_per_file 1 to 65536".into(),
+            });
+        }
+        if options.write_buffer_size < BLOCK_SIZE as usize {
+            return Err(Error::InvalidArgument { reason: "write_buffer_size must be at least 4 KiB".into() });
+        }
+        let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
+        let meta_path = directory.join(format::META_FILE_NAME);
+        let geometry = match vfs.open(&meta_path, OpenMode::Read) {
+            Ok(file) => {
+                let mut bytes = vec![0u8; format::META_SIZE];
+                let length = file.len().map_err(io_error(&meta_path, "len"))?;
+                if length != format::META_SIZE as u64 {
+                    let reason = CorruptionReason::Truncated { length };
+                    return Err(Error::Corruption { file: meta_path, segment: 0, offset: 0, reason });
+                }
+                vfs::read_exact_retrying(file.as_ref(), &meta_path, &mut bytes, 0)?;
+                format::decode_meta(&bytes)
+                    .map_err(|reason| Error::Corruption { file: meta_path.clone(), segment: 0, offset: 0, reason })?
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                vfs::create_file_atomically(vfs.as_ref(), &directory, format::META_FILE_NAME, &format::encode_meta(wanted))?;
+                wanted
+            }
+            Err(error) => return Err(Error::io(&meta_path, "open", error)),
+        };
+        let mut report = RecoveryReport::default();
+        let names = vfs.read_dir(&directory).map_err(io_error(&directory, "read_dir"))?;
+        if names.iter().any(|name| name == repair::PLAN_FILE_NAME) {
+            let plan = repair::read_plan(vfs.as_ref(), &directory)?;
+            repair::carry_out(vfs.as_ref(), &directory, &LogstorSegments { geometry }, &plan)?;
+            report.repair = Some(plan.into_report(true));
+        }
+        let loaded = load(vfs.as_ref(), &directory, &options, geometry, &mut report)?;
+        let free = loaded
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, segment)| segment.state == SegmentState::Free)
+            .map(|(id, _)| id as u64)
+            .collect();
+        let keys_count = loaded.index.values().filter(|entry| !entry.tombstone).count() as u64;
+        report.keys_count = keys_count;
+        report.segments_used = loaded.segments.iter().filter(|segment| segment.state != SegmentState::Free).count() as u64;
+        tracing::info!(directory = %directory.display(), ?report, "logstor opened");
+        Ok(Self {
+            vfs,
+            directory,
+            options,
+            geometry,
+            _lock: lock,
+            files: loaded.files,
+            segments: loaded.segments,
+            free,
+            index: loaded.index,
+            keys_count,
+            writers: BTreeMap::new(),
+            next_sequence: loaded.next_sequence,
+            dirty_files: BTreeSet::new(),
+            sealed_since_check: Vec::new(),
+            poisoned: false,
+            repair_plan_present: report.repair.is_some(),
+            report,
+        })
+    }
+
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// The group a key belongs to by default.
+    pub fn group_of(&self, key: &[u8]) -> u32 {
+        crc32fast::hash(key) % self.options.groups_count
+    }
+
+    fn poison(&mut self, error: Error) -> Error {
+        tracing::warn!(directory = %self.directory.display(), %error, "logstor poisoned");
+        self.poisoned = true;
+        error
+    }
+
+    fn begin_write(&mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        if self.repair_plan_present {
+            if let Err(error) = repair::remove_plan(self.vfs.as_ref(), &self.directory) {
+                return Err(self.poison(error));
+            }
+            self.repair_plan_present = false;
+        }
+        Ok(())
+    }
+
+    /// The largest record (key, value and header) a segment holds.
+    pub fn record_size_max(&self) -> usize {
+        let room = self.geometry.segment_size - BLOCK_SIZE;
+        usize::try_from(room).expect("fits") - BUFFER_HEADER_SIZE
+    }
+
+    /// Stores `value` under `key` in the key's default group. Buffered until [`Logstor::sync`].
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let group = self.group_of(key);
+        self.put_in_group(group, key, value)
+    }
+
+    /// Stores `value` under `key` in compaction group `group`.
+    pub fn put_in_group(&mut self, group: u32, key: &[u8], value: &[u8]) -> Result<()> {
+        self.write(group, key, Some(value))
+    }
+
+    /// Deletes `key` (a tombstone, buffered until [`Logstor::sync`]). Deleting a key that is
+    /// not there writes nothing.
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        match self.index.get(key) {
+            Some(entry) if !entry.tombstone => {
+                let group = entry.group;
+                self.write(group, key, None)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn write(&mut self, group: u32, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        if group >= self.options.groups_count {
+            return Err(Error::InvalidArgument { reason: format!("group {group} is not below {}", self.options.groups_count) });
+        }
+        let size = format::record_size(key, value);
+        if key.len() > usize::from(u16::MAX) || size > self.record_size_max() || value.is_some_and(|value| value.len() > u32::MAX as usize) {
+            return Err(Error::RecordTooLarge { length: size as u64, max: self.record_size_max() as u64 });
+        }
+        self.begin_write()?;
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let record = Record { key, value, group, sequence };
+        let (segment, offset) = self.append(SegmentKind::Mixed, &record)?;
+        let length = u32::try_from(size).expect("fits a segment");
+        let entry = Entry { segment, offset, length, sequence, tombstone: value.is_none(), group, stale_copies: 0 };
+        self.point(key, entry);
+        Ok(())
+    }
+
+    /// Points the index at a newer record of `key`; the older one becomes a stale copy.
+    fn point(&mut self, key: &[u8], mut entry: Entry) {
+        if let Some(old) = self.index.get(key).copied() {
+            assert!(old.sequence < entry.sequence, "records only supersede older ones");
+            self.segment_mut(old.segment).live_bytes -= u64::from(old.length);
+            entry.stale_copies = old.stale_copies + 1;
+            self.keys_count -= u64::from(!old.tombstone);
+        }
+        self.segment_mut(entry.segment).live_bytes += u64::from(entry.length);
+        self.keys_count += u64::from(!entry.tombstone);
+        self.index.insert(key.to_vec(), entry);
+    }
+
+    fn segment_mut(&mut self, segment: u64) -> &mut Segment {
+        &mut self.segments[usize::try_from(segment).expect("fits")]
+    }
+
+    fn file_of(&self, segment: u64) -> (usize, u64, PathBuf) {
+        let (file_index, base) = place(self.geometry, segment);
+        (usize::try_from(file_index).expect("fits"), base, self.directory.join(format::data_file_name(file_index)))
+    }
+
+    /// Appends a record to the writer of `kind`, opening, flushing and sealing segments as
+    /// needed. Returns where the record will be.
+    fn append(&mut self, kind: SegmentKind, record: &Record<'_>) -> Result<(u64, u64)> {
+        let size = record.size();
+        // A segment keeps its last block for the seal.
+        let capacity = self.geometry.segment_size - BLOCK_SIZE;
+        if let Some(writer) = self.writers.get(&kind) {
+            let data_length = writer.buffer.len() - BUFFER_HEADER_SIZE;
+            let grown = u64::from(format::blocks_for(data_length + size)) * BLOCK_SIZE;
+            if writer.buffer_offset + grown > capacity {
+                self.seal(kind)?;
+            } else if writer.records_count > 0 && BUFFER_HEADER_SIZE + data_length + size > self.options.write_buffer_size {
+                self.flush_writer(kind)?;
+            }
+        }
+        if !self.writers.contains_key(&kind) {
+            let segment = self.allocate(kind)?;
+            self.writers.insert(kind, Writer {
+                segment,
+                buffer: vec![0u8; BUFFER_HEADER_SIZE],
+                records_count: 0,
+                buffer_offset: 0,
+            });
+        }
+        let writer = self.writers.get_mut(&kind).expect("inserted above");
+        let offset = writer.buffer_offset + writer.buffer.len() as u64;
+        format::encode_record(&mut writer.buffer, record);
+        writer.records_count += 1;
+        Ok((writer.segment, offset))
+    }
+
+    /// Takes a free segment for `kind`, growing the store by a data file if none is free.
+    fn allocate(&mut self, kind: SegmentKind) -> Result<u64> {
+        if self.free.is_empty() {
+            let index = self.files.len() as u64;
+            if index >= self.options.files_max {
+                let error = io::Error::new(io::ErrorKind::StorageFull, "the store reached files_max data files");
+                return Err(Error::io(&self.directory, "allocate_segment", error));
+            }
+            let file = match create_data_file(self.vfs.as_ref(), &self.directory, index, self.geometry) {
+                Ok(file) => file,
+                Err(error) => return Err(self.poison(error)),
+            };
+            self.files.push(file);
+            for segment in index * self.geometry.segments_per_file..(index + 1) * self.geometry.segments_per_file {
+                self.segments.push(Segment { state: SegmentState::Free, generation: 1, written: 0, live_bytes: 0 });
+                self.free.insert(segment);
+            }
+        }
+        let segment = self.free.pop_first().expect("a free segment exists");
+        let state = self.segment_mut(segment);
+        assert_eq!(state.state, SegmentState::Free, "the free list holds free segments");
+        *state = Segment { state: SegmentState::Active(kind), generation: state.generation, written: 0, live_bytes: 0 };
+        Ok(segment)
+    }
+
+    /// Writes the writer's buffered records as one buffer.
+    fn flush_writer(&mut self, kind: SegmentKind) -> Result<()> {
+        let Some(writer) = self.writers.get_mut(&kind) else { return Ok(()) };
+        if writer.records_count == 0 {
+            return Ok(());
+        }
+        let segment = writer.segment;
+        let generation = self.segments[usize::try_from(segment).expect("fits")].generation;
+        let mut buffer = std::mem::replace(&mut writer.buffer, vec![0u8; BUFFER_HEADER_SIZE]);
+        let records_count = std::mem::take(&mut writer.records_count);
+        let buffer_offset = writer.buffer_offset;
+        format::seal_buffer(&mut buffer, BufferKind::Data, kind.owner(), segment, generation, buffer_offset, records_count);
+        writer.buffer_offset += buffer.len() as u64;
+        let (file_index, base, path) = self.file_of(segment);
+        if let Err(error) = self.files[file_index].write_at(&buffer, base + buffer_offset) {
+            return Err(self.poison(Error::io(&path, "write_at", error)));
+        }
+        self.dirty_files.insert(file_index as u64);
+        self.segment_mut(segment).written = buffer_offset + buffer.len() as u64;
+        Ok(())
+    }
+
+    /// Closes the writer of `kind`: writes its buffer, then the seal, and syncs. Every record in
+    /// the segment is in the index already (the write gate), so the sealed segment is fully
+    /// indexed.
+    fn seal(&mut self, kind: SegmentKind) -> Result<()> {
+        self.flush_writer(kind)?;
+        let Some(writer) = self.writers.remove(&kind) else { return Ok(()) };
+        let segment = writer.segment;
+        let generation = self.segments[usize::try_from(segment).expect("fits")].generation;
+        let seal = format::marker(BufferKind::Seal, kind.owner(), segment, generation, writer.buffer_offset);
+        let (file_index, base, path) = self.file_of(segment);
+        let file = &self.files[file_index];
+        let result = file
+            .write_at(&seal, base + writer.buffer_offset)
+            .map_err(io_error(&path, "write_at"))
+            .and_then(|()| file.sync_data().map_err(io_error(&path, "sync_data")));
+        if let Err(error) = result {
+            return Err(self.poison(error));
+        }
+        self.segment_mut(segment).state = SegmentState::Sealed(kind);
+        self.sealed_since_check.push(segment);
+        Ok(())
+    }
+
+    /// Writes every buffer and fsyncs: every write before the call survives a crash.
+    pub fn sync(&mut self) -> Result<()> {
+        self.begin_write()?;
+        let kinds: Vec<SegmentKind> = self.writers.keys().copied().collect();
+        for kind in kinds {
+            self.flush_writer(kind)?;
+        }
+        self.sync_dirty()
+    }
+
+    fn sync_dirty(&mut self) -> Result<()> {
+        for file_index in std::mem::take(&mut self.dirty_files) {
+            let path = self.directory.join(format::data_file_name(file_index));
+            if let Err(error) = self.files[usize::try_from(file_index).expect("fits")].sync_data() {
+                return Err(self.poison(Error::io(&path, "sync_data", error)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs and closes the store.
+    pub fn close(mut self) -> Result<()> {
+        self.sync()
+    }
+
+    /// The value of `key`: one index lookup and one positional read, verified by checksum.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Some(entry) = self.index.get(key) else { return Ok(None) };
+        if entry.tombstone {
+            return Ok(None);
+        }
+        let bytes = self.read_record(entry)?;
+        let record = self.verify_record(&bytes, entry, key)?;
+        Ok(record.value.map(<[u8]>::to_vec))
+    }
+
+    fn read_record(&self, entry: &Entry) -> Result<Vec<u8>> {
+        let length = entry.length as usize;
+        if let Some(writer) = self.writers.values().find(|writer| writer.segment == entry.segment) {
+            if entry.offset >= writer.buffer_offset {
+                let start = usize::try_from(entry.offset - writer.buffer_offset).expect("fits");
+                return Ok(writer.buffer[start..start + length].to_vec());
+            }
+        }
+        let (file_index, base, path) = self.file_of(entry.segment);
+        let mut bytes = vec![0u8; length];
+        vfs::read_exact_retrying(self.files[file_index].as_ref(), &path, &mut bytes, base + entry.offset)?;
+        Ok(bytes)
+    }
+
+    fn verify_record<'b>(&self, bytes: &'b [u8], entry: &Entry, key: &[u8]) -> Result<Record<'b>> {
+        let (_, base, path) = self.file_of(entry.segment);
+        let corruption = |reason| Error::Corruption { file: path.clone(), segment: entry.segment, offset: base + entry.offset, reason };
+        let record = format::decode_record(bytes).map_err(corruption)?;
+        if record.key != key || record.sequence != entry.sequence {
+            return Err(corruption(CorruptionReason::HeaderMismatch {
+                field: "sequence",
+                expected: entry.sequence,
+                found: record.sequence,
+            }));
+        }
+        Ok(record)
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.index.get(key).is_some_and(|entry| !entry.tombstone)
+    }
+
+    /// Keys with a value.
+    pub fn len(&self) -> u64 {
+        self.keys_count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys_count == 0
+    }
+
+    /// Every key with a value, in key order, with its value (each read and verified).
+    pub fn scan(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_ {
+        self.index.iter().filter(|(_, entry)| !entry.tombstone).map(move |(key, entry)| {
+            let bytes = self.read_record(entry)?;
+            let record = self.verify_record(&bytes, entry, key)?;
+            Ok((key.clone(), record.value.expect("not a tombstone").to_vec()))
+        })
+    }
+
+    pub fn stats(&self) -> Stats {
+        let free = self.free.len() as u64;
+        Stats {
+            segments_total: self.segments.len() as u64,
+            segments_free: free,
+            segments_used: self.segments.len() as u64 - free,
+            live_bytes: self.segments.iter().map(|segment| segment.live_bytes).sum(),
+            keys_count: self.keys_count,
+        }
+    }
+
+    pub fn segment_state(&self, segment: u64) -> Option<SegmentState> {
+        self.segments.get(usize::try_from(segment).ok()?).map(|segment| segment.state)
+    }
+
+    /// Segments sealed since the last call (for checkers: see [`Logstor::check_segment_indexed`]).
+    pub fn take_sealed(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.sealed_since_check)
+    }
+
+    /// The closed-segment check: reads sealed segment `segment` from disk and requires every
+    /// record in it to be what the index points to, or superseded by a newer record of the
+    /// same key. A record whose key the index no longer holds would come back after a crash;
+    /// that is a violation too. Returns the violations found.
+    pub fn check_segment_indexed(&self, segment: u64) -> Result<Vec<String>> {
+        let Some(SegmentState::Sealed(_)) = self.segment_state(segment) else { return Ok(Vec::new()) };
+        let (file_index, base, path) = self.file_of(segment);
+        let mut bytes = vec![0u8; usize::try_from(self.geometry.segment_size).expect("fits")];
+        vfs::read_exact_retrying(self.files[file_index].as_ref(), &path, &mut bytes, base)?;
+        let mut violations = Vec::new();
+        match scan_segment(&bytes, segment) {
+            SegmentScan::Used { sealed_at: Some(_), records, .. } => {
+                for (offset, record_bytes) in &records {
+                    let record = format::decode_record(record_bytes).expect("verified by the scan");
+                    match self.index.get(record.key) {
+                        Some(entry) if entry.segment == segment && entry.offset == *offset => {
+                            if entry.sequence != record.sequence {
+                                violations.push(format!("segment {segment} offset {offset}: index sequence differs"));
+                            }
+                        }
+                        Some(entry) if entry.sequence > record.sequence => {}
+                        Some(entry) => violations.push(format!(
+                            "segment {segment} offset {offset}: record sequence {} not superseded (index has {} at {}:{})",
+                            record.sequence, entry.sequence, entry.segment, entry.offset
+                        )),
+                        None => violations.push(format!(
+                            "segment {segment} offset {offset}: key of sequence {} is not in the index",
+                            record.sequence
+                        )),
+                    }
+                }
+            }
+            other => violations.push(format!("segment {segment} is sealed in memory but reads back as {other:?}")),
+        }
+        Ok(violations)
+    }
+
+    /// One bounded compaction step: takes up to `compaction_batch_max` sealed group segments
+    /// with the least live data, only if copying their live records frees at least one
+    /// segment, copies those records (and the tombstones still needed) to their groups' open
+    /// segments, syncs, moves the index, and frees the old segments.
+    pub fn compact_step(&mut self) -> Result<StepReport> {
+        self.begin_write()?;
+        let capacity = self.geometry.segment_size - BLOCK_SIZE;
+        let mut candidates: Vec<(u64, u64)> = self
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, segment)| matches!(segment.state, SegmentState::Sealed(SegmentKind::Group(_))))
+            .map(|(id, segment)| (segment.live_bytes, id as u64))
+            .collect();
+        candidates.sort_unstable();
+        for count in (1..=self.options.compaction_batch_max.min(candidates.len())).rev() {
+            let chosen: Vec<u64> = candidates[..count].iter().map(|&(_, id)| id).collect();
+            let live: u64 = candidates[..count].iter().map(|&(live, _)| live).sum();
+            // Copying must free space: the live data has to fit in fewer segments, allowing a
+            // block of buffer overhead per segment.
+            let frees = if count == 1 { live == 0 } else { live + count as u64 * BLOCK_SIZE <= (count as u64 - 1) * capacity };
+            if frees {
+                return self.relocate(&chosen);
+            }
+        }
+        Ok(StepReport::default())
+    }
+
+    /// One bounded separator step: rewrites the oldest sealed mixed segment's live records into
+    /// their groups' segments and frees it.
+    pub fn separator_step(&mut self) -> Result<StepReport> {
+        self.begin_write()?;
+        let oldest = self
+            .segments
+            .iter()
+            .position(|segment| segment.state == SegmentState::Sealed(SegmentKind::Mixed))
+            .map(|id| id as u64);
+        match oldest {
+            Some(segment) => self.relocate(&[segment]),
+            None => Ok(StepReport::default()),
+        }
+    }
+
+    /// Work for maintenance: sealed mixed segments, or group segments compaction would take.
+    pub fn maintenance_pending(&self) -> bool {
+        self.segments.iter().any(|segment| segment.state == SegmentState::Sealed(SegmentKind::Mixed))
+    }
+
+    /// Seals the open mixed segment, so the separator can take everything written so far.
+    pub fn seal_mixed(&mut self) -> Result<()> {
+        self.begin_write()?;
+        self.seal(SegmentKind::Mixed)
+    }
+
+    /// Copies the live records of `sources` (sealed segments) to their groups' segments, then
+    /// frees the sources. The copies are synced before any source is freed, so at every
+    /// instant each live record is safely somewhere.
+    fn relocate(&mut self, sources: &[u64]) -> Result<StepReport> {
+        let mut report = StepReport::default();
+        let mut found: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+        let mut copies_in_sources: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+        for &segment in sources {
+            let (file_index, base, path) = self.file_of(segment);
+            let mut bytes = vec![0u8; usize::try_from(self.geometry.segment_size).expect("fits")];
+            vfs::read_exact_retrying(self.files[file_index].as_ref(), &path, &mut bytes, base)?;
+            match scan_segment(&bytes, segment) {
+                SegmentScan::Used { sealed_at: Some(_), records, .. } => {
+                    for (offset, record_bytes) in records {
+                        let record = format::decode_record(&record_bytes).expect("verified by the scan");
+                        *copies_in_sources.entry(record.key.to_vec()).or_default() += 1;
+                        found.push((segment, offset, record_bytes));
+                    }
+                }
+                SegmentScan::Damaged { offset, reason, .. } => {
+                    return Err(Error::Corruption { file: path, segment, offset: base + offset, reason });
+                }
+                other => {
+                    let reason = CorruptionReason::Truncated { length: 0 };
+                    tracing::error!(segment, ?other, "a sealed segment does not read back sealed");
+                    return Err(Error::Corruption { file: path, segment, offset: base, reason });
+                }
+            }
+        }
+        // The records the index points to; every other record in the sources is a stale copy.
+        let mut live_locations = BTreeSet::new();
+        // Copy what is live; decide which tombstones can go.
+        let mut moved: Vec<(Vec<u8>, (u64, u64), Entry)> = Vec::new();
+        let mut dropped: Vec<(Vec<u8>, (u64, u64))> = Vec::new();
+        for (segment, offset, record_bytes) in &found {
+            let record = format::decode_record(record_bytes).expect("verified by the scan");
+            let Some(entry) = self.index.get(record.key).copied() else { continue };
+            if entry.segment != *segment || entry.offset != *offset {
+                continue;
+            }
+            live_locations.insert((*segment, *offset));
+            if entry.tombstone {
+                let in_sources = copies_in_sources.get(record.key).copied().unwrap_or(0) - 1;
+                if entry.stale_copies == in_sources {
+                    // No older version survives outside the segments being freed.
+                    dropped.push((record.key.to_vec(), (*segment, *offset)));
+                    continue;
+                }
+            }
+            let kind = SegmentKind::Group(record.group);
+            let (new_segment, new_offset) = self.append(kind, &record)?;
+            report.records_moved += 1;
+            report.bytes_moved += record.size() as u64;
+            let new_entry = Entry { segment: new_segment, offset: new_offset, ..entry };
+            moved.push((record.key.to_vec(), (*segment, *offset), new_entry));
+        }
+        let kinds: Vec<SegmentKind> = self.writers.keys().copied().filter(|kind| *kind != SegmentKind::Mixed).collect();
+        for kind in kinds {
+            self.flush_writer(kind)?;
+        }
+        self.sync_dirty()?;
+        // Move the index: compare-and-swap on the old location.
+        for (key, (old_segment, old_offset), new_entry) in moved {
+            let entry = self.index.get_mut(&key).expect("a moved key is indexed");
+            if entry.segment == old_segment && entry.offset == old_offset {
+                *entry = new_entry;
+                self.segment_mut(old_segment).live_bytes -= u64::from(new_entry.length);
+                self.segment_mut(new_entry.segment).live_bytes += u64::from(new_entry.length);
+            }
+        }
+        for (key, (old_segment, old_offset)) in dropped {
+            let entry = self.index.get(&key).copied().expect("a dropped key is indexed");
+            if entry.segment == old_segment && entry.offset == old_offset {
+                self.index.remove(&key);
+                self.segment_mut(old_segment).live_bytes -= u64::from(entry.length);
+                report.tombstones_dropped += 1;
+            }
+        }
+        // Free the sources; their stale records stop counting as copies.
+        for (segment, offset, record_bytes) in &found {
+            let record = format::decode_record(record_bytes).expect("verified by the scan");
+            if live_locations.contains(&(*segment, *offset)) {
+                continue;
+            }
+            if let Some(entry) = self.index.get_mut(record.key) {
+                assert!(entry.stale_copies > 0, "a stale record on disk is counted as a copy");
+                entry.stale_copies -= 1;
+            }
+        }
+        for &segment in sources {
+            self.free_segment(segment)?;
+            report.segments_freed += 1;
+        }
+        Ok(report)
+    }
+
+    /// Frees a sealed segment durably: FREE markers, with the generation bumped, over its first
+    /// buffer and its seal, then a sync.
+    fn free_segment(&mut self, segment: u64) -> Result<()> {
+        let state = self.segments[usize::try_from(segment).expect("fits")].clone();
+        let SegmentState::Sealed(kind) = state.state else { panic!("only sealed segments are freed") };
+        assert_eq!(state.live_bytes, 0, "a freed segment holds nothing the index points to");
+        let generation = state.generation + 1;
+        let (file_index, base, path) = self.file_of(segment);
+        let file = &self.files[file_index];
+        let result = file
+            .write_at(&format::marker(BufferKind::Free, kind.owner(), segment, generation, 0), base)
+            .and_then(|()| {
+                if state.written > 0 {
+                    let marker = format::marker(BufferKind::Free, kind.owner(), segment, generation, state.written);
+                    file.write_at(&marker, base + state.written)
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| file.sync_data())
+            .map_err(io_error(&path, "free_segment"));
+        if let Err(error) = result {
+            return Err(self.poison(error));
+        }
+        *self.segment_mut(segment) = Segment { state: SegmentState::Free, generation, written: 0, live_bytes: 0 };
+        self.free.insert(segment);
+        Ok(())
+    }
+
+    /// Drops every key of `group`: a tombstone for each (synced), then every segment of the
+    /// group is freed. The tombstones go once no older version of their keys is left on disk.
+    pub fn drop_group(&mut self, group: u32) -> Result<StepReport> {
+        self.begin_write()?;
+        let keys: Vec<Vec<u8>> =
+            self.index.iter().filter(|(_, entry)| entry.group == group && !entry.tombstone).map(|(key, _)| key.clone()).collect();
+        for key in &keys {
+            self.write(group, key, None)?;
+        }
+        self.seal(SegmentKind::Group(group))?;
+        self.sync()?;
+        let segments: Vec<u64> = self
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, segment)| segment.state == SegmentState::Sealed(SegmentKind::Group(group)))
+            .map(|(id, _)| id as u64)
+            .collect();
+        let mut report = StepReport::default();
+        if !segments.is_empty() {
+            report = self.relocate(&segments)?;
+        }
+        Ok(report)
+    }
+
+    /// Runs the separator and compaction until neither has work (bounded by the segment count).
+    pub fn maintain_to_quiescence(&mut self) -> Result<()> {
+        self.seal_mixed()?;
+        for _ in 0..=self.segments.len() * 2 {
+            let separated = self.separator_step()?;
+            let compacted = self.compact_step()?;
+            if separated.segments_freed == 0 && compacted.segments_freed == 0 {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Debug)]
+pub struct VerifyReport {
+    pub segments_used: u64,
+    pub records_count: u64,
+    /// Segments torn while being written (recovery seals them).
+    pub torn_segments: u64,
+    /// The first problem that would fail a strict open.
+    pub problem: Option<Error>,
+}
+
+/// Scans every segment the way a strict open would, changing nothing and taking no lock.
+pub fn verify(vfs: &dyn Vfs, directory: &Path) -> Result<VerifyReport> {
+    let meta_path = directory.join(format::META_FILE_NAME);
+    let file = vfs.open(&meta_path, OpenMode::Read).map_err(io_error(&meta_path, "open"))?;
+    let mut bytes = vec![0u8; format::META_SIZE];
+    let mut report = VerifyReport { segments_used: 0, records_count: 0, torn_segments: 0, problem: None };
+    if let Err(error) = vfs::read_exact_retrying(file.as_ref(), &meta_path, &mut bytes, 0) {
+        report.problem = Some(error);
+        return Ok(report);
+    }
+    let geometry = match format::decode_meta(&bytes) {
+        Ok(geometry) => geometry,
+        Err(reason) => {
+            report.problem = Some(Error::Corruption { file: meta_path, segment: 0, offset: 0, reason });
+            return Ok(report);
+        }
+    };
+    let mut index = 0;
+    let mut segment_bytes = vec![0u8; usize::try_from(geometry.segment_size).expect("fits")];
+    loop {
+        let path = directory.join(format::data_file_name(index));
+        let file = match vfs.open(&path, OpenMode::Read) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(report),
+            Err(error) => return Err(Error::io(&path, "open", error)),
+        };
+        for local in 0..geometry.segments_per_file {
+            let segment = index * geometry.segments_per_file + local;
+            let base = local * geometry.segment_size;
+            if let Err(error) = vfs::read_exact_retrying(file.as_ref(), &path, &mut segment_bytes, base) {
+                report.problem = Some(error);
+                return Ok(report);
+            }
+            match scan_segment(&segment_bytes, segment) {
+                SegmentScan::Free { .. } => {}
+                SegmentScan::Used { sealed_at, records, .. } => {
+                    report.segments_used += 1;
+                    report.records_count += records.len() as u64;
+                    report.torn_segments += u64::from(sealed_at.is_none());
+                }
+                SegmentScan::Damaged { offset, reason, .. } => {
+                    report.problem = Some(Error::Corruption { file: path, segment, offset: base + offset, reason });
+                    return Ok(report);
+                }
+            }
+        }
+        index += 1;
+    }
+}
