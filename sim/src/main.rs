@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Run a range of seeds and print a summary.
     Run {
-        /// `wal`, `commitlog`, or `all` for every target in turn.
+        /// `wal`, `commitlog`, `logstor`, or `all` for every target in turn.
         #[arg(long, default_value = "all", value_parser = parse_targets)]
         target: Targets,
         /// Seeds as `START..END` (end exclusive) or a single number.
@@ -96,7 +96,7 @@ struct Targets(Vec<Target>);
 fn parse_targets(text: &str) -> Result<Targets, String> {
     Target::parse(text)
         .map(Targets)
-        .ok_or_else(|| format!("unknown target {text:?}; expected one of: all, wal, commitlog"))
+        .ok_or_else(|| format!("unknown target {text:?}; expected one of: all, wal, commitlog, logstor"))
 }
 
 fn parse_target(text: &str) -> Result<Target, String> {

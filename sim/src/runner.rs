@@ -19,15 +19,17 @@ use crate::{targets, SimClock, SimVfs};
 pub enum Target {
     Wal,
     Commitlog,
+    Logstor,
 }
 
 impl Target {
-    pub const ALL: [Target; 2] = [Target::Wal, Target::Commitlog];
+    pub const ALL: [Target; 3] = [Target::Wal, Target::Commitlog, Target::Logstor];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Wal => "wal",
             Self::Commitlog => "commitlog",
+            Self::Logstor => "logstor",
         }
     }
 
@@ -36,6 +38,7 @@ impl Target {
             "all" => Some(Self::ALL.to_vec()),
             "wal" => Some(vec![Self::Wal]),
             "commitlog" => Some(vec![Self::Commitlog]),
+            "logstor" => Some(vec![Self::Logstor]),
             _ => None,
         }
     }
@@ -184,6 +187,7 @@ pub fn run_seed(target: Target, seed: u64, options: &RunOptions) -> SeedOutcome 
     let result = match target {
         Target::Wal => targets::wal::run(&mut context),
         Target::Commitlog => targets::commitlog::run(&mut context),
+        Target::Logstor => targets::logstor::run(&mut context),
     };
     let swarm = match &result {
         Ok(swarm) | Err((swarm, _)) => swarm.clone(),

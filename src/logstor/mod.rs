@@ -186,6 +186,8 @@ pub struct Stats {
     pub live_bytes: u64,
     /// Keys with a value.
     pub keys_count: u64,
+    /// Sealed segments holding nothing the index points to (maintenance frees them).
+    pub sealed_without_live_data: u64,
 }
 
 /// The store on a [`Vfs`]. See the module docs for its promises.
@@ -958,6 +960,11 @@ impl Logstor {
             segments_used: self.segments.len() as u64 - free,
             live_bytes: self.segments.iter().map(|segment| segment.live_bytes).sum(),
             keys_count: self.keys_count,
+            sealed_without_live_data: self
+                .segments
+                .iter()
+                .filter(|segment| matches!(segment.state, SegmentState::Sealed(_)) && segment.live_bytes == 0)
+                .count() as u64,
         }
     }
 

@@ -1,0 +1,505 @@
+//! The logstor target: puts, deletes, syncs, compaction steps, separator steps, group drops and
+//! segment reuse, interleaved with crashes at every I/O point.
+//!
+//! The model keeps each key's version history and how much of it was synced. The oracle, after
+//! every open: each key's value is one of its versions no older than its last synced one (never
+//! an older one, never a value never written), and a key whose delete was synced stays deleted.
+//! Where the disk damaged a data file, or a repair was reported, only "never a value never
+//! written" is owed. The closed-segment check runs on every segment sealed since the last
+//! operation. The fault-free final phase runs maintenance to quiescence and checks that the
+//! space used is bounded by the live data.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ballast::logstor::{format, Logstor, LogstorOptions};
+use ballast::{Error, RecoveryMode};
+use rand::Rng;
+
+use crate::fail;
+use crate::runner::{draw_faults, Canary, Context, Failure};
+
+const DIRECTORY: &str = "/logstor";
+const OPEN_ATTEMPTS_MAX: u32 = 12;
+
+#[derive(Debug, Default)]
+struct History {
+    /// Versions in order; `None` is absent (the start, or a delete).
+    versions: Vec<Option<Vec<u8>>>,
+    /// Index into `versions` of the last synced one.
+    synced: usize,
+    group: u32,
+}
+
+impl History {
+    fn latest(&self) -> Option<&Vec<u8>> {
+        self.versions.last().and_then(Option::as_ref)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    keys: BTreeMap<Vec<u8>, History>,
+    next_value: u64,
+}
+
+impl Model {
+    fn history(&mut self, key: &[u8], group: u32) -> &mut History {
+        self.keys.entry(key.to_vec()).or_insert_with(|| History { versions: vec![None], synced: 0, group })
+    }
+
+    fn sync_all(&mut self) {
+        for history in self.keys.values_mut() {
+            history.synced = history.versions.len() - 1;
+        }
+    }
+}
+
+pub fn run(context: &mut Context) -> Result<String, (String, Failure)> {
+    let segment_size = 4096 * context.rng.gen_range(4..=12u64);
+    let options = LogstorOptions {
+        segment_size,
+        segments_per_file: context.rng.gen_range(2..=8),
+        files_max: 64,
+        write_buffer_size: 4096 * context.rng.gen_range(1..=3usize),
+        groups_count: context.rng.gen_range(1..=4),
+        compaction_batch_max: context.rng.gen_range(2..=4),
+        recovery_mode: RecoveryMode::Strict,
+    };
+    let keys_count = context.rng.gen_range(4..=80u64);
+    let value_length_max = context.rng.gen_range(8..=usize::try_from(segment_size / 4).expect("fits"));
+    let mut faults = draw_faults(&mut context.rng, segment_size * options.segments_per_file);
+    if context.canary == Some(Canary::LyingFsync) {
+        faults.lying_fsync = true;
+        faults.lost_unsynced = true;
+        faults.spurious_durability = 0.0;
+    }
+    let swarm = format!(
+        "target=logstor seed={} ops={} segment_size={segment_size} segments_per_file={} write_buffer={} groups={} \
+         compaction_batch_max={} keys={keys_count} value_length_max={value_length_max} faults: {faults}",
+        context.seed,
+        context.ops_budget,
+        options.segments_per_file,
+        options.write_buffer_size,
+        options.groups_count,
+        options.compaction_batch_max,
+    );
+    context.trace(format_args!("swarm {swarm}"));
+    context.vfs.set_config(faults);
+    let mut workload = Workload { options, keys_count, value_length_max, model: Model::default() };
+    match workload.run(context) {
+        Ok(()) => Ok(swarm),
+        Err(failure) => Err((swarm, failure)),
+    }
+}
+
+struct Workload {
+    options: LogstorOptions,
+    keys_count: u64,
+    value_length_max: usize,
+    model: Model,
+}
+
+enum Step {
+    Continue,
+    Poisoned,
+    Reopen,
+}
+
+fn directory() -> PathBuf {
+    PathBuf::from(DIRECTORY)
+}
+
+impl Workload {
+    fn run(&mut self, context: &mut Context) -> Result<(), Failure> {
+        let mut after_crash = false;
+        while context.ops < context.ops_budget {
+            let Some(mut store) = self.open_and_check(context, after_crash)? else {
+                after_crash = true;
+                continue;
+            };
+            let crash = self.life(context, &mut store)?;
+            drop(store);
+            after_crash = crash;
+            if crash {
+                self.crash(context);
+            }
+        }
+        self.final_phase(context)
+    }
+
+    /// Cuts power, then rots data files anywhere: damage the format cannot see (in free or
+    /// stale space) changes nothing, and damage it can see must never be returned as data.
+    fn crash(&mut self, context: &mut Context) {
+        context.trace(format_args!("op crash"));
+        context.crashes += 1;
+        context.vfs.crash();
+        let eligible: Vec<(PathBuf, std::ops::Range<u64>)> = context
+            .vfs
+            .current_names(&directory())
+            .into_iter()
+            .filter(|name| format::parse_data_file_name(name).is_some())
+            .map(|name| (directory().join(name), 0..u64::MAX))
+            .collect();
+        context.vfs.rot(&eligible);
+    }
+
+    fn open_and_check(&mut self, context: &mut Context, after_crash: bool) -> Result<Option<Logstor>, Failure> {
+        if after_crash && context.vfs.config().crash_inside_op > 0.0 && context.rng.gen_bool(0.1) {
+            let k = context.rng.gen_range(1..=8);
+            context.trace(format_args!("op arm crash inside recovery after {k} io calls"));
+            context.vfs.crash_after_io_calls(k);
+        }
+        let damaged = !context.vfs.damage().is_empty();
+        let mut mode = RecoveryMode::Strict;
+        for _ in 0..OPEN_ATTEMPTS_MAX {
+            let options = LogstorOptions { recovery_mode: mode, ..self.options.clone() };
+            context.trace(format_args!("op open {mode:?}"));
+            match Logstor::open(context.vfs_handle.clone(), DIRECTORY, options) {
+                Ok(store) => {
+                    if context.vfs.is_powered_off() {
+                        fail!("open returned Ok although power failed during it");
+                    }
+                    context.vfs.disarm_crash();
+                    self.check_recovered(context, &store, damaged, after_crash)?;
+                    return Ok(Some(store));
+                }
+                Err(_) if context.vfs.is_powered_off() => {
+                    context.note("crash_during_recovery");
+                    self.crash(context);
+                    return Ok(None);
+                }
+                Err(error @ Error::Io { .. }) => {
+                    context.trace(format_args!("open failed: {error}"));
+                    if error.io_kind() == Some(std::io::ErrorKind::StorageFull) {
+                        let mut config = context.vfs.config();
+                        config.capacity_bytes = config.capacity_bytes.map(|bytes| bytes + 2 * self.options.segment_size);
+                        context.vfs.set_config(config);
+                        context.note("space_freed");
+                    }
+                    context.note("open_retried");
+                }
+                Err(Error::Corruption { file, offset, reason, .. }) if mode == RecoveryMode::Strict => {
+                    if !context.vfs.damage().iter().any(|damage| damage.path == file) {
+                        fail!("strict open reported corruption in {} at {offset} ({reason}) with no damage there", file.display());
+                    }
+                    context.note("corruption_reported");
+                    mode = RecoveryMode::Repair;
+                }
+                Err(error) => fail!("open ({mode:?}) failed: {error}"),
+            }
+        }
+        fail!("open failed {OPEN_ATTEMPTS_MAX} times in a row")
+    }
+
+    fn check_recovered(&mut self, context: &mut Context, store: &Logstor, damaged: bool, after_crash: bool) -> Result<(), Failure> {
+        let report = store.recovery_report().clone();
+        if report.torn_segments_sealed > 0 {
+            context.note("torn_segment_sealed");
+        }
+        if let Some(repair) = &report.repair {
+            context.note(if repair.resumed { "repair_resumed" } else { "repair" });
+        }
+        let lenient = damaged || report.repair.is_some();
+        let mut recovered = BTreeMap::new();
+        for _ in 0..OPEN_ATTEMPTS_MAX {
+            match store.scan().collect::<Result<BTreeMap<_, _>, _>>() {
+                Ok(found) => {
+                    recovered = found;
+                    break;
+                }
+                Err(Error::Io { .. }) => context.note("read_retried"),
+                Err(error) => fail!("open succeeded but scanning failed: {error}"),
+            }
+        }
+        for key in recovered.keys() {
+            if !self.model.keys.contains_key(key) {
+                fail!("recovered key {:?} that was never written", String::from_utf8_lossy(key));
+            }
+        }
+        for (key, history) in &mut self.model.keys {
+            let found = recovered.get(key);
+            // The newest version this state can be, searching from the last synced one; with
+            // damage, any version at all.
+            let floor = if lenient { 0 } else { history.synced };
+            let Some(index) = (floor..history.versions.len()).rev().find(|&index| history.versions[index].as_ref() == found) else {
+                let what = found.map_or("absent".to_string(), |value| format!("{} bytes", value.len()));
+                if history.versions.iter().any(|version| version.as_ref() == found) {
+                    fail!(
+                        "key {:?} recovered an old version ({what}) below its last synced one",
+                        String::from_utf8_lossy(key)
+                    );
+                }
+                fail!("key {:?} recovered a value that was never written ({what})", String::from_utf8_lossy(key));
+            };
+            history.versions.truncate(index + 1);
+            history.synced = if after_crash { index } else { history.synced.min(index) };
+        }
+        context.trace(format_args!("check recovered {} keys (lenient {lenient})", recovered.len()));
+        Ok(())
+    }
+
+    fn life(&mut self, context: &mut Context, store: &mut Logstor) -> Result<bool, Failure> {
+        let life_length = context.rng.gen_range(1..=40u64);
+        let crash_inside = context.vfs.config().crash_inside_op;
+        let armed_at = (crash_inside > 0.0 && context.rng.gen_bool(crash_inside)).then(|| context.rng.gen_range(0..life_length));
+        for step in 0..life_length {
+            if context.ops >= context.ops_budget {
+                return Ok(true);
+            }
+            if armed_at == Some(step) {
+                let k = context.rng.gen_range(1..=12);
+                context.trace(format_args!("op arm crash after {k} io calls"));
+                context.vfs.crash_after_io_calls(k);
+            }
+            context.ops += 1;
+            let outcome = self.step(context, store)?;
+            if context.vfs.is_powered_off() {
+                return Ok(true);
+            }
+            self.check_sealed(context, store)?;
+            match outcome {
+                Step::Continue => {}
+                Step::Poisoned => {
+                    match store.sync() {
+                        Err(Error::Poisoned) => context.note("poisoned"),
+                        other => fail!("after a failed write the store was not poisoned: sync returned {other:?}"),
+                    }
+                    return Ok(context.rng.gen_bool(0.5));
+                }
+                Step::Reopen => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The closed-segment check, at every seal.
+    fn check_sealed(&self, context: &mut Context, store: &mut Logstor) -> Result<(), Failure> {
+        for segment in store.take_sealed() {
+            match store.check_segment_indexed(segment) {
+                Ok(violations) if violations.is_empty() => context.note("sealed_segment_checked"),
+                Ok(violations) => fail!("sealed segment {segment} is not fully indexed: {}", violations.join("; ")),
+                Err(Error::Io { .. }) => {}
+                Err(error) if !context.vfs.damage().is_empty() => context.trace(format_args!("seal check skipped: {error}")),
+                Err(error) => fail!("reading sealed segment {segment} failed: {error}"),
+            }
+        }
+        Ok(())
+    }
+
+    fn draw_key(&self, context: &mut Context) -> Vec<u8> {
+        format!("k{:04}", context.rng.gen_range(0..self.keys_count)).into_bytes()
+    }
+
+    fn draw_value(&mut self, context: &mut Context) -> Vec<u8> {
+        let length = context.rng.gen_range(8..=self.value_length_max);
+        let mut value = vec![0u8; length];
+        context.rng.fill(&mut value[..]);
+        value[..8].copy_from_slice(&self.model.next_value.to_le_bytes());
+        self.model.next_value += 1;
+        value
+    }
+
+    fn on_error(result: Result<(), Error>, what: &str) -> Result<Step, Failure> {
+        match result {
+            Ok(()) => Ok(Step::Continue),
+            Err(Error::Io { .. }) => Ok(Step::Poisoned),
+            Err(error) => fail!("{what} failed: {error}"),
+        }
+    }
+
+    fn step(&mut self, context: &mut Context, store: &mut Logstor) -> Result<Step, Failure> {
+        match context.rng.gen_range(0..100) {
+            0..=39 => {
+                let key = self.draw_key(context);
+                let value = self.draw_value(context);
+                let chosen = context.rng.gen_bool(0.15).then(|| context.rng.gen_range(0..self.options.groups_count));
+                let group = chosen.unwrap_or_else(|| store.group_of(&key));
+                context.trace(format_args!("op put {} in group {group}", String::from_utf8_lossy(&key)));
+                let result = store.put_in_group(group, &key, &value);
+                if matches!(result, Ok(()) | Err(Error::Io { .. })) {
+                    let history = self.model.history(&key, group);
+                    history.versions.push(Some(value));
+                    history.group = group;
+                }
+                Self::on_error(result, "put")
+            }
+            40..=51 => {
+                let key = self.draw_key(context);
+                context.trace(format_args!("op delete {}", String::from_utf8_lossy(&key)));
+                let present = self.model.keys.get(&key).is_some_and(|history| history.latest().is_some());
+                let result = store.delete(&key);
+                if present && matches!(result, Ok(()) | Err(Error::Io { .. })) {
+                    self.model.keys.get_mut(&key).expect("present").versions.push(None);
+                }
+                Self::on_error(result, "delete")
+            }
+            52..=61 => {
+                let key = self.draw_key(context);
+                let expected = self.model.keys.get(&key).and_then(History::latest).cloned();
+                match store.get(&key) {
+                    Ok(found) if found == expected => Ok(Step::Continue),
+                    Ok(found) => fail!(
+                        "get({}) returned {:?} bytes, the last write was {:?} bytes",
+                        String::from_utf8_lossy(&key),
+                        found.map(|value| value.len()),
+                        expected.map(|value| value.len())
+                    ),
+                    Err(Error::Io { .. }) => Ok(Step::Continue),
+                    Err(Error::Corruption { .. }) if !context.vfs.damage().is_empty() => {
+                        context.note("misdirected_write_detected");
+                        Ok(Step::Continue)
+                    }
+                    Err(error) => fail!("get failed: {error}"),
+                }
+            }
+            62..=71 => {
+                context.trace(format_args!("op sync"));
+                let result = store.sync();
+                if result.is_ok() {
+                    self.model.sync_all();
+                }
+                Self::on_error(result, "sync")
+            }
+            72..=79 => {
+                context.trace(format_args!("op compact step"));
+                match store.compact_step() {
+                    Ok(report) => {
+                        if report.segments_freed > 0 {
+                            context.note("compaction_freed");
+                        }
+                        if report.tombstones_dropped > 0 {
+                            context.note("tombstone_dropped");
+                        }
+                        Ok(Step::Continue)
+                    }
+                    Err(error) => Self::maintenance_error(context, error),
+                }
+            }
+            80..=88 => {
+                context.trace(format_args!("op separator step"));
+                match store.separator_step() {
+                    Ok(report) => {
+                        if report.segments_freed > 0 {
+                            context.note("separator_freed");
+                        }
+                        Ok(Step::Continue)
+                    }
+                    Err(error) => Self::maintenance_error(context, error),
+                }
+            }
+            89..=92 => {
+                context.trace(format_args!("op seal mixed"));
+                Self::on_error(store.seal_mixed(), "seal_mixed")
+            }
+            93..=94 => {
+                let group = context.rng.gen_range(0..self.options.groups_count);
+                context.trace(format_args!("op drop group {group}"));
+                let dropped: Vec<Vec<u8>> = self
+                    .model
+                    .keys
+                    .iter()
+                    .filter(|(_, history)| history.group == group && history.latest().is_some())
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                match store.drop_group(group) {
+                    Ok(_) => {
+                        for key in dropped {
+                            self.model.keys.get_mut(&key).expect("listed").versions.push(None);
+                        }
+                        self.model.sync_all();
+                        context.note("group_dropped");
+                        Ok(Step::Continue)
+                    }
+                    Err(error) => {
+                        // Some tombstones may have been written: each dropped key may be either.
+                        for key in dropped {
+                            self.model.keys.get_mut(&key).expect("listed").versions.push(None);
+                        }
+                        Self::maintenance_error(context, error)
+                    }
+                }
+            }
+            95..=97 => {
+                context.trace(format_args!("op scan"));
+                let expected: BTreeMap<Vec<u8>, Vec<u8>> = self
+                    .model
+                    .keys
+                    .iter()
+                    .filter_map(|(key, history)| history.latest().map(|value| (key.clone(), value.clone())))
+                    .collect();
+                match store.scan().collect::<Result<BTreeMap<_, _>, _>>() {
+                    Ok(found) if found == expected => Ok(Step::Continue),
+                    Ok(found) => fail!("scan returned {} keys, the model holds {}", found.len(), expected.len()),
+                    Err(Error::Io { .. }) => Ok(Step::Continue),
+                    Err(Error::Corruption { .. }) if !context.vfs.damage().is_empty() => Ok(Step::Continue),
+                    Err(error) => fail!("scan failed: {error}"),
+                }
+            }
+            _ => {
+                context.trace(format_args!("op clean reopen"));
+                Ok(Step::Reopen)
+            }
+        }
+    }
+
+    fn maintenance_error(context: &mut Context, error: Error) -> Result<Step, Failure> {
+        match error {
+            Error::Io { .. } => Ok(Step::Poisoned),
+            Error::Corruption { .. } if !context.vfs.damage().is_empty() => {
+                context.note("corruption_reported");
+                Ok(Step::Poisoned)
+            }
+            error => fail!("maintenance failed: {error}"),
+        }
+    }
+
+    /// Liveness on a perfect disk: reopen, write, run maintenance to quiescence, check every
+    /// sealed segment and that the space used is bounded by the live data.
+    fn final_phase(&mut self, context: &mut Context) -> Result<(), Failure> {
+        context.vfs.set_faults_enabled(false);
+        context.trace(format_args!("phase final"));
+        let mut store = loop {
+            if let Some(store) = self.open_and_check(context, true)? {
+                break store;
+            }
+        };
+        for _ in 0..20 {
+            let key = self.draw_key(context);
+            let value = self.draw_value(context);
+            let group = store.group_of(&key);
+            if let Err(error) = store.put(&key, &value) {
+                fail!("put on a perfect disk failed: {error}");
+            }
+            let history = self.model.history(&key, group);
+            history.versions.push(Some(value));
+        }
+        if let Err(error) = store.sync().and_then(|()| store.maintain_to_quiescence()) {
+            fail!("maintenance on a perfect disk failed: {error}");
+        }
+        self.model.sync_all();
+        for segment in 0..store.stats().segments_total {
+            match store.check_segment_indexed(segment) {
+                Ok(violations) if violations.is_empty() => {}
+                Ok(violations) => fail!("after quiescence segment {segment} is not fully indexed: {}", violations.join("; ")),
+                Err(error) => fail!("reading segment {segment} failed on a perfect disk: {error}"),
+            }
+        }
+        let stats = store.stats();
+        if stats.sealed_without_live_data > 0 {
+            fail!("after quiescence {} sealed segments hold no live data (leaked)", stats.sealed_without_live_data);
+        }
+        let capacity = self.options.segment_size - 4096;
+        let bound = 3 * stats.live_bytes + u64::from(self.options.groups_count + 3) * self.options.segment_size;
+        if stats.segments_used * capacity > bound {
+            fail!("after quiescence {} segments are used for {} live bytes", stats.segments_used, stats.live_bytes);
+        }
+        if let Err(error) = store.close() {
+            fail!("close on a perfect disk failed: {error}");
+        }
+        if self.open_and_check(context, true)?.is_none() {
+            fail!("power failed on a perfect disk");
+        }
+        Ok(())
+    }
+}
