@@ -311,6 +311,13 @@ fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
         }
     };
     if first.kind == BufferKind::Free {
+        // A use of the segment writes its buffers and seal with the generation of the FREE
+        // marker it replaced. A seal of that generation after a FREE marker means the first
+        // buffer of that use never replaced the marker: synced records are behind it.
+        if find_seal(bytes, segment, Some(first.generation), BLOCK_SIZE).is_some() {
+            let reason = CorruptionReason::BadFragmentType { fragment_type: 3 };
+            return SegmentScan::Damaged { offset: 0, reason, records_after: 0 };
+        }
         return SegmentScan::Free { generation: first.generation.max(1) };
     }
     let generation = first.generation;
@@ -801,13 +808,15 @@ impl Logstor {
         if self.free.is_empty() {
             let index = self.files.len() as u64;
             if index >= self.options.files_max {
+                // Callers may be part way through a step; refuse further writes until reopen.
                 let error = io::Error::new(io::ErrorKind::StorageFull, "the store reached files_max data files");
-                return Err(Error::io(&self.directory, "allocate_segment", error));
+                return Err(self.poison(Error::io(&self.directory, "allocate_segment", error)));
             }
             let file = match create_data_file(self.vfs.as_ref(), &self.directory, index, self.geometry) {
                 Ok(file) => file,
                 Err(error) => return Err(self.poison(error)),
             };
+            assert!(self.files.len() as u64 == index, "data files are numbered densely");
             self.files.push(file);
             for segment in index * self.geometry.segments_per_file..(index + 1) * self.geometry.segments_per_file {
                 self.segments.push(Segment { state: SegmentState::Free, generation: 1, written: 0, live_bytes: 0 });
