@@ -1133,7 +1133,11 @@ impl Logstor {
             let new_entry = Entry { segment: new_segment, offset: new_offset, ..entry };
             moved.push((record.key.to_vec(), (*segment, *offset), new_entry));
         }
-        let kinds: Vec<SegmentKind> = self.writers.keys().copied().filter(|kind| *kind != SegmentKind::Mixed).collect();
+        // Everything written so far becomes durable before any source is freed: the copies
+        // made here, and also the newer records that superseded the stale ones about to go.
+        // Freeing a segment whose stale record is the only durable version of its key, while
+        // the newer one is still buffered, would lose synced data at the next crash.
+        let kinds: Vec<SegmentKind> = self.writers.keys().copied().collect();
         for kind in kinds {
             self.flush_writer(kind)?;
         }

@@ -462,9 +462,11 @@ impl Workload {
             // A read that failed before the step changed anything leaves the store usable.
             Error::Io { .. } if !store.is_poisoned() => Ok(Step::Continue),
             Error::Io { .. } => Ok(Step::Poisoned),
+            // Damage found while reading, before the step changed anything: reopen, and let
+            // recovery report or repair it.
             Error::Corruption { .. } if !context.vfs.damage().is_empty() => {
                 context.note("corruption_reported");
-                Ok(Step::Poisoned)
+                Ok(if store.is_poisoned() { Step::Poisoned } else { Step::Reopen })
             }
             error => fail!("maintenance failed: {error}"),
         }
