@@ -778,13 +778,18 @@ impl Logstor {
         let size = record.size();
         // A segment keeps its last block for the seal.
         let capacity = self.geometry.segment_size - BLOCK_SIZE;
+        // Flush first, then check the room left: the flush moves the write position.
+        if let Some(writer) = self.writers.get(&kind) {
+            let data_length = writer.buffer.len() - BUFFER_HEADER_SIZE;
+            if writer.records_count > 0 && BUFFER_HEADER_SIZE + data_length + size > self.options.write_buffer_size {
+                self.flush_writer(kind)?;
+            }
+        }
         if let Some(writer) = self.writers.get(&kind) {
             let data_length = writer.buffer.len() - BUFFER_HEADER_SIZE;
             let grown = u64::from(format::blocks_for(data_length + size)) * BLOCK_SIZE;
             if writer.buffer_offset + grown > capacity {
                 self.seal(kind)?;
-            } else if writer.records_count > 0 && BUFFER_HEADER_SIZE + data_length + size > self.options.write_buffer_size {
-                self.flush_writer(kind)?;
             }
         }
         if !self.writers.contains_key(&kind) {
@@ -798,6 +803,8 @@ impl Logstor {
         }
         let writer = self.writers.get_mut(&kind).expect("inserted above");
         let offset = writer.buffer_offset + writer.buffer.len() as u64;
+        let blocks = u64::from(format::blocks_for(writer.buffer.len() - BUFFER_HEADER_SIZE + size));
+        assert!(writer.buffer_offset + blocks * BLOCK_SIZE <= capacity, "a buffer never reaches the seal's block");
         format::encode_record(&mut writer.buffer, record);
         writer.records_count += 1;
         Ok((writer.segment, offset))
