@@ -42,7 +42,9 @@ impl fmt::Debug for SimVfs {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Damage {
     pub path: PathBuf,
+    /// Where the damaged bytes start, and how many there are.
     pub offset: u64,
+    pub length: u64,
     pub kind: FaultKind,
 }
 
@@ -80,6 +82,7 @@ struct Directory {
 struct DamageEntry {
     inode: u64,
     offset: u64,
+    length: u64,
     kind: FaultKind,
     /// The pending write that caused it, while that write may still be lost.
     write_id: Option<u64>,
@@ -274,13 +277,18 @@ impl State {
             }
             self.count(FaultKind::MisdirectedWrite, format_args!("inode {id} offset {offset} landed at {landed}"));
             let write_id = self.push_write(id, landed, data);
-            self.damage.push(DamageEntry {
-                inode: id,
-                offset: offset.min(landed),
-                kind: FaultKind::MisdirectedWrite,
-                write_id: Some(write_id),
-                sequence: write_id,
-            });
+            // Two places are damaged: where the data should be (it keeps old bytes) and where
+            // it landed (it lost what it held).
+            for at in [offset, landed] {
+                self.damage.push(DamageEntry {
+                    inode: id,
+                    offset: at,
+                    length: data.len() as u64,
+                    kind: FaultKind::MisdirectedWrite,
+                    write_id: Some(write_id),
+                    sequence: write_id,
+                });
+            }
             return Ok(());
         }
         self.push_write(id, offset, data);
@@ -662,8 +670,8 @@ impl SimVfs {
             inode.current[index] ^= 1 << bit;
             state.count(FaultKind::BitRot, format_args!("{} offset {offset} bit {bit}", path.display()));
             let sequence = state.next_write_id - 1;
-            state.damage.push(DamageEntry { inode: id, offset, kind: FaultKind::BitRot, write_id: None, sequence });
-            damaged.push(Damage { path, offset, kind: FaultKind::BitRot });
+            state.damage.push(DamageEntry { inode: id, offset, length: 1, kind: FaultKind::BitRot, write_id: None, sequence });
+            damaged.push(Damage { path, offset, length: 1, kind: FaultKind::BitRot });
         }
         if state.chance(latent_sector) {
             let (id, path, range) = candidates[state.rng.gen_range(0..candidates.len())].clone();
@@ -678,11 +686,12 @@ impl SimVfs {
             state.damage.push(DamageEntry {
                 inode: id,
                 offset: sector_start,
+                length: SECTOR_SIZE,
                 kind: FaultKind::LatentSector,
                 write_id: None,
                 sequence,
             });
-            damaged.push(Damage { path, offset: sector_start, kind: FaultKind::LatentSector });
+            damaged.push(Damage { path, offset: sector_start, length: SECTOR_SIZE, kind: FaultKind::LatentSector });
         }
         damaged
     }
@@ -696,7 +705,12 @@ impl SimVfs {
             .filter_map(|entry| {
                 let length = state.inodes.get(&entry.inode)?.current.len() as u64;
                 let path = state.path_of(entry.inode)?;
-                (entry.offset < length).then_some(Damage { path, offset: entry.offset, kind: entry.kind })
+                (entry.offset < length).then_some(Damage {
+                    path,
+                    offset: entry.offset,
+                    length: entry.length,
+                    kind: entry.kind,
+                })
             })
             .collect()
     }

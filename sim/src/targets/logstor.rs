@@ -279,7 +279,7 @@ impl Workload {
         let file = directory().join(format::data_file_name(segment / per_file));
         let start = (segment % per_file) * self.options.segment_size;
         context.vfs.damage().iter().any(|damage| {
-            damage.path == file && damage.offset >= start && damage.offset < start + self.options.segment_size
+            damage.path == file && damage.offset < start + self.options.segment_size && damage.offset + damage.length > start
         })
     }
 
