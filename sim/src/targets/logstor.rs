@@ -24,16 +24,26 @@ const OPEN_ATTEMPTS_MAX: u32 = 12;
 
 #[derive(Debug, Default)]
 struct History {
-    /// Versions in order; `None` is absent (the start, or a delete).
-    versions: Vec<Option<Vec<u8>>>,
+    /// Versions in order, each with the group it was written in; `None` is absent (the start,
+    /// or a delete).
+    versions: Vec<(Option<Vec<u8>>, u32)>,
     /// Index into `versions` of the last synced one.
     synced: usize,
-    group: u32,
 }
 
 impl History {
     fn latest(&self) -> Option<&Vec<u8>> {
-        self.versions.last().and_then(Option::as_ref)
+        self.versions.last().and_then(|(value, _)| value.as_ref())
+    }
+
+    /// The group of the newest version: where the store keeps the key now.
+    fn group(&self) -> u32 {
+        self.versions.last().map_or(0, |&(_, group)| group)
+    }
+
+    fn push(&mut self, value: Option<Vec<u8>>) {
+        let group = self.group();
+        self.versions.push((value, group));
     }
 }
 
@@ -45,7 +55,7 @@ struct Model {
 
 impl Model {
     fn history(&mut self, key: &[u8], group: u32) -> &mut History {
-        self.keys.entry(key.to_vec()).or_insert_with(|| History { versions: vec![None], synced: 0, group })
+        self.keys.entry(key.to_vec()).or_insert_with(|| History { versions: vec![(None, group)], synced: 0 })
     }
 
     fn sync_all(&mut self) {
@@ -222,9 +232,10 @@ impl Workload {
             // The newest version this state can be, searching from the last synced one; with
             // damage, any version at all.
             let floor = if lenient { 0 } else { history.synced };
-            let Some(index) = (floor..history.versions.len()).rev().find(|&index| history.versions[index].as_ref() == found) else {
+            let Some(index) = (floor..history.versions.len()).rev().find(|&index| history.versions[index].0.as_ref() == found)
+            else {
                 let what = found.map_or("absent".to_string(), |value| format!("{} bytes", value.len()));
-                if history.versions.iter().any(|version| version.as_ref() == found) {
+                if history.versions.iter().any(|(version, _)| version.as_ref() == found) {
                     fail!(
                         "key {:?} recovered an old version ({what}) below its last synced one",
                         String::from_utf8_lossy(key)
@@ -332,9 +343,7 @@ impl Workload {
                 context.trace(format_args!("op put {} in group {group}", String::from_utf8_lossy(&key)));
                 let result = store.put_in_group(group, &key, &value);
                 if matches!(result, Ok(()) | Err(Error::Io { .. })) {
-                    let history = self.model.history(&key, group);
-                    history.versions.push(Some(value));
-                    history.group = group;
+                    self.model.history(&key, group).versions.push((Some(value), group));
                 }
                 Self::on_error(result, "put")
             }
@@ -344,7 +353,7 @@ impl Workload {
                 let present = self.model.keys.get(&key).is_some_and(|history| history.latest().is_some());
                 let result = store.delete(&key);
                 if present && matches!(result, Ok(()) | Err(Error::Io { .. })) {
-                    self.model.keys.get_mut(&key).expect("present").versions.push(None);
+                    self.model.keys.get_mut(&key).expect("present").push(None);
                 }
                 Self::on_error(result, "delete")
             }
@@ -413,13 +422,13 @@ impl Workload {
                     .model
                     .keys
                     .iter()
-                    .filter(|(_, history)| history.group == group && history.latest().is_some())
+                    .filter(|(_, history)| history.group() == group && history.latest().is_some())
                     .map(|(key, _)| key.clone())
                     .collect();
                 match store.drop_group(group) {
                     Ok(_) => {
                         for key in dropped {
-                            self.model.keys.get_mut(&key).expect("listed").versions.push(None);
+                            self.model.keys.get_mut(&key).expect("listed").push(None);
                         }
                         self.model.sync_all();
                         context.note("group_dropped");
@@ -428,7 +437,7 @@ impl Workload {
                     Err(error) => {
                         // Some tombstones may have been written: each dropped key may be either.
                         for key in dropped {
-                            self.model.keys.get_mut(&key).expect("listed").versions.push(None);
+                            self.model.keys.get_mut(&key).expect("listed").push(None);
                         }
                         Self::maintenance_error(context, store, error)
                     }
@@ -444,7 +453,15 @@ impl Workload {
                     .collect();
                 match store.scan().collect::<Result<BTreeMap<_, _>, _>>() {
                     Ok(found) if found == expected => Ok(Step::Continue),
-                    Ok(found) => fail!("scan returned {} keys, the model holds {}", found.len(), expected.len()),
+                    Ok(found) => {
+                        let differing: Vec<String> = found
+                            .keys()
+                            .chain(expected.keys())
+                            .filter(|key| found.get(*key) != expected.get(*key))
+                            .map(|key| String::from_utf8_lossy(key).into_owned())
+                            .collect();
+                        fail!("scan returned {} keys, the model holds {}; differing: {differing:?}", found.len(), expected.len())
+                    }
                     Err(Error::Io { .. }) => Ok(Step::Continue),
                     Err(Error::Corruption { .. }) if !context.vfs.damage().is_empty() => Ok(Step::Continue),
                     Err(error) => fail!("scan failed: {error}"),
@@ -489,8 +506,7 @@ impl Workload {
             if let Err(error) = store.put(&key, &value) {
                 fail!("put on a perfect disk failed: {error}");
             }
-            let history = self.model.history(&key, group);
-            history.versions.push(Some(value));
+            self.model.history(&key, group).versions.push((Some(value), group));
         }
         if let Err(error) = store.sync().and_then(|()| store.maintain_to_quiescence()) {
             fail!("maintenance on a perfect disk failed: {error}");
