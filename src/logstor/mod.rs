@@ -412,12 +412,15 @@ impl Segments for LogstorSegments {
         let at = at / BLOCK_SIZE * BLOCK_SIZE;
         let owner = format::decode_buffer_header(&bytes, segment, 0, bytes.len() as u64).map_or(0, |header| header.owner);
         let (kind, generation) = if at == 0 { (BufferKind::Free, generation + 1) } else { (BufferKind::Seal, generation) };
-        let first = format::marker(kind, owner, segment, generation, at);
-        file.write_at(&first, base + at).map_err(io_error(&path, "write_at"))?;
+        // The old seal goes first, durably (see `free_segment`); the plan, still on disk, makes
+        // a crash in between finish the cut on the next open.
         if let Some(old_seal) = old_seal.filter(|&old_seal| old_seal > at) {
             let void = format::marker(BufferKind::Free, owner, segment, generation, old_seal);
             file.write_at(&void, base + old_seal).map_err(io_error(&path, "write_at"))?;
+            file.sync_data().map_err(io_error(&path, "sync_data"))?;
         }
+        let first = format::marker(kind, owner, segment, generation, at);
+        file.write_at(&first, base + at).map_err(io_error(&path, "write_at"))?;
         file.sync_data().map_err(io_error(&path, "sync_data"))
     }
 }
@@ -1193,16 +1196,20 @@ impl Logstor {
         let generation = state.generation + 1;
         let (file_index, base, path) = self.file_of(segment);
         let file = &self.files[file_index];
-        let result = file
-            .write_at(&format::marker(BufferKind::Free, kind.owner(), segment, generation, 0), base)
-            .and_then(|()| {
-                if state.written > 0 {
-                    let marker = format::marker(BufferKind::Free, kind.owner(), segment, generation, state.written);
-                    file.write_at(&marker, base + state.written)
-                } else {
-                    Ok(())
-                }
-            })
+        // The seal goes first, durably. Were the FREE marker at offset 0 written first and torn
+        // by a crash, the old seal after it would pass the torn unsynced write off as damage to
+        // synced data. With the seal gone, a crash in between leaves an unsealed segment of
+        // stale records, which recovery seals again.
+        let void_seal = || {
+            if state.written > 0 {
+                let marker = format::marker(BufferKind::Free, kind.owner(), segment, generation, state.written);
+                file.write_at(&marker, base + state.written)?;
+                file.sync_data()?;
+            }
+            Ok(())
+        };
+        let result = void_seal()
+            .and_then(|()| file.write_at(&format::marker(BufferKind::Free, kind.owner(), segment, generation, 0), base))
             .and_then(|()| file.sync_data())
             .map_err(io_error(&path, "free_segment"));
         if let Err(error) = result {
