@@ -1116,10 +1116,10 @@ impl Logstor {
                 }
             }
         }
-        // The records the index points to; every other record in the sources is a stale copy.
-        let mut live_locations = BTreeSet::new();
-        // Copy what is live; decide which tombstones can go.
-        let mut moved: Vec<(Vec<u8>, (u64, u64), Entry)> = Vec::new();
+        // Copy what is live, moving the index to each copy as it is appended (the write gate:
+        // a group segment that fills up and seals mid-step is fully indexed). The old copy
+        // becomes a stale copy until its segment is freed. Tombstones that no older version
+        // outlives are dropped instead, once the step's writes are durable.
         let mut dropped: Vec<(Vec<u8>, (u64, u64))> = Vec::new();
         for (segment, offset, record_bytes) in &found {
             let record = format::decode_record(record_bytes).expect("verified by the scan");
@@ -1127,21 +1127,20 @@ impl Logstor {
             if entry.segment != *segment || entry.offset != *offset {
                 continue;
             }
-            live_locations.insert((*segment, *offset));
             if entry.tombstone {
                 let in_sources = copies_in_sources.get(record.key).copied().unwrap_or(0) - 1;
                 if entry.stale_copies == in_sources {
-                    // No older version survives outside the segments being freed.
                     dropped.push((record.key.to_vec(), (*segment, *offset)));
                     continue;
                 }
             }
-            let kind = SegmentKind::Group(record.group);
-            let (new_segment, new_offset) = self.append(kind, &record)?;
+            let (new_segment, new_offset) = self.append(SegmentKind::Group(record.group), &record)?;
             report.records_moved += 1;
             report.bytes_moved += record.size() as u64;
-            let new_entry = Entry { segment: new_segment, offset: new_offset, ..entry };
-            moved.push((record.key.to_vec(), (*segment, *offset), new_entry));
+            let moved = Entry { segment: new_segment, offset: new_offset, stale_copies: entry.stale_copies + 1, ..entry };
+            self.segment_mut(entry.segment).live_bytes -= u64::from(entry.length);
+            self.segment_mut(new_segment).live_bytes += u64::from(entry.length);
+            self.index.insert(record.key.to_vec(), moved);
         }
         // Everything written so far becomes durable before any source is freed: the copies
         // made here, and also the newer records that superseded the stale ones about to go.
@@ -1152,31 +1151,22 @@ impl Logstor {
             self.flush_writer(kind)?;
         }
         self.sync_dirty()?;
-        // Move the index: compare-and-swap on the old location.
-        for (key, (old_segment, old_offset), new_entry) in moved {
-            let entry = self.index.get_mut(&key).expect("a moved key is indexed");
-            if entry.segment == old_segment && entry.offset == old_offset {
-                *entry = new_entry;
-                self.segment_mut(old_segment).live_bytes -= u64::from(new_entry.length);
-                self.segment_mut(new_entry.segment).live_bytes += u64::from(new_entry.length);
-            }
-        }
+        let dropped_locations: BTreeSet<(u64, u64)> = dropped.iter().map(|(_, location)| *location).collect();
         for (key, (old_segment, old_offset)) in dropped {
             let entry = self.index.get(&key).copied().expect("a dropped key is indexed");
-            if entry.segment == old_segment && entry.offset == old_offset {
-                self.index.remove(&key);
-                self.segment_mut(old_segment).live_bytes -= u64::from(entry.length);
-                report.tombstones_dropped += 1;
-            }
+            assert_eq!((entry.segment, entry.offset), (old_segment, old_offset), "nothing moved a dropped tombstone");
+            self.index.remove(&key);
+            self.segment_mut(old_segment).live_bytes -= u64::from(entry.length);
+            report.tombstones_dropped += 1;
         }
-        // Free the sources; their stale records stop counting as copies.
+        // Free the sources; their records stop counting as copies.
         for (segment, offset, record_bytes) in &found {
-            let record = format::decode_record(record_bytes).expect("verified by the scan");
-            if live_locations.contains(&(*segment, *offset)) {
+            if dropped_locations.contains(&(*segment, *offset)) {
                 continue;
             }
+            let record = format::decode_record(record_bytes).expect("verified by the scan");
             if let Some(entry) = self.index.get_mut(record.key) {
-                assert!(entry.stale_copies > 0, "a stale record on disk is counted as a copy");
+                assert!(entry.stale_copies > 0, "a record on disk that the index does not point to is a counted copy");
                 entry.stale_copies -= 1;
             }
         }
