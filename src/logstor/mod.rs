@@ -318,7 +318,10 @@ fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
             let reason = CorruptionReason::BadFragmentType { fragment_type: 3 };
             return SegmentScan::Damaged { offset: 0, reason, records_after: 0 };
         }
-        return SegmentScan::Free { generation: first.generation.max(1) };
+        // The next use must carry a generation above every buffer left in the segment: a use
+        // whose first buffer was lost in a crash may have left later buffers of the marker's
+        // own generation, which a new use of that generation would read as its continuation.
+        return SegmentScan::Free { generation: highest_generation(bytes, segment) + 1 };
     }
     let generation = first.generation;
     let kind = SegmentKind::from_owner(first.owner);

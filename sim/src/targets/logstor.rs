@@ -219,6 +219,12 @@ impl Workload {
                     break;
                 }
                 Err(Error::Io { .. }) => context.note("read_retried"),
+                Err(Error::Corruption { .. }) if !context.vfs.damage().is_empty() => {
+                    // A write the disk misdirected (recovery's own, even) damaged what the index
+                    // points to; nothing is returned as data, and the next open reports it.
+                    context.note("scan_met_damage");
+                    return Ok(());
+                }
                 Err(error) => fail!("open succeeded but scanning failed: {error}"),
             }
         }
