@@ -1001,7 +1001,7 @@ impl Logstor {
 
     /// The closed-segment check: reads sealed segment `segment` from disk and requires every
     /// record in it to be what the index points to, or superseded by a newer record of the
-    /// same key. A record whose key the index no longer holds would come back after a crash;
+    /// same key (or another copy of the write the index points to). A record whose key the index no longer holds would come back after a crash;
     /// that is a violation too. Returns the violations found.
     pub fn check_segment_indexed(&self, segment: u64) -> Result<Vec<String>> {
         let Some(SegmentState::Sealed(_)) = self.segment_state(segment) else { return Ok(Vec::new()) };
@@ -1019,7 +1019,10 @@ impl Logstor {
                                 violations.push(format!("segment {segment} offset {offset}: index sequence differs"));
                             }
                         }
-                        Some(entry) if entry.sequence > record.sequence => {}
+                        // Superseded; or a second copy of the same write (sequence numbers are
+                        // unique per write), left by a crash part way through a relocation and
+                        // counted as a stale copy.
+                        Some(entry) if entry.sequence >= record.sequence => {}
                         Some(entry) => violations.push(format!(
                             "segment {segment} offset {offset}: record sequence {} not superseded (index has {} at {}:{})",
                             record.sequence, entry.sequence, entry.segment, entry.offset
