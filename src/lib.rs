@@ -10,8 +10,8 @@
 
 pub mod clock;
 pub mod commitlog;
-pub mod logstor;
 mod error;
+pub mod logstor;
 mod repair;
 pub mod vfs;
 pub mod wal;

@@ -670,7 +670,14 @@ impl SimVfs {
             inode.current[index] ^= 1 << bit;
             state.count(FaultKind::BitRot, format_args!("{} offset {offset} bit {bit}", path.display()));
             let sequence = state.next_write_id - 1;
-            state.damage.push(DamageEntry { inode: id, offset, length: 1, kind: FaultKind::BitRot, write_id: None, sequence });
+            state.damage.push(DamageEntry {
+                inode: id,
+                offset,
+                length: 1,
+                kind: FaultKind::BitRot,
+                write_id: None,
+                sequence,
+            });
             damaged.push(Damage { path, offset, length: 1, kind: FaultKind::BitRot });
         }
         if state.chance(latent_sector) {

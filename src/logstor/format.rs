@@ -153,7 +153,8 @@ impl BufferHeader {
 
 /// Blocks a buffer holding `data_length` bytes of records takes.
 pub fn blocks_for(data_length: usize) -> u32 {
-    u32::try_from((BUFFER_HEADER_SIZE + data_length).div_ceil(BLOCK_SIZE as usize)).expect("a buffer fits a segment")
+    let blocks = (BUFFER_HEADER_SIZE as u64 + data_length as u64).div_ceil(BLOCK_SIZE);
+    u32::try_from(blocks).expect("a buffer fits a segment")
 }
 
 /// Fills in the header of a buffer whose records are already at `buffer[BUFFER_HEADER_SIZE..]`,
@@ -198,7 +199,12 @@ pub fn marker(kind: BufferKind, owner: u32, segment: u64, generation: u64, offse
 }
 
 /// Parses a buffer header found at `offset` of segment `segment`, before its data is read.
-pub fn decode_buffer_header(bytes: &[u8], segment: u64, offset: u64, room: u64) -> Result<BufferHeader, CorruptionReason> {
+pub fn decode_buffer_header(
+    bytes: &[u8],
+    segment: u64,
+    offset: u64,
+    room: u64,
+) -> Result<BufferHeader, CorruptionReason> {
     if bytes.len() < BUFFER_HEADER_SIZE {
         return Err(CorruptionReason::Truncated { length: bytes.len() as u64 });
     }

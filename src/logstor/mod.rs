@@ -29,8 +29,8 @@
 //!
 //! # Recovery
 //!
-//! Opening scans every segment. A segment without a seal was being written when the power
-//! failed: everything after its last whole buffer is a torn tail, and recovery seals it there.
+//! Opening scans every segment and syncs every data file, so everything it shows is durable.
+//! A segment without a seal was being written when the power failed: everything after its last whole buffer is a torn tail, and recovery seals it there.
 //! Damage before a valid seal is damage to synced data, which [`RecoveryMode::Strict`] reports
 //! and [`RecoveryMode::Repair`] cuts away through a durable repair plan.
 
@@ -46,9 +46,9 @@ use std::sync::Arc;
 pub use background::Maintenance;
 use format::{BufferKind, Geometry, Record, BLOCK_SIZE, BUFFER_HEADER_SIZE};
 
-pub use crate::repair::{RecoveryMode, Repair};
 use crate::error::{CorruptionReason, Error, Result};
 use crate::repair::{self, Segments};
+pub use crate::repair::{RecoveryMode, Repair};
 use crate::vfs::{self, OpenMode, Vfs, VfsFile, VfsLock};
 
 /// Options for [`Logstor::open`].
@@ -234,10 +234,22 @@ fn place(geometry: Geometry, segment: u64) -> (u64, u64) {
 /// The outcome of scanning one segment at open.
 #[derive(Debug)]
 enum SegmentScan {
-    Free { generation: u64 },
+    Free {
+        generation: u64,
+    },
     /// `sealed_at` is the seal's offset, or `None` if the segment was torn at `end`.
-    Used { kind: SegmentKind, generation: u64, end: u64, sealed_at: Option<u64>, records: Vec<(u64, Vec<u8>)> },
-    Damaged { offset: u64, reason: CorruptionReason, records_after: u64 },
+    Used {
+        kind: SegmentKind,
+        generation: u64,
+        end: u64,
+        sealed_at: Option<u64>,
+        records: Vec<(u64, Vec<u8>)>,
+    },
+    Damaged {
+        offset: u64,
+        reason: CorruptionReason,
+        records_after: u64,
+    },
 }
 
 /// Finds a valid SEAL of `segment` (of `generation`, if given) at a block boundary after `from`.
@@ -334,7 +346,11 @@ fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
         let at = usize::try_from(offset).expect("fits");
         let header = match format::decode_buffer_header(&bytes[at..], segment, offset, size - offset) {
             Ok(header) if header.generation != generation => {
-                let reason = CorruptionReason::HeaderMismatch { field: "generation", expected: generation, found: header.generation };
+                let reason = CorruptionReason::HeaderMismatch {
+                    field: "generation",
+                    expected: generation,
+                    found: header.generation,
+                };
                 break Some(reason);
             }
             Ok(header) if header.owner != first.owner => {
@@ -382,8 +398,11 @@ struct LogstorSegments {
     geometry: Geometry,
 }
 
+/// A segment read whole for a repair: its file's path, the open file, its base offset, its bytes.
+type SegmentRead = (PathBuf, Box<dyn VfsFile>, u64, Vec<u8>);
+
 impl LogstorSegments {
-    fn read(&self, vfs: &dyn Vfs, directory: &Path, segment: u64) -> Result<(PathBuf, Box<dyn VfsFile>, u64, Vec<u8>)> {
+    fn read(&self, vfs: &dyn Vfs, directory: &Path, segment: u64) -> Result<SegmentRead> {
         let (file_index, base) = place(self.geometry, segment);
         let path = directory.join(format::data_file_name(file_index));
         let file = vfs.open(&path, OpenMode::ReadWrite).map_err(io_error(&path, "open"))?;
@@ -413,8 +432,10 @@ impl Segments for LogstorSegments {
         let old_seal = find_seal(&bytes, segment, None, at + 1);
         let generation = highest_generation(&bytes, segment);
         let at = at / BLOCK_SIZE * BLOCK_SIZE;
-        let owner = format::decode_buffer_header(&bytes, segment, 0, bytes.len() as u64).map_or(0, |header| header.owner);
-        let (kind, generation) = if at == 0 { (BufferKind::Free, generation + 1) } else { (BufferKind::Seal, generation) };
+        let owner =
+            format::decode_buffer_header(&bytes, segment, 0, bytes.len() as u64).map_or(0, |header| header.owner);
+        let (kind, generation) =
+            if at == 0 { (BufferKind::Free, generation + 1) } else { (BufferKind::Seal, generation) };
         // The old seal goes first, durably (see `free_segment`); the plan, still on disk, makes
         // a crash in between finish the cut on the next open.
         if let Some(old_seal) = old_seal.filter(|&old_seal| old_seal > at) {
@@ -496,7 +517,12 @@ fn load(
         if length < geometry.file_size() {
             // Preallocation is synced before the name exists, so a short file is damage.
             let reason = CorruptionReason::Truncated { length };
-            return Err(Error::Corruption { file: path, segment: index * geometry.segments_per_file, offset: length, reason });
+            return Err(Error::Corruption {
+                file: path,
+                segment: index * geometry.segments_per_file,
+                offset: length,
+                reason,
+            });
         }
         files.push(file);
     }
@@ -547,13 +573,17 @@ fn load(
                         segments.push(Segment { state: SegmentState::Free, generation, written: 0, live_bytes: 0 });
                         continue;
                     }
-                    SegmentScan::Used { kind, generation, end, sealed_at, records } => (kind, generation, end, sealed_at, records),
+                    SegmentScan::Used { kind, generation, end, sealed_at, records } => {
+                        (kind, generation, end, sealed_at, records)
+                    }
                     SegmentScan::Damaged { offset, reason, .. } => {
                         return Err(Error::Corruption { file: path, segment, offset: base + offset, reason });
                     }
                 }
             }
-            SegmentScan::Used { kind, generation, end, sealed_at, records } => (kind, generation, end, sealed_at, records),
+            SegmentScan::Used { kind, generation, end, sealed_at, records } => {
+                (kind, generation, end, sealed_at, records)
+            }
         };
         if sealed_at.is_none() {
             // Torn while being written: seal it at its last whole buffer, durably, so that what
@@ -591,6 +621,13 @@ fn load(
     for entry in index.values() {
         segments[usize::try_from(entry.segment).expect("fits")].live_bytes += u64::from(entry.length);
     }
+    // What an earlier handle wrote may still be only in the page cache, even a seal (a failed
+    // write can land whole). Everything this open shows is made durable here, so a caller who
+    // reads it can rely on it.
+    for (file_index, file) in files.iter().enumerate() {
+        let path = directory.join(format::data_file_name(file_index as u64));
+        file.sync_data().map_err(io_error(&path, "sync_data"))?;
+    }
     Ok(Loaded { files, segments, index, next_sequence })
 }
 
@@ -607,10 +644,11 @@ impl Logstor {
         let wanted = Geometry { segment_size: options.segment_size, segments_per_file: options.segments_per_file };
         if !format::geometry_is_valid(wanted) {
             return Err(Error::InvalidArgument {
-                reason: "segment_size must be a multiple of 4 KiB of at least 16 KiB; segments_per_file 1 to 65536".into(),
+                reason: "segment_size must be a multiple of 4 KiB of at least 16 KiB; segments_per_file 1 to 65536"
+                    .into(),
             });
         }
-        if options.write_buffer_size < BLOCK_SIZE as usize {
+        if (options.write_buffer_size as u64) < BLOCK_SIZE {
             return Err(Error::InvalidArgument { reason: "write_buffer_size must be at least 4 KiB".into() });
         }
         let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
@@ -624,11 +662,20 @@ impl Logstor {
                     return Err(Error::Corruption { file: meta_path, segment: 0, offset: 0, reason });
                 }
                 vfs::read_exact_retrying(file.as_ref(), &meta_path, &mut bytes, 0)?;
-                format::decode_meta(&bytes)
-                    .map_err(|reason| Error::Corruption { file: meta_path.clone(), segment: 0, offset: 0, reason })?
+                format::decode_meta(&bytes).map_err(|reason| Error::Corruption {
+                    file: meta_path.clone(),
+                    segment: 0,
+                    offset: 0,
+                    reason,
+                })?
             }
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                vfs::create_file_atomically(vfs.as_ref(), &directory, format::META_FILE_NAME, &format::encode_meta(wanted))?;
+                vfs::create_file_atomically(
+                    vfs.as_ref(),
+                    &directory,
+                    format::META_FILE_NAME,
+                    &format::encode_meta(wanted),
+                )?;
                 wanted
             }
             Err(error) => return Err(Error::io(&meta_path, "open", error)),
@@ -650,7 +697,8 @@ impl Logstor {
             .collect();
         let keys_count = loaded.index.values().filter(|entry| !entry.tombstone).count() as u64;
         report.keys_count = keys_count;
-        report.segments_used = loaded.segments.iter().filter(|segment| segment.state != SegmentState::Free).count() as u64;
+        report.segments_used =
+            loaded.segments.iter().filter(|segment| segment.state != SegmentState::Free).count() as u64;
         tracing::info!(directory = %directory.display(), ?report, "logstor opened");
         Ok(Self {
             vfs,
@@ -739,10 +787,15 @@ impl Logstor {
             return Err(Error::Poisoned);
         }
         if group >= self.options.groups_count {
-            return Err(Error::InvalidArgument { reason: format!("group {group} is not below {}", self.options.groups_count) });
+            return Err(Error::InvalidArgument {
+                reason: format!("group {group} is not below {}", self.options.groups_count),
+            });
         }
         let size = format::record_size(key, value);
-        if key.len() > usize::from(u16::MAX) || size > self.record_size_max() || value.is_some_and(|value| value.len() > u32::MAX as usize) {
+        if key.len() > usize::from(u16::MAX)
+            || size > self.record_size_max()
+            || value.is_some_and(|value| value.len() > u32::MAX as usize)
+        {
             return Err(Error::RecordTooLarge { length: size as u64, max: self.record_size_max() as u64 });
         }
         self.begin_write()?;
@@ -800,12 +853,10 @@ impl Logstor {
         }
         if !self.writers.contains_key(&kind) {
             let segment = self.allocate(kind)?;
-            self.writers.insert(kind, Writer {
-                segment,
-                buffer: vec![0u8; BUFFER_HEADER_SIZE],
-                records_count: 0,
-                buffer_offset: 0,
-            });
+            self.writers.insert(
+                kind,
+                Writer { segment, buffer: vec![0u8; BUFFER_HEADER_SIZE], records_count: 0, buffer_offset: 0 },
+            );
         }
         let writer = self.writers.get_mut(&kind).expect("inserted above");
         let offset = writer.buffer_offset + writer.buffer.len() as u64;
@@ -854,7 +905,15 @@ impl Logstor {
         let mut buffer = std::mem::replace(&mut writer.buffer, vec![0u8; BUFFER_HEADER_SIZE]);
         let records_count = std::mem::take(&mut writer.records_count);
         let buffer_offset = writer.buffer_offset;
-        format::seal_buffer(&mut buffer, BufferKind::Data, kind.owner(), segment, generation, buffer_offset, records_count);
+        format::seal_buffer(
+            &mut buffer,
+            BufferKind::Data,
+            kind.owner(),
+            segment,
+            generation,
+            buffer_offset,
+            records_count,
+        );
         writer.buffer_offset += buffer.len() as u64;
         let (file_index, base, path) = self.file_of(segment);
         if let Err(error) = self.files[file_index].write_at(&buffer, base + buffer_offset) {
@@ -940,7 +999,12 @@ impl Logstor {
 
     fn verify_record<'b>(&self, bytes: &'b [u8], entry: &Entry, key: &[u8]) -> Result<Record<'b>> {
         let (_, base, path) = self.file_of(entry.segment);
-        let corruption = |reason| Error::Corruption { file: path.clone(), segment: entry.segment, offset: base + entry.offset, reason };
+        let corruption = |reason| Error::Corruption {
+            file: path.clone(),
+            segment: entry.segment,
+            offset: base + entry.offset,
+            reason,
+        };
         let record = format::decode_record(bytes).map_err(corruption)?;
         if record.key != key || record.sequence != entry.sequence {
             return Err(corruption(CorruptionReason::HeaderMismatch {
@@ -1059,7 +1123,8 @@ impl Logstor {
             let live: u64 = candidates[..count].iter().map(|&(live, _)| live).sum();
             // Copying must free space: the live data has to fit in fewer segments, allowing a
             // block of buffer overhead per segment.
-            let frees = if count == 1 { live == 0 } else { live + count as u64 * BLOCK_SIZE <= (count as u64 - 1) * capacity };
+            let frees =
+                if count == 1 { live == 0 } else { live + count as u64 * BLOCK_SIZE <= (count as u64 - 1) * capacity };
             if frees {
                 return self.relocate(&chosen);
             }
@@ -1143,7 +1208,8 @@ impl Logstor {
             let (new_segment, new_offset) = self.append(SegmentKind::Group(record.group), &record)?;
             report.records_moved += 1;
             report.bytes_moved += record.size() as u64;
-            let moved = Entry { segment: new_segment, offset: new_offset, stale_copies: entry.stale_copies + 1, ..entry };
+            let moved =
+                Entry { segment: new_segment, offset: new_offset, stale_copies: entry.stale_copies + 1, ..entry };
             self.segment_mut(entry.segment).live_bytes -= u64::from(entry.length);
             self.segment_mut(new_segment).live_bytes += u64::from(entry.length);
             self.index.insert(record.key.to_vec(), moved);
@@ -1220,8 +1286,12 @@ impl Logstor {
     /// group is freed. The tombstones go once no older version of their keys is left on disk.
     pub fn drop_group(&mut self, group: u32) -> Result<StepReport> {
         self.begin_write()?;
-        let keys: Vec<Vec<u8>> =
-            self.index.iter().filter(|(_, entry)| entry.group == group && !entry.tombstone).map(|(key, _)| key.clone()).collect();
+        let keys: Vec<Vec<u8>> = self
+            .index
+            .iter()
+            .filter(|(_, entry)| entry.group == group && !entry.tombstone)
+            .map(|(key, _)| key.clone())
+            .collect();
         for key in &keys {
             self.write(group, key, None)?;
         }

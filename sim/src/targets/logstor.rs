@@ -183,7 +183,8 @@ impl Workload {
                     context.trace(format_args!("open failed: {error}"));
                     if error.io_kind() == Some(std::io::ErrorKind::StorageFull) {
                         let mut config = context.vfs.config();
-                        config.capacity_bytes = config.capacity_bytes.map(|bytes| bytes + 2 * self.options.segment_size);
+                        config.capacity_bytes =
+                            config.capacity_bytes.map(|bytes| bytes + 2 * self.options.segment_size);
                         context.vfs.set_config(config);
                         context.note("space_freed");
                     }
@@ -191,7 +192,10 @@ impl Workload {
                 }
                 Err(Error::Corruption { file, offset, reason, .. }) if mode == RecoveryMode::Strict => {
                     if !context.vfs.damage().iter().any(|damage| damage.path == file) {
-                        fail!("strict open reported corruption in {} at {offset} ({reason}) with no damage there", file.display());
+                        fail!(
+                            "strict open reported corruption in {} at {offset} ({reason}) with no damage there",
+                            file.display()
+                        );
                     }
                     context.note("corruption_reported");
                     mode = RecoveryMode::Repair;
@@ -202,7 +206,13 @@ impl Workload {
         fail!("open failed {OPEN_ATTEMPTS_MAX} times in a row")
     }
 
-    fn check_recovered(&mut self, context: &mut Context, store: &Logstor, damaged: bool, after_crash: bool) -> Result<(), Failure> {
+    fn check_recovered(
+        &mut self,
+        context: &mut Context,
+        store: &Logstor,
+        damaged: bool,
+        after_crash: bool,
+    ) -> Result<(), Failure> {
         let report = store.recovery_report().clone();
         if report.torn_segments_sealed > 0 {
             context.note("torn_segment_sealed");
@@ -238,12 +248,13 @@ impl Workload {
             // The newest version this state can be, searching from the last synced one; with
             // damage, any version at all.
             let floor = if lenient { 0 } else { history.synced };
-            let Some(index) = (floor..history.versions.len()).rev().find(|&index| history.versions[index].0.as_ref() == found)
+            let Some(index) =
+                (floor..history.versions.len()).rev().find(|&index| history.versions[index].0.as_ref() == found)
             else {
                 let what = found.map_or("absent".to_string(), |value| format!("{} bytes", value.len()));
                 if history.versions.iter().any(|(version, _)| version.as_ref() == found) {
                     fail!(
-                        "key {:?} recovered an old version ({what}) below its last synced one",
+                        "lost synced data: key {:?} recovered an old version ({what}) below its last synced one",
                         String::from_utf8_lossy(key)
                     );
                 }
@@ -259,7 +270,8 @@ impl Workload {
     fn life(&mut self, context: &mut Context, store: &mut Logstor) -> Result<bool, Failure> {
         let life_length = context.rng.gen_range(1..=40u64);
         let crash_inside = context.vfs.config().crash_inside_op;
-        let armed_at = (crash_inside > 0.0 && context.rng.gen_bool(crash_inside)).then(|| context.rng.gen_range(0..life_length));
+        let armed_at =
+            (crash_inside > 0.0 && context.rng.gen_bool(crash_inside)).then(|| context.rng.gen_range(0..life_length));
         for step in 0..life_length {
             if context.ops >= context.ops_budget {
                 return Ok(true);
@@ -296,7 +308,9 @@ impl Workload {
         let file = directory().join(format::data_file_name(segment / per_file));
         let start = (segment % per_file) * self.options.segment_size;
         context.vfs.damage().iter().any(|damage| {
-            damage.path == file && damage.offset < start + self.options.segment_size && damage.offset + damage.length > start
+            damage.path == file
+                && damage.offset < start + self.options.segment_size
+                && damage.offset + damage.length > start
         })
     }
 
@@ -317,7 +331,9 @@ impl Workload {
                 Ok(violations) if violations.is_empty() => context.note("sealed_segment_checked"),
                 Ok(violations) => fail!("sealed segment {segment} is not fully indexed: {}", violations.join("; ")),
                 Err(Error::Io { .. }) => {}
-                Err(error) if !context.vfs.damage().is_empty() => context.trace(format_args!("seal check skipped: {error}")),
+                Err(error) if !context.vfs.damage().is_empty() => {
+                    context.trace(format_args!("seal check skipped: {error}"))
+                }
                 Err(error) => fail!("reading sealed segment {segment} failed: {error}"),
             }
         }
@@ -472,7 +488,11 @@ impl Workload {
                             .filter(|key| found.get(*key) != expected.get(*key))
                             .map(|key| String::from_utf8_lossy(key).into_owned())
                             .collect();
-                        fail!("scan returned {} keys, the model holds {}; differing: {differing:?}", found.len(), expected.len())
+                        fail!(
+                            "scan returned {} keys, the model holds {}; differing: {differing:?}",
+                            found.len(),
+                            expected.len()
+                        )
                     }
                     Err(Error::Io { .. }) => Ok(Step::Continue),
                     Err(Error::Corruption { .. }) if !context.vfs.damage().is_empty() => Ok(Step::Continue),
@@ -527,7 +547,9 @@ impl Workload {
         for segment in 0..store.stats().segments_total {
             match store.check_segment_indexed(segment) {
                 Ok(violations) if violations.is_empty() => {}
-                Ok(violations) => fail!("after quiescence segment {segment} is not fully indexed: {}", violations.join("; ")),
+                Ok(violations) => {
+                    fail!("after quiescence segment {segment} is not fully indexed: {}", violations.join("; "))
+                }
                 Err(error) => fail!("reading segment {segment} failed on a perfect disk: {error}"),
             }
         }
