@@ -524,6 +524,11 @@ fn load(
                 reason,
             });
         }
+        // What an earlier handle wrote may still be only in the page cache, even a seal (a
+        // failed write can land whole). It is made durable before anything is scanned, so that
+        // everything this open shows is durable, and the seals recovery writes follow durable
+        // data.
+        file.sync_data().map_err(io_error(&path, "sync_data"))?;
         files.push(file);
     }
     let segments_total = files.len() as u64 * geometry.segments_per_file;
@@ -620,13 +625,6 @@ fn load(
     }
     for entry in index.values() {
         segments[usize::try_from(entry.segment).expect("fits")].live_bytes += u64::from(entry.length);
-    }
-    // What an earlier handle wrote may still be only in the page cache, even a seal (a failed
-    // write can land whole). Everything this open shows is made durable here, so a caller who
-    // reads it can rely on it.
-    for (file_index, file) in files.iter().enumerate() {
-        let path = directory.join(format::data_file_name(file_index as u64));
-        file.sync_data().map_err(io_error(&path, "sync_data"))?;
     }
     Ok(Loaded { files, segments, index, next_sequence })
 }
@@ -935,10 +933,14 @@ impl Logstor {
         let seal = format::marker(BufferKind::Seal, kind.owner(), segment, generation, writer.buffer_offset);
         let (file_index, base, path) = self.file_of(segment);
         let file = &self.files[file_index];
+        // A seal claims that everything before it is durable, so the data is synced before the
+        // seal is written: writes between two syncs may reach the disk in any order, and a seal
+        // that landed before its data would make a torn tail look like damaged synced data.
         let result = file
-            .write_at(&seal, base + writer.buffer_offset)
-            .map_err(io_error(&path, "write_at"))
-            .and_then(|()| file.sync_data().map_err(io_error(&path, "sync_data")));
+            .sync_data()
+            .and_then(|()| file.write_at(&seal, base + writer.buffer_offset))
+            .and_then(|()| file.sync_data())
+            .map_err(io_error(&path, "seal"));
         if let Err(error) = result {
             return Err(self.poison(error));
         }
