@@ -220,7 +220,8 @@ impl Workload {
         if let Some(repair) = &report.repair {
             context.note(if repair.resumed { "repair_resumed" } else { "repair" });
         }
-        let lenient = damaged || report.repair.is_some();
+        // Damage done during the open counts too: recovery's own writes can be misdirected.
+        let lenient = damaged || report.repair.is_some() || !context.vfs.damage().is_empty();
         let mut recovered = BTreeMap::new();
         for _ in 0..OPEN_ATTEMPTS_MAX {
             match store.scan().collect::<Result<BTreeMap<_, _>, _>>() {
