@@ -1166,7 +1166,6 @@ impl Logstor {
     fn relocate(&mut self, sources: &[u64]) -> Result<StepReport> {
         let mut report = StepReport::default();
         let mut found: Vec<(u64, u64, Vec<u8>)> = Vec::new();
-        let mut copies_in_sources: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
         for &segment in sources {
             let (file_index, base, path) = self.file_of(segment);
             let mut bytes = vec![0u8; usize::try_from(self.geometry.segment_size).expect("fits")];
@@ -1174,8 +1173,6 @@ impl Logstor {
             match scan_segment(&bytes, segment) {
                 SegmentScan::Used { sealed_at: Some(_), records, .. } => {
                     for (offset, record_bytes) in records {
-                        let record = format::decode_record(&record_bytes).expect("verified by the scan");
-                        *copies_in_sources.entry(record.key.to_vec()).or_default() += 1;
                         found.push((segment, offset, record_bytes));
                     }
                 }
@@ -1200,12 +1197,13 @@ impl Logstor {
             if entry.segment != *segment || entry.offset != *offset {
                 continue;
             }
-            if entry.tombstone {
-                let in_sources = copies_in_sources.get(record.key).copied().unwrap_or(0) - 1;
-                if entry.stale_copies == in_sources {
-                    dropped.push((record.key.to_vec(), (*segment, *offset)));
-                    continue;
-                }
+            // A tombstone goes only once no other record of its key is left anywhere on disk,
+            // not even in the segments this step frees: they are freed one at a time, and an
+            // interruption after the tombstone's segment but before an older version's would
+            // bring the deleted key back. Such a tombstone is copied now and dropped later.
+            if entry.tombstone && entry.stale_copies == 0 {
+                dropped.push((record.key.to_vec(), (*segment, *offset)));
+                continue;
             }
             let (new_segment, new_offset) = self.append(SegmentKind::Group(record.group), &record)?;
             report.records_moved += 1;
