@@ -123,11 +123,17 @@ fn directory() -> PathBuf {
 impl Workload {
     fn run(&mut self, context: &mut Context) -> Result<(), Failure> {
         let mut after_crash = false;
+        let mut failed_opens = 0;
         while context.ops < context.ops_budget {
             let Some(mut store) = self.open_and_check(context, after_crash)? else {
+                failed_opens += 1;
+                if failed_opens > OPEN_ATTEMPTS_MAX {
+                    fail!("the store could not be reopened {OPEN_ATTEMPTS_MAX} times in a row");
+                }
                 after_crash = true;
                 continue;
             };
+            failed_opens = 0;
             let crash = self.life(context, &mut store)?;
             drop(store);
             after_crash = crash;
@@ -171,7 +177,10 @@ impl Workload {
                         fail!("open returned Ok although power failed during it");
                     }
                     context.vfs.disarm_crash();
-                    self.check_recovered(context, &store, damaged, after_crash)?;
+                    if !self.check_recovered(context, &store, damaged, after_crash)? {
+                        // Damage met while reading back: open again, to report or repair it.
+                        return Ok(None);
+                    }
                     return Ok(Some(store));
                 }
                 Err(_) if context.vfs.is_powered_off() => {
@@ -200,19 +209,27 @@ impl Workload {
                     context.note("corruption_reported");
                     mode = RecoveryMode::Repair;
                 }
+                Err(Error::Corruption { file, .. })
+                    if context.vfs.damage().iter().any(|damage| damage.path == file) =>
+                {
+                    // The repair's own writes met the failing disk; open again.
+                    context.note("repair_retried");
+                }
                 Err(error) => fail!("open ({mode:?}) failed: {error}"),
             }
         }
         fail!("open failed {OPEN_ATTEMPTS_MAX} times in a row")
     }
 
+    /// Checks the recovered store against the model; `false` when reading it back met damage
+    /// the disk caused, so the open must be repeated.
     fn check_recovered(
         &mut self,
         context: &mut Context,
         store: &Logstor,
         damaged: bool,
         after_crash: bool,
-    ) -> Result<(), Failure> {
+    ) -> Result<bool, Failure> {
         let report = store.recovery_report().clone();
         if report.torn_segments_sealed > 0 {
             context.note("torn_segment_sealed");
@@ -234,7 +251,7 @@ impl Workload {
                     // A write the disk misdirected (recovery's own, even) damaged what the index
                     // points to; nothing is returned as data, and the next open reports it.
                     context.note("scan_met_damage");
-                    return Ok(());
+                    return Ok(false);
                 }
                 Err(error) => fail!("open succeeded but scanning failed: {error}"),
             }
@@ -265,7 +282,7 @@ impl Workload {
             history.synced = if after_crash { index } else { history.synced.min(index) };
         }
         context.trace(format_args!("check recovered {} keys (lenient {lenient})", recovered.len()));
-        Ok(())
+        Ok(true)
     }
 
     fn life(&mut self, context: &mut Context, store: &mut Logstor) -> Result<bool, Failure> {
