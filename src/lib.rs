@@ -5,6 +5,7 @@
 //! Structures:
 //! - [`wal`]: a segmented write-ahead log of opaque records.
 //! - [`commitlog`]: commits of transactions at caller-supplied offsets, with snapshots.
+//! - [`logstor`]: a log-structured key-value store with compaction groups.
 //!
 //! Every call documents what it makes durable; nothing is durable until a call says so.
 

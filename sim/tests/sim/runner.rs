@@ -59,6 +59,17 @@ fn commitlog_seeds_pass() {
 }
 
 #[test]
+fn logstor_seeds_pass() {
+    for seed in 0..150 {
+        let outcome = run_seed(Target::Logstor, seed, &RunOptions::default());
+        assert_eq!(
+            outcome.failure, None,
+            "seed {seed}: replay with `ballast-sim replay --target logstor --seed {seed}`"
+        );
+    }
+}
+
+#[test]
 fn the_lying_fsync_canary_is_caught() {
     // A disk that acknowledges fsync and keeps the data pending: the checker must report lost
     // synced data, or it cannot see what it claims to see.
