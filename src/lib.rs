@@ -10,6 +10,7 @@
 //! Every call documents what it makes durable; nothing is durable until a call says so.
 
 pub mod clock;
+mod codec;
 pub mod commitlog;
 mod error;
 pub mod logstor;

@@ -5,6 +5,7 @@
 use std::io;
 use std::path::Path;
 
+use crate::codec;
 use crate::error::{CorruptionReason, Error, Result};
 use crate::vfs::{self, OpenMode, Vfs};
 
@@ -132,13 +133,13 @@ impl Plan {
             return Err((0, CorruptionReason::BadMagic));
         }
         let (body, stored) = bytes.split_at(bytes.len() - 4);
-        let stored = u32::from_le_bytes(stored.try_into().expect("4 bytes"));
+        let stored = codec::u32_at(stored, 0);
         let computed = crc32fast::hash(body);
         if stored != computed {
             return Err((0, CorruptionReason::Checksum { expected: stored, found: computed }));
         }
-        let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
-        let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let u64_at = |at: usize| codec::u64_at(body, at);
+        let u32_at = |at: usize| codec::u32_at(body, at) as usize;
         let remove_count = u32_at(48);
         let reason_length = u32_at(52);
         if remove_count > REMOVE_COUNT_MAX
@@ -207,4 +208,51 @@ pub(crate) fn remove_plan(vfs: &dyn Vfs, directory: &Path) -> Result<()> {
     let plan_path = directory.join(PLAN_FILE_NAME);
     vfs.remove_file(&plan_path).map_err(|error| Error::io(&plan_path, "remove_file", error))?;
     vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))
+}
+
+/// What every structure's handle tracks about its own health: whether an earlier write or sync
+/// failed (DESIGN invariant 2), and whether the repair plan of a repair its open reported is
+/// still on disk (it stays until the first write after that open).
+#[derive(Debug)]
+pub(crate) struct Health {
+    poisoned: bool,
+    repair_plan_present: bool,
+}
+
+impl Health {
+    pub fn new(repair_reported: bool) -> Self {
+        Self { poisoned: false, repair_plan_present: repair_reported }
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Refuses when poisoned; no I/O.
+    pub fn check(&self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Marks the handle poisoned and hands the error back.
+    pub fn poison(&mut self, directory: &Path, error: Error) -> Error {
+        tracing::warn!(directory = %directory.display(), %error, "handle poisoned");
+        self.poisoned = true;
+        error
+    }
+
+    /// Called first by every mutating call: refuses on a poisoned handle, and retires the
+    /// repair plan of a repair this handle's open reported.
+    pub fn begin_write(&mut self, vfs: &dyn Vfs, directory: &Path) -> Result<()> {
+        self.check()?;
+        if self.repair_plan_present {
+            if let Err(error) = remove_plan(vfs, directory) {
+                return Err(self.poison(directory, error));
+            }
+            self.repair_plan_present = false;
+        }
+        Ok(())
+    }
 }

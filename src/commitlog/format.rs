@@ -1,6 +1,7 @@
 //! Byte layout of commitlog files: segments, commits, offset indexes and snapshots.
 //! `docs/format.md` draws the same layout as tables.
 
+use crate::codec::{u16_at, u32_at, u64_at};
 use crate::error::CorruptionReason;
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"BLSTCLG\0";
@@ -17,18 +18,6 @@ pub const INDEX_ENTRY_SIZE: usize = 16;
 pub const SNAPSHOT_HEADER_SIZE: usize = 32;
 /// Each transaction in a commit's payload is its length (u32) and its bytes.
 pub const TRANSACTION_HEADER_SIZE: usize = 4;
-
-fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(bytes[at..at + 2].try_into().expect("2 bytes"))
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-}
 
 fn checksum_error(stored: u32, computed: u32) -> CorruptionReason {
     CorruptionReason::Checksum { expected: stored, found: computed }

@@ -181,9 +181,8 @@ pub struct Commitlog {
     /// The offset the next commit must start at.
     next_offset: u64,
     epoch: u64,
-    poisoned: bool,
+    health: repair::Health,
     report: RecoveryReport,
-    repair_plan_present: bool,
     transactions_since_snapshot: u64,
     rotated_since_snapshot: bool,
     /// Offsets of the snapshot files present, ascending.
@@ -197,7 +196,7 @@ impl fmt::Debug for Commitlog {
             .field("segments", &(self.sealed.len() + 1))
             .field("next_offset", &self.next_offset)
             .field("epoch", &self.epoch)
-            .field("poisoned", &self.poisoned)
+            .field("poisoned", &self.health.is_poisoned())
             .finish()
     }
 }
@@ -603,8 +602,7 @@ impl Commitlog {
             buffer: Vec::with_capacity(options.write_buffer_size),
             next_offset: state.next_offset,
             epoch: state.epoch,
-            poisoned: false,
-            repair_plan_present: report.repair.is_some(),
+            health: repair::Health::new(report.repair.is_some()),
             report,
             transactions_since_snapshot,
             rotated_since_snapshot: false,
@@ -622,7 +620,7 @@ impl Commitlog {
     }
 
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned
+        self.health.is_poisoned()
     }
 
     /// The epoch stamped on the next commit.
@@ -655,24 +653,11 @@ impl Commitlog {
     }
 
     fn poison(&mut self, error: Error) -> Error {
-        tracing::warn!(directory = %self.directory.display(), %error, "commitlog poisoned");
-        self.poisoned = true;
-        error
+        self.health.poison(&self.directory, error)
     }
 
-    /// Called first by every mutating call: refuses on a poisoned handle, and retires the
-    /// repair plan of a repair this handle's open reported.
     fn begin_write(&mut self) -> Result<()> {
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
-        if self.repair_plan_present {
-            if let Err(error) = repair::remove_plan(self.vfs.as_ref(), &self.directory) {
-                return Err(self.poison(error));
-            }
-            self.repair_plan_present = false;
-        }
-        Ok(())
+        self.health.begin_write(self.vfs.as_ref(), &self.directory)
     }
 
     /// Sets the epoch stamped on later commits. Epochs never go down: a lower one is
@@ -691,9 +676,7 @@ impl Commitlog {
     /// [`Commitlog::flush`] (or when the buffer fills) and the disk at the next
     /// [`Commitlog::sync`].
     pub fn commit(&mut self, transactions: &[(u64, &[u8])]) -> Result<()> {
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.health.check()?;
         // Arguments first: a refused commit does no I/O at all.
         if transactions.is_empty() {
             return Err(Error::InvalidArgument { reason: "a commit holds at least one transaction".to_string() });

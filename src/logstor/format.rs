@@ -1,6 +1,7 @@
 //! Byte layout of logstor files: the meta file, buffers and records. `docs/format.md` draws the
 //! same layout as tables.
 
+use crate::codec::{u16_at, u32_at, u64_at};
 use crate::error::CorruptionReason;
 
 /// Every buffer is a whole number of blocks and starts on a block boundary.
@@ -13,18 +14,6 @@ pub const BUFFER_HEADER_SIZE: usize = 64;
 pub const RECORD_HEADER_SIZE: usize = 24;
 /// A value length that marks a tombstone.
 const TOMBSTONE_FLAG: u8 = 1;
-
-fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(bytes[at..at + 2].try_into().expect("2 bytes"))
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-}
 
 /// The store's geometry, fixed when it is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

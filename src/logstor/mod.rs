@@ -206,9 +206,8 @@ pub struct Logstor {
     next_sequence: u64,
     dirty_files: BTreeSet<u64>,
     sealed_since_check: Vec<u64>,
-    poisoned: bool,
+    health: repair::Health,
     report: RecoveryReport,
-    repair_plan_present: bool,
 }
 
 impl fmt::Debug for Logstor {
@@ -217,7 +216,7 @@ impl fmt::Debug for Logstor {
             .field("directory", &self.directory)
             .field("segments", &self.segments.len())
             .field("keys", &self.keys_count)
-            .field("poisoned", &self.poisoned)
+            .field("poisoned", &self.health.is_poisoned())
             .finish()
     }
 }
@@ -713,8 +712,7 @@ impl Logstor {
             next_sequence: loaded.next_sequence,
             dirty_files: BTreeSet::new(),
             sealed_since_check: Vec::new(),
-            poisoned: false,
-            repair_plan_present: report.repair.is_some(),
+            health: repair::Health::new(report.repair.is_some()),
             report,
         })
     }
@@ -724,7 +722,7 @@ impl Logstor {
     }
 
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned
+        self.health.is_poisoned()
     }
 
     /// The group a key belongs to by default.
@@ -733,22 +731,11 @@ impl Logstor {
     }
 
     fn poison(&mut self, error: Error) -> Error {
-        tracing::warn!(directory = %self.directory.display(), %error, "logstor poisoned");
-        self.poisoned = true;
-        error
+        self.health.poison(&self.directory, error)
     }
 
     fn begin_write(&mut self) -> Result<()> {
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
-        if self.repair_plan_present {
-            if let Err(error) = repair::remove_plan(self.vfs.as_ref(), &self.directory) {
-                return Err(self.poison(error));
-            }
-            self.repair_plan_present = false;
-        }
-        Ok(())
+        self.health.begin_write(self.vfs.as_ref(), &self.directory)
     }
 
     /// The largest record (key, value and header) a segment holds.
@@ -781,9 +768,7 @@ impl Logstor {
     }
 
     fn write(&mut self, group: u32, key: &[u8], value: Option<&[u8]>) -> Result<()> {
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.health.check()?;
         if group >= self.options.groups_count {
             return Err(Error::InvalidArgument {
                 reason: format!("group {group} is not below {}", self.options.groups_count),

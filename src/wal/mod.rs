@@ -141,10 +141,8 @@ pub struct Wal {
     first_segment: u64,
     active: ActiveSegment,
     buffer: Vec<u8>,
-    poisoned: bool,
+    health: repair::Health,
     report: RecoveryReport,
-    /// A repair plan is on disk until the first write after the open that reported it.
-    repair_plan_present: bool,
 }
 
 struct ActiveSegment {
@@ -162,7 +160,7 @@ impl fmt::Debug for Wal {
             .field("first_segment", &self.first_segment)
             .field("active_segment", &self.active.number)
             .field("end", &self.active.end)
-            .field("poisoned", &self.poisoned)
+            .field("poisoned", &self.health.is_poisoned())
             .finish()
     }
 }
@@ -375,8 +373,7 @@ impl Wal {
             first_segment,
             active,
             buffer: Vec::new(),
-            poisoned: false,
-            repair_plan_present: report.repair.is_some(),
+            health: repair::Health::new(report.repair.is_some()),
             report,
         })
     }
@@ -406,28 +403,15 @@ impl Wal {
     }
 
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned
+        self.health.is_poisoned()
     }
 
-    /// Called first by every mutating call: refuses on a poisoned handle, and retires the
-    /// repair plan of a repair this handle's open reported.
     fn begin_write(&mut self) -> Result<()> {
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
-        if self.repair_plan_present {
-            if let Err(error) = repair::remove_plan(self.vfs.as_ref(), &self.directory) {
-                return Err(self.poison(error));
-            }
-            self.repair_plan_present = false;
-        }
-        Ok(())
+        self.health.begin_write(self.vfs.as_ref(), &self.directory)
     }
 
     fn poison(&mut self, error: Error) -> Error {
-        tracing::warn!(directory = %self.directory.display(), %error, "wal poisoned");
-        self.poisoned = true;
-        error
+        self.health.poison(&self.directory, error)
     }
 
     /// Appends one record. See [`Wal::append_batch`].
