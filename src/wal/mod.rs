@@ -555,6 +555,7 @@ impl Wal {
             segment: from.segment,
             offset: from.offset.max(SEGMENT_HEADER_SIZE as u64),
             state: None,
+            chunk: (Vec::new(), 0),
             done: false,
         })
     }
@@ -771,6 +772,8 @@ pub struct Records<'a> {
     segment: u64,
     offset: u64,
     state: Option<OpenedSegment>,
+    /// The bytes of the current segment read so far, reused from record to record.
+    chunk: (Vec<u8>, u64),
     done: bool,
 }
 
@@ -815,11 +818,28 @@ impl Records<'_> {
                 Some(file) => file.as_ref(),
                 None => wal.active.file.as_ref(),
             };
-            let mut scanner =
-                SegmentScanner::new(file, &state.path, self.segment, wal.options.page_size, self.offset, state.limit);
-            match scanner.next_item()? {
+            let chunk = std::mem::take(&mut self.chunk);
+            let mut scanner = SegmentScanner::resume(
+                file,
+                &state.path,
+                self.segment,
+                wal.options.page_size,
+                self.offset,
+                state.limit,
+                chunk,
+            );
+            let item = scanner.next_item();
+            let position = scanner.position();
+            let end_check = match &item {
+                Ok(ScanItem::End { offset }) if !is_active => {
+                    Some(check_sealed_end(&mut scanner, *offset, state.limit, wal.options.page_size))
+                }
+                _ => None,
+            };
+            self.chunk = scanner.into_chunk();
+            match item? {
                 ScanItem::Record { offset, data } => {
-                    self.offset = scanner.position();
+                    self.offset = position;
                     return Ok(Some((Position { segment: self.segment, offset }, data)));
                 }
                 ScanItem::End { offset } if is_active && offset < state.limit => {
@@ -830,12 +850,11 @@ impl Records<'_> {
                         reason: CorruptionReason::Truncated { length: offset },
                     });
                 }
-                ScanItem::End { offset } => {
+                ScanItem::End { .. } => {
                     // A sealed segment's data ends only where zero padding runs to its end;
                     // zeros followed by data mean records are missing, not that none are left.
-                    if !is_active {
-                        let page_size = wal.options.page_size;
-                        if let Some((at, reason)) = check_sealed_end(&mut scanner, offset, state.limit, page_size)? {
+                    if let Some(check) = end_check {
+                        if let Some((at, reason)) = check? {
                             return Err(Error::Corruption {
                                 file: state.path.clone(),
                                 segment: self.segment,
@@ -847,6 +866,7 @@ impl Records<'_> {
                     self.segment += 1;
                     self.offset = SEGMENT_HEADER_SIZE as u64;
                     self.state = None;
+                    self.chunk = (Vec::new(), 0);
                 }
                 ScanItem::Damage { offset, reason, .. } => {
                     return Err(Error::Corruption { file: state.path.clone(), segment: self.segment, offset, reason });

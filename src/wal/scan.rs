@@ -56,6 +56,25 @@ impl<'a> SegmentScanner<'a> {
         }
     }
 
+    /// Like [`Self::new`], reusing a chunk an earlier scanner of the same file read, so that a
+    /// reader stepping record by record reads each block once.
+    pub fn resume(
+        file: &'a dyn VfsFile,
+        path: &'a Path,
+        segment: u64,
+        page_size: u32,
+        start: u64,
+        limit: u64,
+        (chunk, chunk_offset): (Vec<u8>, u64),
+    ) -> Self {
+        Self { chunk, chunk_offset, ..Self::new(file, path, segment, page_size, start, limit) }
+    }
+
+    /// The chunk read so far, for [`Self::resume`].
+    pub fn into_chunk(self) -> (Vec<u8>, u64) {
+        (self.chunk, self.chunk_offset)
+    }
+
     pub fn position(&self) -> u64 {
         self.position
     }

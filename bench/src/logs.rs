@@ -1,0 +1,244 @@
+//! The `wal` and `commitlog` suites.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ballast::commitlog::{Commitlog, CommitlogOptions};
+use ballast::vfs::OsVfs;
+use ballast::wal::{Wal, WalOptions};
+use okaywal::{Entry, EntryId, LogManager, ReadChunkResult, SegmentReader, WriteAheadLog};
+use spacetimedb_commitlog::payload::ArrayDecoder;
+use spacetimedb_paths::server::CommitLogDir;
+use spacetimedb_paths::FromPathUnchecked;
+
+use crate::harness::{Bench, Case, Limits, Run};
+
+fn other(error: impl std::fmt::Display) -> io::Error {
+    io::Error::other(error.to_string())
+}
+
+/// An okaywal manager that keeps everything (the benchmark never checkpoints) and, on recovery,
+/// reads every chunk, so reopening costs what reading the log back costs.
+#[derive(Debug, Default)]
+struct ReadAll {
+    bytes: u64,
+}
+
+impl LogManager for ReadAll {
+    fn recover(&mut self, entry: &mut Entry<'_>) -> io::Result<()> {
+        while let ReadChunkResult::Chunk(mut chunk) = entry.read_chunk()? {
+            let mut data = Vec::new();
+            io::Read::read_to_end(&mut chunk, &mut data)?;
+            self.bytes += data.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn checkpoint_to(&mut self, _last: EntryId, _entries: &mut SegmentReader, _wal: &WriteAheadLog) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The records of a shape: `count` records of `size` bytes with a sync every `per_sync`.
+#[derive(Clone, Copy)]
+struct Shape {
+    name: &'static str,
+    count: u64,
+    size: usize,
+    per_sync: u64,
+}
+
+fn record(index: u64, size: usize) -> Vec<u8> {
+    let mut record = vec![(index % 251) as u8; size];
+    record[..8.min(size)].copy_from_slice(&index.to_le_bytes()[..8.min(size)]);
+    record
+}
+
+fn ballast_wal(shape: Shape) -> Run<'static> {
+    Box::new(move |directory: &Path| {
+        let records: Vec<Vec<u8>> = (0..shape.per_sync.min(shape.count)).map(|index| record(index, shape.size)).collect();
+        let started = Instant::now();
+        let mut wal = Wal::open(Arc::new(OsVfs::new()), directory, WalOptions::default()).map_err(other)?;
+        for index in 0..shape.count {
+            wal.append(&records[(index % shape.per_sync) as usize]).map_err(other)?;
+            if (index + 1) % shape.per_sync == 0 {
+                wal.sync().map_err(other)?;
+            }
+        }
+        wal.close().map_err(other)?;
+        Ok(started.elapsed().as_secs_f64())
+    })
+}
+
+fn okaywal_write(shape: Shape) -> Run<'static> {
+    Box::new(move |directory: &Path| {
+        let records: Vec<Vec<u8>> = (0..shape.per_sync.min(shape.count)).map(|index| record(index, shape.size)).collect();
+        let started = Instant::now();
+        let log = WriteAheadLog::recover(directory, ReadAll::default())?;
+        let mut index = 0;
+        // One entry per sync interval: its commit is okaywal's durable point.
+        while index < shape.count {
+            let mut entry = log.begin_entry()?;
+            for _ in 0..shape.per_sync.min(shape.count - index) {
+                entry.write_chunk(&records[(index % shape.per_sync) as usize])?;
+                index += 1;
+            }
+            entry.commit()?;
+        }
+        log.shutdown()?;
+        Ok(started.elapsed().as_secs_f64())
+    })
+}
+
+pub fn wal(bench: &mut Bench, limits: &Limits) -> io::Result<()> {
+    let shapes = [
+        Shape { name: "(a) 1M x 100 B, sync every 1000", count: bench.n(1_000_000), size: 100, per_sync: 1000 },
+        Shape { name: "(b) 10k x 100 B, sync each", count: bench.n(10_000), size: 100, per_sync: 1 },
+        Shape { name: "(c) 1024 x 64 KiB, sync every 16", count: bench.n(1024), size: 64 << 10, per_sync: 16 },
+    ];
+    for shape in shapes {
+        let (count, size) = (shape.count as f64, shape.size as u64);
+        let limit_seconds = limits.time(shape.count * size, shape.count / shape.per_sync);
+        bench.measure(Case {
+            suite: "wal",
+            name: shape.name.into(),
+            unit: "records/s",
+            higher_is_better: true,
+            figure: Box::new(move |seconds| count / seconds),
+            limit: Some(count / limit_seconds),
+            engines: vec![("ballast", ballast_wal(shape)), ("okaywal", okaywal_write(shape))],
+        })?;
+    }
+    // (d) Reopen and read everything back, after shape (a).
+    let shape = shapes[0];
+    let read_ballast: Run<'_> = Box::new(move |directory: &Path| {
+        ballast_wal(shape)(directory)?;
+        let started = Instant::now();
+        let wal = Wal::open(Arc::new(OsVfs::new()), directory, WalOptions::default()).map_err(other)?;
+        let mut bytes = 0;
+        for item in wal.records() {
+            bytes += item.map_err(other)?.1.len();
+        }
+        assert_eq!(bytes as u64, shape.count * shape.size as u64);
+        Ok(started.elapsed().as_secs_f64())
+    });
+    let read_okaywal: Run<'_> = Box::new(move |directory: &Path| {
+        okaywal_write(shape)(directory)?;
+        let started = Instant::now();
+        let log = WriteAheadLog::recover(directory, ReadAll::default())?;
+        let seconds = started.elapsed().as_secs_f64();
+        log.shutdown()?;
+        Ok(seconds)
+    });
+    bench.measure(Case {
+        suite: "wal",
+        name: "(d) reopen and read back (a)".into(),
+        unit: "ms",
+        higher_is_better: false,
+        figure: Box::new(|seconds| seconds * 1e3),
+        limit: None,
+        engines: vec![("ballast", read_ballast), ("okaywal", read_okaywal)],
+    })
+}
+
+fn ballast_commitlog<const N: usize>(count: u64, per_sync: u64) -> Run<'static> {
+    Box::new(move |directory: &Path| {
+        let payload = record(7, N);
+        let started = Instant::now();
+        let mut log = Commitlog::open(Arc::new(OsVfs::new()), directory, CommitlogOptions::default()).map_err(other)?;
+        for offset in 0..count {
+            log.commit(&[(offset, &payload)]).map_err(other)?;
+            if (offset + 1) % per_sync == 0 {
+                log.sync().map_err(other)?;
+            }
+        }
+        log.close().map_err(other)?;
+        Ok(started.elapsed().as_secs_f64())
+    })
+}
+
+fn stdb_commitlog<const N: usize>(count: u64, per_sync: u64) -> Run<'static> {
+    Box::new(move |directory: &Path| {
+        let payload: Box<[u8; N]> = record(7, N).into_boxed_slice().try_into().expect("N bytes");
+        let started = Instant::now();
+        let options = spacetimedb_commitlog::Options::default();
+        let log = spacetimedb_commitlog::Commitlog::<[u8; N]>::open(CommitLogDir::from_path_unchecked(directory), options, None)?;
+        for offset in 0..count {
+            log.commit([(offset, *payload)])?;
+            if (offset + 1) % per_sync == 0 {
+                log.flush_and_sync()?;
+            }
+        }
+        log.flush_and_sync()?;
+        Ok(started.elapsed().as_secs_f64())
+    })
+}
+
+pub fn commitlog(bench: &mut Bench, limits: &Limits) -> io::Result<()> {
+    let (a, b, c) = (bench.n(1_000_000), bench.n(10_000), bench.n(1024));
+    let cases: Vec<(&str, u64, u64, u64, Run<'static>, Run<'static>)> = vec![
+        ("(a) 1M x 100 B, sync every 1000", a, 100, 1000, ballast_commitlog::<100>(a, 1000), stdb_commitlog::<100>(a, 1000)),
+        ("(b) 10k x 100 B, sync each", b, 100, 1, ballast_commitlog::<100>(b, 1), stdb_commitlog::<100>(b, 1)),
+        ("(c) 1024 x 64 KiB, sync every 16", c, 65536, 16, ballast_commitlog::<65536>(c, 16), stdb_commitlog::<65536>(c, 16)),
+    ];
+    for (name, count, size, per_sync, ours, theirs) in cases {
+        let limit_seconds = limits.time(count * size, count / per_sync);
+        let count = count as f64;
+        bench.measure(Case {
+            suite: "commitlog",
+            name: name.into(),
+            unit: "transactions/s",
+            higher_is_better: true,
+            figure: Box::new(move |seconds| count / seconds),
+            limit: Some(count / limit_seconds),
+            engines: vec![("ballast", ours), ("spacetimedb-commitlog 2", theirs)],
+        })?;
+    }
+    // Traversal of every transaction, and seeking near the end, after shape (a).
+    for (name, seek) in [("traverse (a) from 0", false), ("seek near the end of (a)", true)] {
+        let from = if seek { a - a / 1000 } else { 0 };
+        let ours: Run<'_> = Box::new(move |directory: &Path| {
+            ballast_commitlog::<100>(a, 1000)(directory)?;
+            let log = Commitlog::open(Arc::new(OsVfs::new()), directory, CommitlogOptions::default()).map_err(other)?;
+            let started = Instant::now();
+            let mut count = 0u64;
+            for item in log.transactions_from(from) {
+                item.map_err(other)?;
+                count += 1;
+                if seek {
+                    break;
+                }
+            }
+            assert!(count >= 1);
+            Ok(started.elapsed().as_secs_f64())
+        });
+        let theirs: Run<'_> = Box::new(move |directory: &Path| {
+            stdb_commitlog::<100>(a, 1000)(directory)?;
+            let options = spacetimedb_commitlog::Options::default();
+            let log = spacetimedb_commitlog::Commitlog::<[u8; 100]>::open(CommitLogDir::from_path_unchecked(directory), options, None)?;
+            let started = Instant::now();
+            let mut count = 0u64;
+            for item in log.transactions_from(from, &ArrayDecoder::<100>) {
+                item.map_err(other)?;
+                count += 1;
+                if seek {
+                    break;
+                }
+            }
+            assert!(count >= 1);
+            Ok(started.elapsed().as_secs_f64())
+        });
+        bench.measure(Case {
+            suite: "commitlog",
+            name: name.into(),
+            unit: "ms",
+            higher_is_better: false,
+            figure: Box::new(|seconds| seconds * 1e3),
+            limit: None,
+            engines: vec![("ballast", ours), ("spacetimedb-commitlog 2", theirs)],
+        })?;
+    }
+    Ok(())
+}
