@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use redb::{ReadableDatabase, TableDefinition};
 
-use crate::harness::{bytes_on_disk, Bench, Case, Limits, Run};
+use crate::harness::{bytes_on_disk, Bench, Limits, Row};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const PER_SYNC: usize = 1000;
@@ -147,99 +147,74 @@ impl Workload {
     }
 }
 
-/// Which part of the workload a case times.
-#[derive(Clone, Copy)]
-enum Part {
-    Puts,
-    Gets,
-    Reopen,
-    Bytes,
+/// One pass of the workload on a fresh directory: seconds for the puts, for the gets, to
+/// reopen, and the bytes on disk after the engine closed.
+fn pass<E: Engine>(workload: &Workload, directory: &Path) -> io::Result<[f64; 4]> {
+    let started = Instant::now();
+    let mut engine = E::open(directory)?;
+    for batch in workload.puts.chunks(PER_SYNC) {
+        engine.put_batch(batch)?;
+    }
+    let puts = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut found = 0;
+    for key in &workload.gets {
+        found += usize::from(engine.get(key)?);
+    }
+    assert_eq!(found, workload.gets.len(), "every key reads back");
+    let gets = started.elapsed().as_secs_f64();
+    engine.close()?;
+    let bytes = bytes_on_disk(directory)? as f64;
+    let started = Instant::now();
+    let engine = E::open(directory)?;
+    let reopen = started.elapsed().as_secs_f64();
+    assert!(engine.get(&workload.gets[0])?, "the store reopens whole");
+    Ok([puts, gets, reopen, bytes])
 }
 
-fn run<E: Engine>(workload: &Workload, part: Part) -> Run<'_> {
-    Box::new(move |directory: &Path| {
-        let started = Instant::now();
-        let mut engine = E::open(directory)?;
-        for batch in workload.puts.chunks(PER_SYNC) {
-            engine.put_batch(batch)?;
-        }
-        let put_seconds = started.elapsed().as_secs_f64();
-        if let Part::Puts = part {
-            engine.close()?;
-            return Ok(put_seconds);
-        }
-        let started = Instant::now();
-        let mut found = 0;
-        for key in &workload.gets {
-            found += usize::from(engine.get(key)?);
-        }
-        assert_eq!(found, workload.gets.len(), "every key reads back");
-        let get_seconds = started.elapsed().as_secs_f64();
-        engine.close()?;
-        match part {
-            Part::Gets => Ok(get_seconds),
-            Part::Reopen => {
-                let started = Instant::now();
-                let engine = E::open(directory)?;
-                let seconds = started.elapsed().as_secs_f64();
-                assert!(engine.get(&workload.gets[0])?);
-                Ok(seconds)
-            }
-            // Reported through the figure function as bytes, not seconds.
-            Part::Bytes => Ok(bytes_on_disk(directory)? as f64),
-            Part::Puts => unreachable!(),
-        }
-    })
-}
+type Pass = fn(&Workload, &Path) -> io::Result<[f64; 4]>;
 
 pub fn kv(bench: &mut Bench, limits: &Limits) -> io::Result<()> {
     let count = usize::try_from(bench.n(1_000_000)).expect("fits");
     let workload = Workload::new(count);
-    let engines = |part| -> Vec<(&'static str, Run<'_>)> {
-        vec![
-            ("ballast logstor", run::<Ballast>(&workload, part)),
-            ("fjall 3", run::<Fjall>(&workload, part)),
-            ("redb 4", run::<Redb>(&workload, part)),
-            ("sled 0.34", run::<Sled>(&workload, part)),
-        ]
-    };
-    let total = count as f64;
-    let syncs = (count / PER_SYNC) as u64;
-    let limit_puts = total / limits.time(count as u64 * 116, syncs);
-    bench.measure(Case {
-        suite: "kv",
-        name: format!("{count} random puts, durable every {PER_SYNC}"),
-        unit: "puts/s",
-        higher_is_better: true,
-        figure: Box::new(move |seconds| total / seconds),
-        limit: Some(limit_puts),
-        engines: engines(Part::Puts),
-    })?;
-    bench.measure(Case {
-        suite: "kv",
-        name: format!("{count} random gets"),
-        unit: "gets/s",
-        higher_is_better: true,
-        figure: Box::new(move |seconds| total / seconds),
-        limit: None,
-        engines: engines(Part::Gets),
-    })?;
-    bench.measure(Case {
-        suite: "kv",
-        name: "reopen".into(),
-        unit: "ms",
-        higher_is_better: false,
-        figure: Box::new(|seconds| seconds * 1e3),
-        limit: None,
-        engines: engines(Part::Reopen),
-    })?;
-    bench.measure(Case {
-        suite: "kv",
-        name: "bytes on disk after the run".into(),
-        unit: "MB",
-        higher_is_better: false,
-        figure: Box::new(|bytes| bytes / 1e6),
-        limit: None,
-        engines: engines(Part::Bytes),
-    })
+    let engines: [(&'static str, Pass); 4] = [
+        ("ballast logstor", pass::<Ballast>),
+        ("fjall 3", pass::<Fjall>),
+        ("redb 4", pass::<Redb>),
+        ("sled 0.34", pass::<Sled>),
+    ];
+    // In turns, A B C D A B C D ..., each pass on a fresh directory.
+    let mut samples = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; engines.len()];
+    for _ in 0..bench.runs {
+        for (index, (name, run)) in engines.iter().enumerate() {
+            let directory = tempfile::tempdir_in(&bench.base)?;
+            let [puts, gets, reopen, bytes] = run(&workload, directory.path())?;
+            eprintln!("  kv / {name}: puts {puts:.2}s gets {gets:.2}s reopen {reopen:.3}s {:.0} MB", bytes / 1e6);
+            samples[index][0].push(count as f64 / puts);
+            samples[index][1].push(count as f64 / gets);
+            samples[index][2].push(reopen * 1e3);
+            samples[index][3].push(bytes / 1e6);
+        }
+    }
+    let limit_puts = count as f64 / limits.time(count as u64 * 116, (count / PER_SYNC) as u64);
+    let cases: [(String, &'static str, bool, Option<f64>); 4] = [
+        (format!("{count} random puts, durable every {PER_SYNC}"), "puts/s", true, Some(limit_puts)),
+        (format!("{count} random gets"), "gets/s", true, None),
+        ("reopen".to_string(), "ms", false, None),
+        ("bytes on disk after the run".to_string(), "MB", false, None),
+    ];
+    for (case_index, (name, unit, higher_is_better, limit)) in cases.into_iter().enumerate() {
+        for (engine_index, (engine, _)) in engines.iter().enumerate() {
+            bench.rows.push(Row {
+                suite: "kv",
+                case: name.clone(),
+                engine,
+                unit,
+                samples: samples[engine_index][case_index].clone(),
+                higher_is_better,
+                limit,
+            });
+        }
+    }
+    Ok(())
 }
