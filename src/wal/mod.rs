@@ -6,8 +6,9 @@
 //!
 //! # Durability
 //!
-//! [`Wal::append`] returns once the records are written to the OS: they are visible to readers
-//! of this handle but promise nothing across a crash. [`Wal::sync`] makes every record appended
+//! [`Wal::append`] buffers the records in memory (they reach the OS in one write call when the
+//! buffer fills, at a sync, or at rotation): they are visible to readers of this handle at once
+//! but promise nothing across a crash. [`Wal::sync`] makes every record appended
 //! before it durable. Rotation seals the old segment with a sync and makes the new segment's
 //! directory entry durable before any record goes into it.
 //!
@@ -35,6 +36,7 @@ pub mod format;
 mod scan;
 
 use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -149,9 +151,12 @@ struct ActiveSegment {
     number: u64,
     path: PathBuf,
     file: Box<dyn VfsFile>,
-    /// Offset of the next write; everything before it was written successfully.
+    /// Where the buffered records start: everything before was written to the OS.
     end: u64,
 }
+
+/// Appended records are written to the OS once this many bytes are buffered.
+const WRITE_BUFFER_MAX: usize = 1 << 20;
 
 impl fmt::Debug for Wal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -394,7 +399,7 @@ impl Wal {
 
     /// Where the next record will be written (if it fits in the active segment).
     pub fn end(&self) -> Position {
-        Position { segment: self.active.number, offset: self.active.end }
+        Position { segment: self.active.number, offset: self.active.end + self.buffer.len() as u64 }
     }
 
     /// The largest record this log's geometry holds.
@@ -416,47 +421,58 @@ impl Wal {
 
     /// Appends one record. See [`Wal::append_batch`].
     pub fn append(&mut self, record: &[u8]) -> Result<Position> {
-        let positions = self.append_batch(&[record])?;
-        Ok(positions[0])
+        self.begin_write()?;
+        self.check_length(record)?;
+        self.append_one(record)
     }
 
-    /// Appends `records` in order and returns where each starts. The batch goes to the OS in one
-    /// write call per segment it touches; it is not durable until [`Wal::sync`].
+    /// Appends `records` in order and returns where each starts. Records are buffered in memory
+    /// and reach the OS in one write call when the buffer fills (1 MiB), at [`Wal::sync`], or at
+    /// rotation; readers of this handle see them at once. Nothing is durable until
+    /// [`Wal::sync`].
     ///
-    /// Fails with [`Error::RecordTooLarge`], writing nothing, if any record exceeds
-    /// [`Wal::record_length_max`]. Any I/O failure poisons the log; a prefix of the batch may
-    /// then survive a crash.
+    /// Fails with [`Error::RecordTooLarge`], buffering nothing, if any record exceeds
+    /// [`Wal::record_length_max`]. Any I/O failure poisons the log; a prefix of what was
+    /// appended may then survive a crash.
     pub fn append_batch(&mut self, records: &[&[u8]]) -> Result<Vec<Position>> {
         self.begin_write()?;
+        for record in records {
+            self.check_length(record)?;
+        }
+        records.iter().map(|record| self.append_one(record)).collect()
+    }
+
+    fn check_length(&self, record: &[u8]) -> Result<()> {
         let record_length_max = self.record_length_max();
-        for record in records {
-            if record.len() as u64 > record_length_max {
-                return Err(Error::RecordTooLarge { length: record.len() as u64, max: record_length_max });
-            }
+        if record.len() as u64 > record_length_max {
+            return Err(Error::RecordTooLarge { length: record.len() as u64, max: record_length_max });
         }
+        Ok(())
+    }
+
+    fn append_one(&mut self, record: &[u8]) -> Result<Position> {
         let page_size = u64::from(self.options.page_size);
-        let segment_size = self.options.segment_size;
-        let mut positions = Vec::with_capacity(records.len());
-        let mut buffer = std::mem::take(&mut self.buffer);
-        buffer.clear();
-        let mut buffer_offset = self.active.end;
-        for record in records {
-            let at = buffer_offset + buffer.len() as u64;
-            if format::record_end(at, record.len(), page_size, segment_size).is_none() {
-                let result = self.write_buffer(&buffer, buffer_offset).and_then(|()| self.rotate_inner());
-                if let Err(error) = result {
-                    self.buffer = buffer;
-                    return Err(error);
-                }
-                buffer.clear();
-                buffer_offset = self.active.end;
-            }
-            let position = encode_record(&mut buffer, self.active.number, buffer_offset, record, page_size);
-            positions.push(position);
+        let at = self.active.end + self.buffer.len() as u64;
+        if format::record_end(at, record.len(), page_size, self.options.segment_size).is_none() {
+            self.rotate_inner()?;
         }
-        let result = self.write_buffer(&buffer, buffer_offset);
+        let position = encode_record(&mut self.buffer, self.active.number, self.active.end, record, page_size);
+        if self.buffer.len() >= WRITE_BUFFER_MAX {
+            self.flush_buffer()?;
+        }
+        Ok(position)
+    }
+
+    /// Writes the buffered records to the OS in one call.
+    fn flush_buffer(&mut self) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let buffer = std::mem::take(&mut self.buffer);
+        let result = self.write_buffer(&buffer, self.active.end);
         self.buffer = buffer;
-        result.map(|()| positions)
+        self.buffer.clear();
+        result
     }
 
     fn write_buffer(&mut self, buffer: &[u8], offset: u64) -> Result<()> {
@@ -476,6 +492,7 @@ impl Wal {
     /// Makes every record appended so far durable.
     pub fn sync(&mut self) -> Result<()> {
         self.begin_write()?;
+        self.flush_buffer()?;
         if let Err(error) = self.active.file.sync_data() {
             let error = Error::io(&self.active.path, "sync_data", error);
             return Err(self.poison(error));
@@ -491,6 +508,7 @@ impl Wal {
     }
 
     fn rotate_inner(&mut self) -> Result<()> {
+        self.flush_buffer()?;
         let page_size = u64::from(self.options.page_size);
         let remainder = self.active.end % page_size;
         if remainder != 0 {
@@ -765,6 +783,49 @@ impl Segments for WalSegments {
     }
 }
 
+/// The active segment as readers see it: the file, then the records still in the write buffer.
+#[derive(Debug)]
+struct BufferedTail<'a> {
+    file: &'a dyn VfsFile,
+    tail: &'a [u8],
+    tail_offset: u64,
+}
+
+impl VfsFile for BufferedTail<'_> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if offset < self.tail_offset {
+            // Never read across into the buffered part: the file may hold stale bytes there.
+            let room = usize::try_from(self.tail_offset - offset).unwrap_or(usize::MAX).min(buf.len());
+            return self.file.read_at(&mut buf[..room], offset);
+        }
+        let start = usize::try_from(offset - self.tail_offset).unwrap_or(usize::MAX);
+        let Some(tail) = self.tail.get(start..) else { return Ok(0) };
+        let count = tail.len().min(buf.len());
+        buf[..count].copy_from_slice(&tail[..count]);
+        Ok(count)
+    }
+
+    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "a reader's view is read-only"))
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "a reader's view is read-only"))
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.tail_offset + self.tail.len() as u64)
+    }
+
+    fn set_len(&self, _len: u64) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "a reader's view is read-only"))
+    }
+
+    fn allocate(&self, _len: u64) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "a reader's view is read-only"))
+    }
+}
+
 /// Iterator over records, returned by [`Wal::records_from`]. Yields `(position, record)`; after
 /// an error it yields nothing more.
 pub struct Records<'a> {
@@ -801,7 +862,11 @@ impl Records<'_> {
             let is_active = self.segment == wal.active.number;
             if self.state.is_none() {
                 self.state = Some(if is_active {
-                    OpenedSegment { path: wal.active.path.clone(), file: None, limit: wal.active.end }
+                    OpenedSegment {
+                        path: wal.active.path.clone(),
+                        file: None,
+                        limit: wal.active.end + wal.buffer.len() as u64,
+                    }
                 } else {
                     let (path, file, length) = open_segment(
                         wal.vfs.as_ref(),
@@ -814,9 +879,11 @@ impl Records<'_> {
                 });
             }
             let state = self.state.as_ref().expect("opened above");
+            let overlay =
+                BufferedTail { file: wal.active.file.as_ref(), tail: &wal.buffer, tail_offset: wal.active.end };
             let file: &dyn VfsFile = match &state.file {
                 Some(file) => file.as_ref(),
-                None => wal.active.file.as_ref(),
+                None => &overlay,
             };
             let chunk = std::mem::take(&mut self.chunk);
             let mut scanner = SegmentScanner::resume(
