@@ -489,6 +489,13 @@ impl Wal {
         Ok(())
     }
 
+    /// Writes the buffered records to the OS in one call, without syncing: they survive the
+    /// process dying but not the machine losing power.
+    pub fn flush(&mut self) -> Result<()> {
+        self.begin_write()?;
+        self.flush_buffer()
+    }
+
     /// Makes every record appended so far durable.
     pub fn sync(&mut self) -> Result<()> {
         self.begin_write()?;

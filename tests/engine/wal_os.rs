@@ -116,3 +116,19 @@ fn a_directory_is_created_when_missing() {
     wal.close().unwrap();
     assert!(nested.join("00000000").exists());
 }
+
+#[test]
+fn buffered_appends_are_read_back_through_the_handle_and_flush_hands_them_to_the_os() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut wal = open(directory.path(), RecoveryMode::Strict).unwrap();
+    wal.append(b"buffered").unwrap();
+    assert_eq!(read_all(&wal)[0].1, b"buffered", "a reader of the handle sees buffered records");
+    let segment = directory.path().join("00000000");
+    let header_only = std::fs::metadata(&segment).unwrap().len();
+    wal.flush().unwrap();
+    assert!(std::fs::metadata(&segment).unwrap().len() > header_only, "flush writes to the OS");
+    // Dropped without a sync: what was flushed is in the OS and a new open finds it.
+    drop(wal);
+    let wal = open(directory.path(), RecoveryMode::Strict).unwrap();
+    assert_eq!(read_all(&wal).len(), 1);
+}

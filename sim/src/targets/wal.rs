@@ -385,6 +385,16 @@ impl Workload {
                             previous = Some(position);
                             self.model.records.push(Expected { position: Some(position), data, synced: false });
                         }
+                        // Half the appends go to the OS at once, so crashes find unsynced
+                        // records on disk to tear, lose, or keep.
+                        if context.rng.gen_bool(0.5) {
+                            context.trace(format_args!("op flush"));
+                            return match wal.flush() {
+                                Ok(()) => Ok(Step::Continue),
+                                Err(Error::Io { .. }) => Ok(Step::Poisoned),
+                                Err(error) => fail!("flush failed: {error}"),
+                            };
+                        }
                         Ok(Step::Continue)
                     }
                     Err(Error::Io { .. }) => {
@@ -396,9 +406,18 @@ impl Workload {
                     Err(error) => fail!("append failed: {error}"),
                 }
             }
-            50..=69 => {
+            50..=61 => {
                 context.trace(format_args!("op sync"));
                 self.after_sync(wal.sync())
+            }
+            // Flushed but unsynced records on disk are what crashes tear and lose.
+            62..=69 => {
+                context.trace(format_args!("op flush"));
+                match wal.flush() {
+                    Ok(()) => Ok(Step::Continue),
+                    Err(Error::Io { .. }) => Ok(Step::Poisoned),
+                    Err(error) => fail!("flush failed: {error}"),
+                }
             }
             70..=79 => {
                 context.trace(format_args!("op read all"));
