@@ -978,19 +978,24 @@ impl Logstor {
                 return Ok(writer.buffer[start..start + length].to_vec());
             }
         }
-        let (file_index, base, path) = self.file_of(entry.segment);
+        let (file_index, base) = place(self.geometry, entry.segment);
+        let file_index = usize::try_from(file_index).expect("fits");
         let mut bytes = vec![0u8; length];
-        vfs::read_exact_retrying(self.files[file_index].as_ref(), &path, &mut bytes, base + entry.offset)?;
+        let path = || self.directory.join(format::data_file_name(file_index as u64));
+        vfs::read_exact_retrying_named(self.files[file_index].as_ref(), path, &mut bytes, base + entry.offset)?;
         Ok(bytes)
     }
 
     fn verify_record<'b>(&self, bytes: &'b [u8], entry: &Entry, key: &[u8]) -> Result<Record<'b>> {
-        let (_, base, path) = self.file_of(entry.segment);
-        let corruption = |reason| Error::Corruption {
-            file: path.clone(),
-            segment: entry.segment,
-            offset: base + entry.offset,
-            reason,
+        // The path is built only if there is an error to report: this is every get's path.
+        let corruption = |reason| {
+            let (file_index, base) = place(self.geometry, entry.segment);
+            Error::Corruption {
+                file: self.directory.join(format::data_file_name(file_index)),
+                segment: entry.segment,
+                offset: base + entry.offset,
+                reason,
+            }
         };
         let record = format::decode_record(bytes).map_err(corruption)?;
         if record.key != key || record.sequence != entry.sequence {

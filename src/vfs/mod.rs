@@ -168,15 +168,25 @@ pub const READ_ATTEMPTS_MAX: u32 = 4;
 /// Reads `buf.len()` bytes at `offset`, retrying transient errors up to [`READ_ATTEMPTS_MAX`]
 /// times. End of file is not retried.
 pub fn read_exact_retrying(file: &dyn VfsFile, path: &Path, buf: &mut [u8], offset: u64) -> crate::Result<()> {
+    read_exact_retrying_named(file, || path.to_path_buf(), buf, offset)
+}
+
+/// [`read_exact_retrying`] for hot paths: the file's path is built only if an error must name it.
+pub fn read_exact_retrying_named(
+    file: &dyn VfsFile,
+    path: impl Fn() -> std::path::PathBuf,
+    buf: &mut [u8],
+    offset: u64,
+) -> crate::Result<()> {
     let mut attempt = 1;
     loop {
         match read_exact_at(file, buf, offset) {
             Ok(()) => return Ok(()),
             Err(error) if error.kind() == io::ErrorKind::UnexpectedEof || attempt >= READ_ATTEMPTS_MAX => {
-                return Err(crate::error::Error::io(path, "read_at", error));
+                return Err(crate::error::Error::io(path(), "read_at", error));
             }
             Err(error) => {
-                tracing::debug!(path = %path.display(), offset, attempt, %error, "read failed; trying again");
+                tracing::debug!(path = %path().display(), offset, attempt, %error, "read failed; trying again");
                 attempt += 1;
             }
         }
