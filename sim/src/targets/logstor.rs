@@ -161,11 +161,7 @@ impl Workload {
     }
 
     fn open_and_check(&mut self, context: &mut Context, after_crash: bool) -> Result<Option<Logstor>, Failure> {
-        if after_crash && context.vfs.config().crash_inside_op > 0.0 && context.rng.gen_bool(0.1) {
-            let k = context.rng.gen_range(1..=8);
-            context.trace(format_args!("op arm crash inside recovery after {k} io calls"));
-            context.vfs.crash_after_io_calls(k);
-        }
+        context.arm_crash_in_recovery(after_crash, 8);
         let damaged = !context.vfs.damage().is_empty();
         let mut mode = RecoveryMode::Strict;
         for _ in 0..OPEN_ATTEMPTS_MAX {
@@ -188,17 +184,7 @@ impl Workload {
                     self.crash(context);
                     return Ok(None);
                 }
-                Err(error @ Error::Io { .. }) => {
-                    context.trace(format_args!("open failed: {error}"));
-                    if error.io_kind() == Some(std::io::ErrorKind::StorageFull) {
-                        let mut config = context.vfs.config();
-                        config.capacity_bytes =
-                            config.capacity_bytes.map(|bytes| bytes + 2 * self.options.segment_size);
-                        context.vfs.set_config(config);
-                        context.note("space_freed");
-                    }
-                    context.note("open_retried");
-                }
+                Err(error @ Error::Io { .. }) => context.open_failed(&error, 2 * self.options.segment_size),
                 Err(Error::Corruption { file, offset, reason, .. }) if mode == RecoveryMode::Strict => {
                     if !context.vfs.damage().iter().any(|damage| damage.path == file) {
                         fail!(
@@ -286,19 +272,12 @@ impl Workload {
     }
 
     fn life(&mut self, context: &mut Context, store: &mut Logstor) -> Result<bool, Failure> {
-        let life_length = context.rng.gen_range(1..=40u64);
-        let crash_inside = context.vfs.config().crash_inside_op;
-        let armed_at =
-            (crash_inside > 0.0 && context.rng.gen_bool(crash_inside)).then(|| context.rng.gen_range(0..life_length));
-        for step in 0..life_length {
+        let plan = context.plan_life(12);
+        for step in 0..plan.length {
             if context.ops >= context.ops_budget {
                 return Ok(true);
             }
-            if armed_at == Some(step) {
-                let k = context.rng.gen_range(1..=12);
-                context.trace(format_args!("op arm crash after {k} io calls"));
-                context.vfs.crash_after_io_calls(k);
-            }
+            context.arm_planned_crash(&plan, step);
             context.ops += 1;
             let outcome = self.step(context, store)?;
             if context.vfs.is_powered_off() {
@@ -308,10 +287,7 @@ impl Workload {
             match outcome {
                 Step::Continue => {}
                 Step::Poisoned => {
-                    match store.sync() {
-                        Err(Error::Poisoned) => context.note("poisoned"),
-                        other => fail!("after a failed write the store was not poisoned: sync returned {other:?}"),
-                    }
+                    context.expect_poisoned(store.sync(), "store")?;
                     return Ok(context.rng.gen_bool(0.5));
                 }
                 Step::Reopen => return Ok(false),

@@ -136,11 +136,7 @@ impl Workload {
     /// Opens (strict, then repair if strict reports corruption) and checks the recovered log.
     /// `None` if power failed during recovery; the caller crashes and tries again.
     fn open_and_check(&mut self, context: &mut Context, after_crash: bool) -> Result<Option<Wal>, Failure> {
-        if after_crash && context.vfs.config().crash_inside_op > 0.0 && context.rng.gen_bool(0.1) {
-            let k = context.rng.gen_range(1..=6);
-            context.trace(format_args!("op arm crash inside recovery after {k} io calls"));
-            context.vfs.crash_after_io_calls(k);
-        }
+        context.arm_crash_in_recovery(after_crash, 6);
         let damage: Vec<(u64, u64, FaultKind)> = context
             .vfs
             .damage()
@@ -167,19 +163,7 @@ impl Workload {
                     self.crash(context);
                     return Ok(None);
                 }
-                Err(error @ Error::Io { .. }) => {
-                    context.trace(format_args!("open failed: {error}"));
-                    if error.io_kind() == Some(std::io::ErrorKind::StorageFull) {
-                        // What an operator does about a full disk: free some space. Recovery
-                        // may need a little (a repair writes its plan first).
-                        let mut config = context.vfs.config();
-                        config.capacity_bytes =
-                            config.capacity_bytes.map(|bytes| bytes + 2 * self.geometry.options.segment_size);
-                        context.vfs.set_config(config);
-                        context.note("space_freed");
-                    }
-                    context.note("open_retried");
-                }
+                Err(error @ Error::Io { .. }) => context.open_failed(&error, 2 * self.geometry.options.segment_size),
                 Err(Error::Corruption { segment, offset, reason, .. }) if mode == RecoveryMode::Strict => {
                     if !damage.iter().any(|&(damaged, _, _)| damaged == segment) {
                         fail!(
@@ -332,19 +316,12 @@ impl Workload {
 
     /// One life: operations until a crash point, a poisoned handle, or a clean reopen.
     fn life(&mut self, context: &mut Context, wal: &mut Wal) -> Result<LifeEnd, Failure> {
-        let life_length = context.rng.gen_range(1..=40u64);
-        let crash_inside = context.vfs.config().crash_inside_op;
-        let armed_at =
-            (crash_inside > 0.0 && context.rng.gen_bool(crash_inside)).then(|| context.rng.gen_range(0..life_length));
-        for step in 0..life_length {
+        let plan = context.plan_life(8);
+        for step in 0..plan.length {
             if context.ops >= context.ops_budget {
                 return Ok(LifeEnd::Crash);
             }
-            if armed_at == Some(step) {
-                let k = context.rng.gen_range(1..=8);
-                context.trace(format_args!("op arm crash after {k} io calls"));
-                context.vfs.crash_after_io_calls(k);
-            }
+            context.arm_planned_crash(&plan, step);
             context.ops += 1;
             let outcome = self.step(context, wal)?;
             if context.vfs.is_powered_off() {
@@ -353,11 +330,7 @@ impl Workload {
             match outcome {
                 Step::Continue => {}
                 Step::Poisoned => {
-                    // Invariant 2: after a failed write or sync every mutating call refuses.
-                    match wal.sync() {
-                        Err(Error::Poisoned) => context.note("poisoned"),
-                        other => fail!("after a failed write the log was not poisoned: sync returned {other:?}"),
-                    }
+                    context.expect_poisoned(wal.sync(), "log")?;
                     return Ok(if context.rng.gen_bool(0.5) { LifeEnd::Crash } else { LifeEnd::CleanReopen });
                 }
                 Step::Reopen => return Ok(LifeEnd::CleanReopen),
