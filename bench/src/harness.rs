@@ -44,6 +44,8 @@ pub struct Bench {
     pub runs: usize,
     pub scale_down: u64,
     json: bool,
+    /// Peers to run (by substring of their name); empty runs all. ballast always runs.
+    pub engines: Vec<String>,
     pub rows: Vec<Row>,
 }
 
@@ -60,8 +62,13 @@ pub struct Case<'a> {
 }
 
 impl Bench {
-    pub fn new(base: PathBuf, runs: usize, scale_down: u64, json: bool) -> Self {
-        Self { base, runs, scale_down, json, rows: Vec::new() }
+    pub fn new(base: PathBuf, runs: usize, scale_down: u64, json: bool, engines: Vec<String>) -> Self {
+        Self { base, runs, scale_down, json, engines, rows: Vec::new() }
+    }
+
+    /// Whether engine `name` is selected by `--engines`.
+    pub fn selected(&self, name: &str) -> bool {
+        name.starts_with("ballast") || self.engines.is_empty() || self.engines.iter().any(|want| name.contains(want))
     }
 
     /// Scales a workload size down for quick looks.
@@ -71,6 +78,7 @@ impl Bench {
 
     /// Runs every engine of `case` in turns, `runs` times, each in a fresh temp dir.
     pub fn measure(&mut self, mut case: Case<'_>) -> std::io::Result<()> {
+        case.engines.retain(|(name, _)| self.selected(name));
         let mut samples = vec![Vec::new(); case.engines.len()];
         for _ in 0..self.runs {
             for (index, (_, run)) in case.engines.iter_mut().enumerate() {
@@ -148,7 +156,10 @@ impl Bench {
 
     /// How ballast compares with this row's engine on the same case (>1: ballast is better).
     fn ratio(&self, row: &Row) -> Option<f64> {
-        let ours = self.rows.iter().find(|other| other.case == row.case && other.suite == row.suite && other.engine.starts_with("ballast"))?;
+        let ours = self
+            .rows
+            .iter()
+            .find(|other| other.case == row.case && other.suite == row.suite && other.engine.starts_with("ballast"))?;
         let (a, b) = (ours.median(), row.median());
         Some(if row.higher_is_better { a / b } else { b / a })
     }
@@ -187,7 +198,8 @@ impl Limits {
             }
             file.sync_data()?;
             bandwidths.push(written as f64 / started.elapsed().as_secs_f64());
-            let file = OpenOptions::new().create(true).truncate(true).write(true).open(directory.path().join("fsync"))?;
+            let file =
+                OpenOptions::new().create(true).truncate(true).write(true).open(directory.path().join("fsync"))?;
             let block = [0x33u8; 4096];
             let mut samples: Vec<Duration> = (0..bench.n(1000))
                 .map(|index| {
@@ -202,7 +214,8 @@ impl Limits {
         }
         bandwidths.sort_by(f64::total_cmp);
         latencies.sort_by(f64::total_cmp);
-        let limits = Self { bandwidth: bandwidths[bandwidths.len() / 2], fsync_seconds: latencies[latencies.len() / 2] };
+        let limits =
+            Self { bandwidth: bandwidths[bandwidths.len() / 2], fsync_seconds: latencies[latencies.len() / 2] };
         bench.rows.push(Row {
             suite: "limits",
             case: "sequential write + fdatasync".into(),

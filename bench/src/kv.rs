@@ -177,12 +177,13 @@ type Pass = fn(&Workload, &Path) -> io::Result<[f64; 4]>;
 pub fn kv(bench: &mut Bench, limits: &Limits) -> io::Result<()> {
     let count = usize::try_from(bench.n(1_000_000)).expect("fits");
     let workload = Workload::new(count);
-    let engines: [(&'static str, Pass); 4] = [
+    let mut engines: Vec<(&'static str, Pass)> = vec![
         ("ballast logstor", pass::<Ballast>),
         ("fjall 3", pass::<Fjall>),
         ("redb 4", pass::<Redb>),
         ("sled 0.34", pass::<Sled>),
     ];
+    engines.retain(|(name, _)| bench.selected(name));
     // In turns, A B C D A B C D ..., each pass on a fresh directory.
     let mut samples = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; engines.len()];
     for _ in 0..bench.runs {

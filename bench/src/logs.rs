@@ -58,7 +58,8 @@ fn record(index: u64, size: usize) -> Vec<u8> {
 
 fn ballast_wal(shape: Shape) -> Run<'static> {
     Box::new(move |directory: &Path| {
-        let records: Vec<Vec<u8>> = (0..shape.per_sync.min(shape.count)).map(|index| record(index, shape.size)).collect();
+        let records: Vec<Vec<u8>> =
+            (0..shape.per_sync.min(shape.count)).map(|index| record(index, shape.size)).collect();
         let started = Instant::now();
         let mut wal = Wal::open(Arc::new(OsVfs::new()), directory, WalOptions::default()).map_err(other)?;
         for index in 0..shape.count {
@@ -74,7 +75,8 @@ fn ballast_wal(shape: Shape) -> Run<'static> {
 
 fn okaywal_write(shape: Shape) -> Run<'static> {
     Box::new(move |directory: &Path| {
-        let records: Vec<Vec<u8>> = (0..shape.per_sync.min(shape.count)).map(|index| record(index, shape.size)).collect();
+        let records: Vec<Vec<u8>> =
+            (0..shape.per_sync.min(shape.count)).map(|index| record(index, shape.size)).collect();
         let started = Instant::now();
         let log = WriteAheadLog::recover(directory, ReadAll::default())?;
         let mut index = 0;
@@ -169,7 +171,11 @@ fn stdb_commitlog<const N: usize>(count: u64, per_sync: u64) -> Run<'static> {
         let payload: Box<[u8; N]> = record(7, N).into_boxed_slice().try_into().expect("N bytes");
         let started = Instant::now();
         let options = spacetimedb_commitlog::Options::default();
-        let log = spacetimedb_commitlog::Commitlog::<[u8; N]>::open(CommitLogDir::from_path_unchecked(directory), options, None)?;
+        let log = spacetimedb_commitlog::Commitlog::<[u8; N]>::open(
+            CommitLogDir::from_path_unchecked(directory),
+            options,
+            None,
+        )?;
         for offset in 0..count {
             log.commit([(offset, *payload)])?;
             if (offset + 1) % per_sync == 0 {
@@ -184,9 +190,23 @@ fn stdb_commitlog<const N: usize>(count: u64, per_sync: u64) -> Run<'static> {
 pub fn commitlog(bench: &mut Bench, limits: &Limits) -> io::Result<()> {
     let (a, b, c) = (bench.n(1_000_000), bench.n(10_000), bench.n(1024));
     let cases: Vec<(&str, u64, u64, u64, Run<'static>, Run<'static>)> = vec![
-        ("(a) 1M x 100 B, sync every 1000", a, 100, 1000, ballast_commitlog::<100>(a, 1000), stdb_commitlog::<100>(a, 1000)),
+        (
+            "(a) 1M x 100 B, sync every 1000",
+            a,
+            100,
+            1000,
+            ballast_commitlog::<100>(a, 1000),
+            stdb_commitlog::<100>(a, 1000),
+        ),
         ("(b) 10k x 100 B, sync each", b, 100, 1, ballast_commitlog::<100>(b, 1), stdb_commitlog::<100>(b, 1)),
-        ("(c) 1024 x 64 KiB, sync every 16", c, 65536, 16, ballast_commitlog::<65536>(c, 16), stdb_commitlog::<65536>(c, 16)),
+        (
+            "(c) 1024 x 64 KiB, sync every 16",
+            c,
+            65536,
+            16,
+            ballast_commitlog::<65536>(c, 16),
+            stdb_commitlog::<65536>(c, 16),
+        ),
     ];
     for (name, count, size, per_sync, ours, theirs) in cases {
         let limit_seconds = limits.time(count * size, count / per_sync);
@@ -222,7 +242,11 @@ pub fn commitlog(bench: &mut Bench, limits: &Limits) -> io::Result<()> {
         let theirs: Run<'_> = Box::new(move |directory: &Path| {
             stdb_commitlog::<100>(a, 1000)(directory)?;
             let options = spacetimedb_commitlog::Options::default();
-            let log = spacetimedb_commitlog::Commitlog::<[u8; 100]>::open(CommitLogDir::from_path_unchecked(directory), options, None)?;
+            let log = spacetimedb_commitlog::Commitlog::<[u8; 100]>::open(
+                CommitLogDir::from_path_unchecked(directory),
+                options,
+                None,
+            )?;
             let started = Instant::now();
             let mut count = 0u64;
             for item in log.transactions_from(from, &ArrayDecoder::<100>) {

@@ -30,6 +30,10 @@ struct Cli {
     /// Scale every workload down by this factor, for a quick look (1 = the full shapes).
     #[arg(long, default_value_t = 1)]
     scale_down: u64,
+    /// Run only these peers (substrings of their names, comma separated), for a quick look;
+    /// ballast always runs. The results in bench/README.md run every engine.
+    #[arg(long, value_delimiter = ',')]
+    engines: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -45,7 +49,7 @@ fn main() -> std::io::Result<()> {
     let cli = Cli::parse();
     let base = cli.dir.clone().unwrap_or_else(|| PathBuf::from("bench-data"));
     std::fs::create_dir_all(&base)?;
-    let mut bench = Bench::new(base, cli.runs.max(5), cli.scale_down.max(1), cli.json);
+    let mut bench = Bench::new(base, cli.runs.max(5), cli.scale_down.max(1), cli.json, cli.engines.clone());
     let limits = Limits::measure(&mut bench)?;
     if matches!(cli.suite, Suite::Wal | Suite::All) {
         logs::wal(&mut bench, &limits)?;

@@ -36,8 +36,9 @@
 
 mod background;
 pub mod format;
+mod key;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{btree_map, BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,7 @@ use std::sync::Arc;
 
 pub use background::Maintenance;
 use format::{BufferKind, Geometry, Record, BLOCK_SIZE, BUFFER_HEADER_SIZE};
+use key::IndexKey;
 
 use crate::error::{CorruptionReason, Error, Result};
 use crate::repair::{self, Segments};
@@ -200,7 +202,7 @@ pub struct Logstor {
     files: Vec<Box<dyn VfsFile>>,
     segments: Vec<Segment>,
     free: BTreeSet<u64>,
-    index: BTreeMap<Vec<u8>, Entry>,
+    index: BTreeMap<IndexKey, Entry>,
     keys_count: u64,
     writers: BTreeMap<SegmentKind, Writer>,
     next_sequence: u64,
@@ -452,7 +454,7 @@ impl Segments for LogstorSegments {
 struct Loaded {
     files: Vec<Box<dyn VfsFile>>,
     segments: Vec<Segment>,
-    index: BTreeMap<Vec<u8>, Entry>,
+    index: BTreeMap<IndexKey, Entry>,
     next_sequence: u64,
 }
 
@@ -532,7 +534,7 @@ fn load(
     }
     let segments_total = files.len() as u64 * geometry.segments_per_file;
     let mut segments = Vec::new();
-    let mut index: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+    let mut index: BTreeMap<IndexKey, Entry> = BTreeMap::new();
     let mut next_sequence = 1;
     let mut bytes = vec![0u8; usize::try_from(geometry.segment_size).expect("fits")];
     for segment in 0..segments_total {
@@ -610,14 +612,18 @@ fn load(
                 group: record.group,
                 stale_copies: 0,
             };
-            match index.get_mut(record.key) {
-                None => {
-                    index.insert(record.key.to_vec(), entry);
+            match index.entry(IndexKey::new(record.key)) {
+                btree_map::Entry::Vacant(vacant) => {
+                    vacant.insert(entry);
                 }
-                Some(existing) if existing.sequence < record.sequence => {
-                    *existing = Entry { stale_copies: existing.stale_copies + 1, ..entry };
+                btree_map::Entry::Occupied(mut occupied) => {
+                    let existing = occupied.get_mut();
+                    if existing.sequence < record.sequence {
+                        *existing = Entry { stale_copies: existing.stale_copies + 1, ..entry };
+                    } else {
+                        existing.stale_copies += 1;
+                    }
                 }
-                Some(existing) => existing.stale_copies += 1,
             }
         }
         segments.push(Segment { state: SegmentState::Sealed(kind), generation, written: end, live_bytes: 0 });
@@ -794,15 +800,26 @@ impl Logstor {
 
     /// Points the index at a newer record of `key`; the older one becomes a stale copy.
     fn point(&mut self, key: &[u8], mut entry: Entry) {
-        if let Some(old) = self.index.get(key).copied() {
-            assert!(old.sequence < entry.sequence, "records only supersede older ones");
+        // One search of the tree, and no allocation for an inline key.
+        let old = match self.index.entry(IndexKey::new(key)) {
+            btree_map::Entry::Vacant(vacant) => {
+                vacant.insert(entry);
+                None
+            }
+            btree_map::Entry::Occupied(mut occupied) => {
+                let old = *occupied.get();
+                assert!(old.sequence < entry.sequence, "records only supersede older ones");
+                entry.stale_copies = old.stale_copies + 1;
+                occupied.insert(entry);
+                Some(old)
+            }
+        };
+        if let Some(old) = old {
             self.segment_mut(old.segment).live_bytes -= u64::from(old.length);
-            entry.stale_copies = old.stale_copies + 1;
             self.keys_count -= u64::from(!old.tombstone);
         }
         self.segment_mut(entry.segment).live_bytes += u64::from(entry.length);
         self.keys_count += u64::from(!entry.tombstone);
-        self.index.insert(key.to_vec(), entry);
     }
 
     fn segment_mut(&mut self, segment: u64) -> &mut Segment {
@@ -965,9 +982,15 @@ impl Logstor {
         if entry.tombstone {
             return Ok(None);
         }
-        let bytes = self.read_record(entry)?;
+        let mut bytes = self.read_record(entry)?;
         let record = self.verify_record(&bytes, entry, key)?;
-        Ok(record.value.map(<[u8]>::to_vec))
+        let Some(value) = record.value else { return Ok(None) };
+        // The value follows the header and the key: move it to the front of the buffer it was
+        // read into rather than copying it into a second allocation.
+        let (start, length) = (format::RECORD_HEADER_SIZE + key.len(), value.len());
+        bytes.copy_within(start..start + length, 0);
+        bytes.truncate(length);
+        Ok(Some(bytes))
     }
 
     fn read_record(&self, entry: &Entry) -> Result<Vec<u8>> {
@@ -1025,8 +1048,8 @@ impl Logstor {
     pub fn scan(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_ {
         self.index.iter().filter(|(_, entry)| !entry.tombstone).map(move |(key, entry)| {
             let bytes = self.read_record(entry)?;
-            let record = self.verify_record(&bytes, entry, key)?;
-            Ok((key.clone(), record.value.expect("not a tombstone").to_vec()))
+            let record = self.verify_record(&bytes, entry, key.as_slice())?;
+            Ok((key.as_slice().to_vec(), record.value.expect("not a tombstone").to_vec()))
         })
     }
 
@@ -1202,7 +1225,7 @@ impl Logstor {
                 Entry { segment: new_segment, offset: new_offset, stale_copies: entry.stale_copies + 1, ..entry };
             self.segment_mut(entry.segment).live_bytes -= u64::from(entry.length);
             self.segment_mut(new_segment).live_bytes += u64::from(entry.length);
-            self.index.insert(record.key.to_vec(), moved);
+            self.index.insert(IndexKey::new(record.key), moved);
         }
         // Everything written so far becomes durable before any source is freed: the copies
         // made here, and also the newer records that superseded the stale ones about to go.
@@ -1215,9 +1238,9 @@ impl Logstor {
         self.sync_dirty()?;
         let dropped_locations: BTreeSet<(u64, u64)> = dropped.iter().map(|(_, location)| *location).collect();
         for (key, (old_segment, old_offset)) in dropped {
-            let entry = self.index.get(&key).copied().expect("a dropped key is indexed");
+            let entry = self.index.get(key.as_slice()).copied().expect("a dropped key is indexed");
             assert_eq!((entry.segment, entry.offset), (old_segment, old_offset), "nothing moved a dropped tombstone");
-            self.index.remove(&key);
+            self.index.remove(key.as_slice());
             self.segment_mut(old_segment).live_bytes -= u64::from(entry.length);
             report.tombstones_dropped += 1;
         }
@@ -1280,7 +1303,7 @@ impl Logstor {
             .index
             .iter()
             .filter(|(_, entry)| entry.group == group && !entry.tombstone)
-            .map(|(key, _)| key.clone())
+            .map(|(key, _)| key.as_slice().to_vec())
             .collect();
         for key in &keys {
             self.write(group, key, None)?;

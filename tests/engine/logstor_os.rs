@@ -81,6 +81,46 @@ fn compaction_keeps_every_live_value_and_frees_space() {
     assert_eq!(contents(&open(directory.path())), model);
 }
 
+/// The index keeps keys of up to 22 bytes inline and longer ones on the heap. Keys on both
+/// sides of that boundary, some sharing long prefixes, must read, scan in byte order, compact
+/// and reopen exactly like any others.
+#[test]
+fn short_and_long_keys_mix_in_one_index() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut store = open(directory.path());
+    let mut model = BTreeMap::new();
+    let keys: Vec<Vec<u8>> = (0..60u64)
+        .map(|index| {
+            let length = (index % 30) as usize;
+            let mut key = vec![b'p'; length];
+            key.extend_from_slice(&index.to_be_bytes()[6..]);
+            key
+        })
+        .chain([Vec::new(), vec![0u8; 22], vec![0u8; 23], vec![255u8; 200]])
+        .collect();
+    for version in 0..4 {
+        for (index, key) in keys.iter().enumerate() {
+            let value = value(index as u64, version);
+            store.put(key, &value).unwrap();
+            model.insert(key.clone(), value);
+        }
+    }
+    for key in keys.iter().step_by(5) {
+        store.delete(key).unwrap();
+        model.remove(key);
+    }
+    assert_eq!(contents(&store), model, "scan order is byte order across inline and heap keys");
+    store.sync().unwrap();
+    store.maintain_to_quiescence().unwrap();
+    assert_eq!(contents(&store), model);
+    drop(store);
+    let store = open(directory.path());
+    assert_eq!(contents(&store), model);
+    for key in &keys {
+        assert_eq!(store.get(key).unwrap(), model.get(key).cloned(), "key {key:?}");
+    }
+}
+
 #[test]
 fn a_deleted_key_never_comes_back_through_compaction_and_reopen() {
     let directory = tempfile::tempdir().unwrap();
