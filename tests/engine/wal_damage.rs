@@ -168,14 +168,47 @@ fn garbage_after_the_last_record_is_a_torn_tail() {
 }
 
 #[test]
-fn zeros_after_the_last_record_are_a_torn_tail() {
-    // What a crash leaves when the file's size reached the disk before its data.
+fn zeros_after_the_last_record_are_preallocated_space() {
+    // The active segment is preallocated with zeros, and a crash can leave zeros too (the size
+    // reached the disk before the data). Neither is a torn tail: the zeros stay, appending
+    // overwrites them, and nothing of them is ever read as a record.
     let directory = tempfile::tempdir().unwrap();
     let positions = write_log(directory.path(), 12);
     let last = *positions.last().unwrap();
-    edit(&segment_path(directory.path(), last.segment), |bytes| bytes.extend_from_slice(&[0; 700]));
+    let path = segment_path(directory.path(), last.segment);
+    let closed_length = fs::metadata(&path).unwrap().len();
+    edit(&path, |bytes| bytes.extend_from_slice(&[0; 700]));
+    let mut wal = open(directory.path(), RecoveryMode::Strict).unwrap();
+    assert_eq!(wal.recovery_report().torn_tail, None);
+    assert_eq!(read_all(&wal).len(), 12);
+    let next = wal.append(b"after the zeros").unwrap();
+    assert_eq!(next.offset, closed_length, "appending continues right after the last record");
+    let end = wal.end();
+    wal.close().unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), end.offset, "close cuts the preallocation");
     let wal = open(directory.path(), RecoveryMode::Strict).unwrap();
-    assert_eq!(wal.recovery_report().torn_tail.as_ref().unwrap().bytes_dropped, 700);
+    let records = read_all(&wal);
+    assert_eq!(records.len(), 13);
+    assert_eq!(records.last().unwrap().1, b"after the zeros");
+}
+
+#[test]
+fn garbage_beyond_preallocated_zeros_is_a_torn_tail() {
+    // A torn write can land past zeros: the whole region after the data is cut, so the stale
+    // bytes can never follow records appended later.
+    let directory = tempfile::tempdir().unwrap();
+    let positions = write_log(directory.path(), 12);
+    let last = *positions.last().unwrap();
+    let path = segment_path(directory.path(), last.segment);
+    let closed_length = fs::metadata(&path).unwrap().len();
+    edit(&path, |bytes| {
+        bytes.extend_from_slice(&[0; 70_000]);
+        bytes.extend_from_slice(&[0x5a; 10]);
+    });
+    let wal = open(directory.path(), RecoveryMode::Strict).unwrap();
+    let torn = wal.recovery_report().torn_tail.clone().expect("a torn tail is reported");
+    assert_eq!((torn.offset, torn.bytes_dropped), (closed_length, 70_010));
+    assert_eq!(fs::metadata(&path).unwrap().len(), closed_length);
     assert_eq!(read_all(&wal).len(), 12);
 }
 

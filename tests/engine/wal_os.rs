@@ -99,7 +99,7 @@ fn a_record_larger_than_a_segment_is_refused_and_nothing_is_written() {
 fn invalid_geometry_is_an_invalid_argument() {
     let directory = tempfile::tempdir().unwrap();
     for (segment_size, page_size) in [(1024, 100), (1000, 256), (256, 256), (1 << 20, 1 << 17)] {
-        let options = WalOptions { segment_size, page_size, recovery_mode: RecoveryMode::Strict };
+        let options = WalOptions { segment_size, page_size, ..WalOptions::default() };
         assert!(
             matches!(Wal::open(os(), directory.path(), options), Err(Error::InvalidArgument { .. })),
             "segment_size {segment_size} page_size {page_size}"
@@ -131,4 +131,34 @@ fn buffered_appends_are_read_back_through_the_handle_and_flush_hands_them_to_the
     drop(wal);
     let wal = open(directory.path(), RecoveryMode::Strict).unwrap();
     assert_eq!(read_all(&wal).len(), 1);
+}
+
+/// The active segment is extended in 4 MiB steps ahead of its records (so most syncs do not
+/// change the file's length); a sealed segment keeps its zeros, and closing cuts the active one
+/// to its last record.
+#[test]
+fn the_active_segment_is_preallocated_and_cut_when_closed() {
+    let directory = tempfile::tempdir().unwrap();
+    let options = WalOptions { segment_size: 16 << 20, page_size: 4096, ..WalOptions::default() };
+    let length = |segment: u64| std::fs::metadata(directory.path().join(format!("{segment:08}"))).unwrap().len();
+    let mut wal = Wal::open(os(), directory.path(), options.clone()).unwrap();
+    wal.append(&[7u8; 100]).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(length(0), 4 << 20, "the first write preallocates one step");
+    for _ in 0..50 {
+        wal.append(&[8u8; 100_000]).unwrap();
+    }
+    wal.sync().unwrap();
+    assert_eq!(length(0), 8 << 20, "writing past the step extends by another");
+    let end_of_zero = wal.end().offset;
+    wal.rotate().unwrap();
+    assert!(end_of_zero < 8 << 20);
+    assert_eq!(length(0), 8 << 20, "a sealed segment keeps its preallocated zeros");
+    wal.append(b"in segment one").unwrap();
+    let end = wal.end();
+    wal.close().unwrap();
+    assert_eq!(length(1), end.offset, "close leaves only what was written");
+    let wal = Wal::open(os(), directory.path(), options).unwrap();
+    assert_eq!(wal.recovery_report().torn_tail, None);
+    assert_eq!(wal.records().count(), 52);
 }

@@ -63,20 +63,23 @@ fn segments_on_disk(context: &Context) -> Vec<u64> {
 pub fn run(context: &mut Context) -> Result<String, (String, Failure)> {
     let page_size = [128u32, 256, 512, 1024, 4096][context.rng.gen_range(0..5)];
     let segment_size = u64::from(page_size) * context.rng.gen_range(2..=12);
-    let geometry = Geometry {
-        options: WalOptions { segment_size, page_size, recovery_mode: RecoveryMode::Strict },
+    let mut geometry = Geometry {
+        options: WalOptions { segment_size, page_size, recovery_mode: RecoveryMode::Strict, preallocate: 0 },
         batch_max: context.rng.gen_range(1..=8),
         large_record_percent: context.rng.gen_range(0..=20),
     };
     let mut faults = draw_faults(&mut context.rng, segment_size);
+    // Preallocation off (the file grows with every write), a page at a time, or the whole
+    // segment at its first write: each changes which writes grow the file.
+    geometry.options.preallocate = [0, u64::from(page_size), segment_size][context.rng.gen_range(0..3)];
     if context.canary == Some(Canary::LyingFsync) {
         faults.lying_fsync = true;
         faults.lost_unsynced = true;
         faults.spurious_durability = 0.0;
     }
     let swarm = format!(
-        "target=wal seed={} ops={} page_size={page_size} segment_size={segment_size} batch_max={} large_records={}% faults: {faults}",
-        context.seed, context.ops_budget, geometry.batch_max, geometry.large_record_percent
+        "target=wal seed={} ops={} page_size={page_size} segment_size={segment_size} preallocate={} batch_max={} large_records={}% faults: {faults}",
+        context.seed, context.ops_budget, geometry.options.preallocate, geometry.batch_max, geometry.large_record_percent
     );
     context.trace(format_args!("swarm {swarm}"));
     context.vfs.set_config(faults);

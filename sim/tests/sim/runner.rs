@@ -75,8 +75,10 @@ fn the_lying_fsync_canary_is_caught() {
     // synced data, or it cannot see what it claims to see.
     let options = RunOptions { canary: Some(Canary::LyingFsync), ..RunOptions::default() };
     for target in Target::ALL {
-        let failures: Vec<String> = (0..20).filter_map(|seed| run_seed(target, seed, &options).failure).collect();
-        assert!(failures.len() >= 15, "{target}: only {} of 20 canary seeds failed", failures.len());
+        // Under a lying fsync, a segment whose header never reached the disk is also reported,
+        // as corruption where nothing was damaged; "lost synced data" must still appear.
+        let failures: Vec<String> = (0..100).filter_map(|seed| run_seed(target, seed, &options).failure).collect();
+        assert!(failures.len() >= 75, "{target}: only {} of 100 canary seeds failed", failures.len());
         assert!(failures.iter().any(|failure| failure.contains("lost synced data")), "{target}: {failures:?}");
     }
 }
