@@ -41,6 +41,7 @@ mod key;
 use std::collections::{btree_map, BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -244,7 +245,8 @@ enum SegmentScan {
         generation: u64,
         end: u64,
         sealed_at: Option<u64>,
-        records: Vec<(u64, Vec<u8>)>,
+        /// Where each record lies in the segment (also its offset), in a buffer that verified.
+        records: Vec<Range<usize>>,
     },
     Damaged {
         offset: u64,
@@ -378,8 +380,8 @@ fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
         }
         let mut record_at = BUFFER_HEADER_SIZE;
         for _ in 0..header.records_count {
-            let record = format::decode_record(&whole[record_at..]).expect("verified with the buffer");
-            records.push((offset + record_at as u64, whole[record_at..record_at + record.size()].to_vec()));
+            let record = format::decode_verified_record(&whole[record_at..]).expect("verified with the buffer");
+            records.push(at + record_at..at + record_at + record.size());
             record_at += record.size();
         }
         offset += header.length();
@@ -599,13 +601,14 @@ fn load(
             file.sync_data().map_err(io_error(&path, "sync_data"))?;
             report.torn_segments_sealed += 1;
         }
-        for (offset, record_bytes) in &records {
-            let record = format::decode_record(record_bytes).expect("verified by the scan");
+        for range in &records {
+            let offset = range.start as u64;
+            let record = format::decode_verified_record(&bytes[range.clone()]).expect("verified by the scan");
             next_sequence = next_sequence.max(record.sequence + 1);
             report.records_count += 1;
             let entry = Entry {
                 segment,
-                offset: *offset,
+                offset,
                 length: u32::try_from(record.size()).expect("fits a segment"),
                 sequence: record.sequence,
                 tombstone: record.value.is_none(),
@@ -1090,10 +1093,11 @@ impl Logstor {
         let mut violations = Vec::new();
         match scan_segment(&bytes, segment) {
             SegmentScan::Used { sealed_at: Some(_), records, .. } => {
-                for (offset, record_bytes) in &records {
-                    let record = format::decode_record(record_bytes).expect("verified by the scan");
+                for range in &records {
+                    let offset = range.start as u64;
+                    let record = format::decode_verified_record(&bytes[range.clone()]).expect("verified by the scan");
                     match self.index.get(record.key) {
-                        Some(entry) if entry.segment == segment && entry.offset == *offset => {
+                        Some(entry) if entry.segment == segment && entry.offset == offset => {
                             if entry.sequence != record.sequence {
                                 violations.push(format!("segment {segment} offset {offset}: index sequence differs"));
                             }
@@ -1185,8 +1189,8 @@ impl Logstor {
             vfs::read_exact_retrying(self.files[file_index].as_ref(), &path, &mut bytes, base)?;
             match scan_segment(&bytes, segment) {
                 SegmentScan::Used { sealed_at: Some(_), records, .. } => {
-                    for (offset, record_bytes) in records {
-                        found.push((segment, offset, record_bytes));
+                    for range in records {
+                        found.push((segment, range.start as u64, bytes[range].to_vec()));
                     }
                 }
                 SegmentScan::Damaged { offset, reason, .. } => {
