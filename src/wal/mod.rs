@@ -16,7 +16,8 @@
 //!
 //! Opening verifies every segment. Damage in the last segment is a torn tail: it is what a crash
 //! leaves of writes that were not synced, so it is truncated silently at the last whole record
-//! and appending continues there. Damage in any earlier segment is corruption of synced data:
+//! and appending continues there. Zeros after the last record are not damage: the active
+//! segment is preallocated with them ([`WalOptions::preallocate`]). Damage in any earlier segment is corruption of synced data:
 //! [`RecoveryMode::Strict`] fails the open with the segment and offset, and
 //! [`RecoveryMode::Repair`] truncates there, removes every later segment, and reports what it
 //! dropped. A repair first writes its plan durably (the `REPAIR` file), so an open interrupted
