@@ -17,7 +17,8 @@
 //! Opening verifies every segment. Damage in the last segment is a torn tail: it is what a crash
 //! leaves of writes that were not synced, so it is truncated silently at the last whole record
 //! and appending continues there. Zeros after the last record are not damage: the active
-//! segment is preallocated with them ([`WalOptions::preallocate`]). Damage in any earlier segment is corruption of synced data:
+//! segment is preallocated with them ([`WalOptions::preallocate`]). Damage in any earlier
+//! segment is corruption of synced data:
 //! [`RecoveryMode::Strict`] fails the open with the segment and offset, and
 //! [`RecoveryMode::Repair`] truncates there, removes every later segment, and reports what it
 //! dropped. A repair first writes its plan durably (the `REPAIR` file), so an open interrupted
@@ -65,8 +66,9 @@ pub struct WalOptions {
     pub recovery_mode: RecoveryMode,
     /// How far ahead of its records the active segment's file is extended with zeros, in bytes.
     /// Syncs that do not change a file's length write no metadata, so most syncs are cheaper
-    /// (see [`PREALLOCATE_DEFAULT`]). Zero extends the file with every write. Sealing and
-    /// closing cut the zeros off again. Defaults to 4 MiB.
+    /// (see [`PREALLOCATE_DEFAULT`]). Zero extends the file with every write. Closing cuts the
+    /// zeros off; a sealed segment keeps them, so that a record written into them by mistake is
+    /// found as corruption. Defaults to 4 MiB.
     pub preallocate: u64,
 }
 
