@@ -212,6 +212,13 @@ impl Limits {
             samples.sort();
             latencies.push(samples[samples.len() / 2].as_secs_f64());
         }
+        // The WAL (a) shape's I/O alone, into new blocks and over blocks written before.
+        let (mut fresh, mut overwrite) = (Vec::new(), Vec::new());
+        for _ in 0..bench.runs {
+            let directory = tempfile::tempdir_in(&bench.base)?;
+            fresh.push(wal_shape_io(&directory.path().join("fresh"), bench.n(1000), false)? * 1e3);
+            overwrite.push(wal_shape_io(&directory.path().join("overwrite"), bench.n(1000), true)? * 1e3);
+        }
         bandwidths.sort_by(f64::total_cmp);
         latencies.sort_by(f64::total_cmp);
         let limits =
@@ -234,6 +241,17 @@ impl Limits {
             higher_is_better: false,
             limit: None,
         });
+        for (samples, blocks) in [(fresh, "new blocks"), (overwrite, "blocks written before (a recycled file)")] {
+            bench.rows.push(Row {
+                suite: "limits",
+                case: format!("1000 x (108 KB write + fdatasync) into {blocks}"),
+                engine: "disk",
+                unit: "ms",
+                samples,
+                higher_is_better: false,
+                limit: None,
+            });
+        }
         Ok(limits)
     }
 
@@ -241,6 +259,33 @@ impl Limits {
     pub fn time(&self, bytes: u64, syncs: u64) -> f64 {
         bytes as f64 / self.bandwidth + syncs as f64 * self.fsync_seconds
     }
+}
+
+/// Seconds for `syncs` rounds of a 108 KB write (a thousand 100-byte records and their headers)
+/// and `fdatasync`, the I/O of the WAL's shape (a). Into a sparse file (what a fresh log writes),
+/// or, with `overwrite`, over blocks written and synced before, as in a recycled file: `fdatasync`
+/// then has no block allocation to commit to the filesystem journal.
+fn wal_shape_io(path: &Path, syncs: u64, overwrite: bool) -> std::io::Result<f64> {
+    const ROUND: u64 = 108_000;
+    let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(path)?;
+    if overwrite {
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < syncs * ROUND {
+            file.write_all_at(&zeros, at)?;
+            at += zeros.len() as u64;
+        }
+        file.sync_data()?;
+    } else {
+        file.set_len(syncs * ROUND)?;
+    }
+    let round = vec![0x6bu8; ROUND as usize];
+    let started = Instant::now();
+    for index in 0..syncs {
+        file.write_all_at(&round, index * ROUND)?;
+        file.sync_data()?;
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Size of a directory tree in bytes.
