@@ -246,6 +246,18 @@ impl Context {
     /// An open failed with an I/O error and will be retried. If the disk was full, does what an
     /// operator does: frees `grow_by` bytes. Recovery may need a little (a repair writes its
     /// plan first).
+    /// A disk failing so many syncs that open keeps failing (a logstor open syncs every data
+    /// file and seals what was torn: 20 syncs and more) calms down: the I/O error rates halve.
+    /// Without it, logstor seed 3040 failed 12 opens in a row at 4.5 % per sync.
+    pub fn ease_io_errors(&mut self) {
+        let mut config = self.vfs.config();
+        config.fsync_failure /= 2.0;
+        config.write_error /= 2.0;
+        config.read_error /= 2.0;
+        self.vfs.set_config(config);
+        self.note("io_errors_eased");
+    }
+
     pub fn open_failed(&mut self, error: &ballast::Error, grow_by: u64) {
         self.trace(format_args!("open failed: {error}"));
         if error.io_kind() == Some(std::io::ErrorKind::StorageFull) {

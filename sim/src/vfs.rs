@@ -78,7 +78,7 @@ struct Directory {
     pending: Vec<DirOp>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct DamageEntry {
     inode: u64,
     offset: u64,
@@ -390,18 +390,31 @@ impl State {
     }
 
     /// A pending operation of inode `id` reached the durable image: damage it replaced is gone.
+    ///
+    /// Only the bytes the operation replaced are healed: a write over part of a damaged range
+    /// leaves the rest damaged. (It used to drop the whole range once a write covered its first
+    /// byte, so a misdirected write straddling two segments looked healed while the second
+    /// segment's first buffer was still broken: logstor seed 7838.)
     fn prune_damage(&mut self, id: u64, op: &Pending) {
-        self.damage.retain(|entry| {
-            if entry.inode != id {
-                return true;
+        let (healed, op_id) = match op {
+            Pending::Write { offset, data, id } => (*offset..offset + data.len() as u64, *id),
+            Pending::SetLen { length, id } => (*length..u64::MAX, *id),
+        };
+        let mut kept = Vec::with_capacity(self.damage.len());
+        for entry in self.damage.drain(..) {
+            let end = entry.offset + entry.length;
+            if entry.inode != id || op_id <= entry.sequence || end <= healed.start || healed.end <= entry.offset {
+                kept.push(entry);
+                continue;
             }
-            match op {
-                Pending::Write { offset, data, id } => {
-                    *id <= entry.sequence || entry.offset < *offset || entry.offset >= offset + data.len() as u64
-                }
-                Pending::SetLen { length, id } => *id <= entry.sequence || entry.offset < *length,
+            if entry.offset < healed.start {
+                kept.push(DamageEntry { length: healed.start - entry.offset, ..entry.clone() });
             }
-        });
+            if healed.end < end {
+                kept.push(DamageEntry { offset: healed.end, length: end - healed.end, ..entry });
+            }
+        }
+        self.damage = kept;
     }
 
     /// Power loss: keep what the fault configuration lets survive, forget the rest.

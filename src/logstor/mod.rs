@@ -35,6 +35,7 @@
 //! and [`RecoveryMode::Repair`] cuts away through a durable repair plan.
 
 mod background;
+mod cache;
 pub mod format;
 mod key;
 
@@ -43,9 +44,10 @@ use std::fmt;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use background::Maintenance;
+use cache::BlockCache;
 use format::{BufferKind, Geometry, Record, BLOCK_SIZE, BUFFER_HEADER_SIZE};
 use key::IndexKey;
 
@@ -79,6 +81,10 @@ pub struct LogstorOptions {
     pub compaction_batch_max: usize,
     /// Defaults to [`RecoveryMode::Strict`].
     pub recovery_mode: RecoveryMode,
+    /// Bytes of 4 KiB data blocks kept in memory for gets and scans (0 turns the cache off).
+    /// Defaults to 64 MiB. Reads of blocks not cached, and of records that cross a block
+    /// boundary, go to the file.
+    pub read_cache_size: usize,
 }
 
 impl Default for LogstorOptions {
@@ -91,6 +97,7 @@ impl Default for LogstorOptions {
             groups_count: 16,
             compaction_batch_max: 4,
             recovery_mode: RecoveryMode::Strict,
+            read_cache_size: 64 << 20,
         }
     }
 }
@@ -217,6 +224,8 @@ pub struct Logstor {
     sealed_since_check: Vec<u64>,
     health: repair::Health,
     report: RecoveryReport,
+    /// Behind a lock so that gets keep taking `&self`; the store itself spawns no threads.
+    cache: Mutex<BlockCache>,
 }
 
 impl fmt::Debug for Logstor {
@@ -725,6 +734,7 @@ impl Logstor {
         report.segments_used =
             loaded.segments.iter().filter(|segment| segment.state != SegmentState::Free).count() as u64;
         tracing::info!(directory = %directory.display(), ?report, "logstor opened");
+        let cache = Mutex::new(BlockCache::new(options.read_cache_size, geometry.segment_size));
         Ok(Self {
             vfs,
             directory,
@@ -742,6 +752,7 @@ impl Logstor {
             sealed_since_check: Vec::new(),
             health: repair::Health::new(report.repair.is_some()),
             report,
+            cache,
         })
     }
 
@@ -1034,9 +1045,31 @@ impl Logstor {
         }
         let (file_index, base) = place(self.geometry, entry.segment);
         let file_index = usize::try_from(file_index).expect("fits");
-        let mut bytes = vec![0u8; length];
         let path = || self.directory.join(format::data_file_name(file_index as u64));
-        vfs::read_exact_retrying_named(self.files[file_index].as_ref(), path, &mut bytes, base + entry.offset)?;
+        let file = self.files[file_index].as_ref();
+        // A record inside one block below the written end: through the cache.
+        let block = entry.offset / BLOCK_SIZE;
+        let block_end = (block + 1) * BLOCK_SIZE;
+        let segment = &self.segments[usize::try_from(entry.segment).expect("fits")];
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.is_enabled() && entry.offset + length as u64 <= block_end && block_end <= segment.written {
+            let start = usize::try_from(entry.offset - block * BLOCK_SIZE).expect("within a block");
+            let block = u32::try_from(block).expect("a segment's blocks fit a u32");
+            if let Some(bytes) = cache.get(entry.segment, segment.generation, block) {
+                return Ok(bytes[start..start + length].to_vec());
+            }
+            let mut bytes = vec![0u8; cache::BLOCK];
+            // A block that fails to read is not the record: that may still read, below.
+            if vfs::read_exact_retrying_named(file, path, &mut bytes, base + block_end - BLOCK_SIZE).is_ok() {
+                cache.insert(entry.segment, segment.generation, block, &bytes);
+                bytes.copy_within(start..start + length, 0);
+                bytes.truncate(length);
+                return Ok(bytes);
+            }
+        }
+        drop(cache);
+        let mut bytes = vec![0u8; length];
+        vfs::read_exact_retrying_named(file, path, &mut bytes, base + entry.offset)?;
         Ok(bytes)
     }
 

@@ -81,6 +81,27 @@ fn compaction_keeps_every_live_value_and_frees_space() {
     assert_eq!(contents(&open(directory.path())), model);
 }
 
+/// Gets go through a cache of 4 KiB blocks. Compaction frees segments and new writes reuse
+/// them, so a block cached before must never be served for the segment's next use.
+#[test]
+fn cached_blocks_of_a_freed_and_reused_segment_are_never_served() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut store = open(directory.path());
+    let mut model = BTreeMap::new();
+    for version in 0..8 {
+        for index in 0..120 {
+            store.put(&key(index), &value(index, version)).unwrap();
+            model.insert(key(index), value(index, version));
+        }
+        store.sync().unwrap();
+        store.maintain_to_quiescence().unwrap();
+        for (key, value) in &model {
+            assert_eq!(store.get(key).unwrap().as_ref(), Some(value), "version {version}");
+        }
+    }
+    assert_eq!(contents(&store), model);
+}
+
 /// The index keeps keys of up to 22 bytes inline and longer ones on the heap. Keys on both
 /// sides of that boundary, some sharing long prefixes, must read, scan in byte order, compact
 /// and reopen exactly like any others.

@@ -67,7 +67,7 @@ impl Model {
 
 pub fn run(context: &mut Context) -> Result<String, (String, Failure)> {
     let segment_size = 4096 * context.rng.gen_range(4..=12u64);
-    let options = LogstorOptions {
+    let mut options = LogstorOptions {
         segment_size,
         segments_per_file: context.rng.gen_range(2..=8),
         files_max: 64,
@@ -75,6 +75,7 @@ pub fn run(context: &mut Context) -> Result<String, (String, Failure)> {
         groups_count: context.rng.gen_range(1..=4),
         compaction_batch_max: context.rng.gen_range(2..=4),
         recovery_mode: RecoveryMode::Strict,
+        read_cache_size: 0,
     };
     let keys_count = context.rng.gen_range(4..=80u64);
     let value_length_max = context.rng.gen_range(8..=usize::try_from(segment_size / 4).expect("fits"));
@@ -84,15 +85,18 @@ pub fn run(context: &mut Context) -> Result<String, (String, Failure)> {
         faults.lost_unsynced = true;
         faults.spurious_durability = 0.0;
     }
+    // Off, or small enough that eviction is constant.
+    options.read_cache_size = [0, 4096, 4 * 4096, 64 * 4096][context.rng.gen_range(0..4)];
     let swarm = format!(
         "target=logstor seed={} ops={} segment_size={segment_size} segments_per_file={} write_buffer={} groups={} \
-         compaction_batch_max={} keys={keys_count} value_length_max={value_length_max} faults: {faults}",
+         compaction_batch_max={} read_cache={} keys={keys_count} value_length_max={value_length_max} faults: {faults}",
         context.seed,
         context.ops_budget,
         options.segments_per_file,
         options.write_buffer_size,
         options.groups_count,
         options.compaction_batch_max,
+        options.read_cache_size,
     );
     context.trace(format_args!("swarm {swarm}"));
     context.vfs.set_config(faults);
@@ -164,7 +168,10 @@ impl Workload {
         context.arm_crash_in_recovery(after_crash, 8);
         let damaged = !context.vfs.damage().is_empty();
         let mut mode = RecoveryMode::Strict;
-        for _ in 0..OPEN_ATTEMPTS_MAX {
+        for attempt in 0..OPEN_ATTEMPTS_MAX {
+            if attempt >= OPEN_ATTEMPTS_MAX / 2 {
+                context.ease_io_errors();
+            }
             let options = LogstorOptions { recovery_mode: mode, ..self.options.clone() };
             context.trace(format_args!("op open {mode:?}"));
             match Logstor::open(context.vfs_handle.clone(), DIRECTORY, options) {
