@@ -77,11 +77,30 @@ impl BlockCache {
     }
 
     /// Caches `bytes` (one block) as `block` of `segment` in `generation`, evicting by CLOCK.
+    #[cfg(test)]
     pub fn insert(&mut self, segment: u64, generation: u64, block: u32, bytes: &[u8]) {
         assert_eq!(bytes.len(), BLOCK, "the cache holds whole blocks");
+        if let Some(slot) = self.fill(segment, generation, block, |slot| {
+            slot.copy_from_slice(bytes);
+            Ok(())
+        }) {
+            slot.expect("copying cannot fail");
+        }
+    }
+
+    /// Reads `block` of `segment` in `generation` straight into a slot (evicting by CLOCK) with
+    /// `read`, and returns the slot's bytes; `None` if the cache is off. A failed read leaves
+    /// the slot mapped under no generation, so nothing reads it back.
+    pub fn fill(
+        &mut self,
+        segment: u64,
+        generation: u64,
+        block: u32,
+        read: impl FnOnce(&mut [u8]) -> crate::Result<()>,
+    ) -> Option<crate::Result<&[u8]>> {
         assert!((block as usize) < self.blocks_per_segment, "a block of the segment");
         if self.capacity == 0 {
-            return;
+            return None;
         }
         let tag = Tag { segment, generation, block };
         let slot = match self.slot_of(segment, block) {
@@ -109,9 +128,18 @@ impl BlockCache {
             self.table[row_index] = vec![EMPTY; self.blocks_per_segment].into_boxed_slice();
         }
         self.table[row_index][block as usize] = u32::try_from(slot).expect("slots fit a u32");
-        self.tags[slot] = tag;
         self.referenced[slot] = false;
-        self.bytes[slot * BLOCK..(slot + 1) * BLOCK].copy_from_slice(bytes);
+        let bytes = &mut self.bytes[slot * BLOCK..(slot + 1) * BLOCK];
+        match read(bytes) {
+            Ok(()) => {
+                self.tags[slot] = tag;
+                Some(Ok(&self.bytes[slot * BLOCK..(slot + 1) * BLOCK]))
+            }
+            Err(error) => {
+                self.tags[slot] = Tag { generation: u64::MAX, ..tag };
+                Some(Err(error))
+            }
+        }
     }
 
     /// CLOCK: the first slot from the hand not referenced since the hand last passed it.

@@ -1064,13 +1064,11 @@ impl Logstor {
             if let Some(bytes) = cache.get(entry.segment, segment.generation, block) {
                 return Ok(bytes[start..start + length].to_vec());
             }
-            let mut bytes = vec![0u8; cache::BLOCK];
+            let read =
+                |slot: &mut [u8]| vfs::read_exact_retrying_named(file, path, slot, base + block_end - BLOCK_SIZE);
             // A block that fails to read is not the record: that may still read, below.
-            if vfs::read_exact_retrying_named(file, path, &mut bytes, base + block_end - BLOCK_SIZE).is_ok() {
-                cache.insert(entry.segment, segment.generation, block, &bytes);
-                bytes.copy_within(start..start + length, 0);
-                bytes.truncate(length);
-                return Ok(bytes);
+            if let Some(Ok(bytes)) = cache.fill(entry.segment, segment.generation, block, read) {
+                return Ok(bytes[start..start + length].to_vec());
             }
         }
         drop(cache);
