@@ -146,19 +146,32 @@ pub fn create_file_atomically(
         Err(error) => return Err(Error::io(&temp_path, "remove_file", error)),
     }
     let file = vfs.open(&temp_path, OpenMode::CreateNew).map_err(|error| Error::io(&temp_path, "open", error))?;
-    file.write_at(contents, 0).map_err(|error| Error::io(&temp_path, "write_at", error))?;
-    file.sync_data().map_err(|error| Error::io(&temp_path, "sync_data", error))?;
-    let mut read_back = vec![0u8; contents.len()];
-    read_exact_retrying(file.as_ref(), &temp_path, &mut read_back, 0)?;
-    if read_back != contents {
-        drop(file);
-        vfs.remove_file(&temp_path).map_err(|error| Error::io(&temp_path, "remove_file", error))?;
-        let error = io::Error::other("file read back differs from what was written");
-        return Err(Error::io(&temp_path, "verify", error));
+    if let Err(error) = write_synced_and_verified(file.as_ref(), &temp_path, contents, 0) {
+        if matches!(error, Error::Io { operation: "verify", .. }) {
+            drop(file);
+            vfs.remove_file(&temp_path).map_err(|error| Error::io(&temp_path, "remove_file", error))?;
+        }
+        return Err(error);
     }
     vfs.rename(&temp_path, &path).map_err(|error| Error::io(&temp_path, "rename", error))?;
     vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
     Ok(file)
+}
+
+/// Writes `contents` at `offset` of `file`, syncs, and reads them back. A write the disk lost
+/// or put elsewhere is an [`Error::Io`](crate::Error::Io) whose operation is `"verify"`, instead
+/// of a file that looks right until the next crash.
+pub fn write_synced_and_verified(file: &dyn VfsFile, path: &Path, contents: &[u8], offset: u64) -> crate::Result<()> {
+    use crate::error::Error;
+    file.write_at(contents, offset).map_err(|error| Error::io(path, "write_at", error))?;
+    file.sync_data().map_err(|error| Error::io(path, "sync_data", error))?;
+    let mut read_back = vec![0u8; contents.len()];
+    read_exact_retrying(file, path, &mut read_back, offset)?;
+    if read_back != contents {
+        let error = io::Error::other("file read back differs from what was written");
+        return Err(Error::io(path, "verify", error));
+    }
+    Ok(())
 }
 
 /// How many times a failed read is tried before the error is returned. Read errors may be

@@ -21,7 +21,13 @@ fn hexdump(bytes: &[u8]) -> String {
 #[test]
 fn segment_layout() {
     let directory = tempfile::tempdir().unwrap();
-    let options = WalOptions { segment_size: 512, page_size: 128, recovery_mode: RecoveryMode::Strict, preallocate: 0 };
+    let options = WalOptions {
+        segment_size: 512,
+        page_size: 128,
+        recovery_mode: RecoveryMode::Strict,
+        preallocate: 0,
+        recycle_segments: 0,
+    };
     let mut wal = Wal::open(os(), directory.path(), options).unwrap();
     wal.append(b"").unwrap();
     wal.append(b"hello").unwrap();

@@ -162,3 +162,103 @@ fn the_active_segment_is_preallocated_and_cut_when_closed() {
     assert_eq!(wal.recovery_report().torn_tail, None);
     assert_eq!(wal.records().count(), 52);
 }
+
+/// Options that keep one truncated segment's file for reuse, with the small test geometry.
+fn recycling_options() -> WalOptions {
+    WalOptions { recycle_segments: 1, ..small_options(RecoveryMode::Strict) }
+}
+
+fn names_in(directory: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(directory)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != ballast::vfs::LOCK_FILE_NAME)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Appends 100-byte records tagged with `tag` until the log's active segment is `segment`.
+fn append_until_segment(wal: &mut Wal, segment: u64, tag: u8, appended: &mut Vec<(Position, Vec<u8>)>) {
+    while wal.end().segment < segment {
+        let data = vec![tag; 100];
+        let position = wal.append(&data).unwrap();
+        appended.push((position, data));
+    }
+}
+
+#[test]
+fn a_truncated_segment_file_is_reused_and_its_old_records_never_read_back() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(os(), directory.path(), recycling_options()).unwrap();
+    let mut appended = Vec::new();
+    append_until_segment(&mut wal, 1, 0xAA, &mut appended);
+    wal.truncate_before(1).unwrap();
+    appended.retain(|(position, _)| position.segment >= 1);
+    assert_eq!(names_in(directory.path()), ["00000000.recycle", "00000001"]);
+    // Rotating into segment 2 takes the kept file: no new file, no file left over.
+    append_until_segment(&mut wal, 2, 0xBB, &mut appended);
+    assert_eq!(names_in(directory.path()), ["00000001", "00000002"]);
+    let reused_length = std::fs::metadata(directory.path().join("00000002")).unwrap().len();
+    assert!(reused_length > 600, "the reused file keeps segment 0's bytes ({reused_length})");
+    // A short record in segment 2: the bytes after it are segment 0's old fragments.
+    let position = wal.append(b"new").unwrap();
+    appended.push((position, b"new".to_vec()));
+    wal.sync().unwrap();
+    assert_eq!(read_all(&wal), appended);
+    // Drop without closing, as a crash would leave it: the old bytes are cut off as a tail.
+    drop(wal);
+    let wal = Wal::open(os(), directory.path(), recycling_options()).unwrap();
+    assert_eq!(read_all(&wal), appended);
+    let torn = wal.recovery_report().torn_tail.clone().expect("the old bytes after the records are dropped");
+    assert_eq!((torn.segment, torn.offset), (2, position.offset + 8 + 3));
+    assert_eq!(torn.bytes_dropped, reused_length - torn.offset);
+    assert_eq!(ballast::wal::verify(os().as_ref(), directory.path()).unwrap().problem.map(|e| e.to_string()), None);
+}
+
+#[test]
+fn a_reused_segment_sealed_short_of_its_old_length_verifies_clean() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(os(), directory.path(), recycling_options()).unwrap();
+    let mut appended = Vec::new();
+    append_until_segment(&mut wal, 1, 1, &mut appended);
+    wal.truncate_before(1).unwrap();
+    append_until_segment(&mut wal, 2, 2, &mut appended);
+    // Seal segment 2 with one record in it: the rest of the old file must not survive as data
+    // after the seal's padding (a strict open would call it corruption of a sealed segment).
+    let position = wal.append(b"only").unwrap();
+    assert_eq!(position.segment, 2);
+    wal.rotate().unwrap();
+    let last = wal.append(b"in segment 3").unwrap();
+    wal.close().unwrap();
+    let length = std::fs::metadata(directory.path().join("00000002")).unwrap().len();
+    assert_eq!(length, 256, "sealed at the end of its first page");
+    let wal = Wal::open(os(), directory.path(), recycling_options()).unwrap();
+    let records = read_all(&wal);
+    assert_eq!(records.last().unwrap(), &(last, b"in segment 3".to_vec()));
+    assert!(records.contains(&(position, b"only".to_vec())));
+    assert_eq!(wal.recovery_report().torn_tail, None);
+    let report = ballast::wal::verify(os().as_ref(), directory.path()).unwrap();
+    assert!(report.problem.is_none(), "{:?}", report.problem);
+}
+
+#[test]
+fn kept_files_beyond_the_option_are_removed_at_open_and_none_kept_with_zero() {
+    let directory = tempfile::tempdir().unwrap();
+    let options = WalOptions { recycle_segments: 3, ..small_options(RecoveryMode::Strict) };
+    let mut wal = Wal::open(os(), directory.path(), options.clone()).unwrap();
+    let mut appended = Vec::new();
+    append_until_segment(&mut wal, 4, 3, &mut appended);
+    wal.truncate_before(4).unwrap();
+    wal.close().unwrap();
+    // Three files kept, the fourth removed.
+    assert_eq!(names_in(directory.path()), ["00000000.recycle", "00000001.recycle", "00000002.recycle", "00000004"]);
+    let wal = Wal::open(os(), directory.path(), WalOptions { recycle_segments: 1, ..options.clone() }).unwrap();
+    assert_eq!(names_in(directory.path()), ["00000000.recycle", "00000004"]);
+    drop(wal);
+    let mut wal = Wal::open(os(), directory.path(), WalOptions { recycle_segments: 0, ..options }).unwrap();
+    assert_eq!(names_in(directory.path()), ["00000004"]);
+    append_until_segment(&mut wal, 6, 4, &mut appended);
+    wal.truncate_before(6).unwrap();
+    assert_eq!(names_in(directory.path()), ["00000006"]);
+}

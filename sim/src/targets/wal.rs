@@ -59,12 +59,23 @@ fn segments_on_disk(context: &Context) -> Vec<u64> {
     context.vfs.current_names(&directory()).iter().filter_map(|name| wal::parse_segment_file_name(name)).collect()
 }
 
+/// How many files of truncated segments wait to be reused.
+fn recycled_on_disk(context: &Context) -> usize {
+    context.vfs.current_names(&directory()).iter().filter(|name| wal::parse_recycle_file_name(name).is_some()).count()
+}
+
 /// Runs the WAL target. Returns the swarm description, with the failure if one was found.
 pub fn run(context: &mut Context) -> Result<String, (String, Failure)> {
     let page_size = [128u32, 256, 512, 1024, 4096][context.rng.gen_range(0..5)];
     let segment_size = u64::from(page_size) * context.rng.gen_range(2..=12);
     let mut geometry = Geometry {
-        options: WalOptions { segment_size, page_size, recovery_mode: RecoveryMode::Strict, preallocate: 0 },
+        options: WalOptions {
+            segment_size,
+            page_size,
+            recovery_mode: RecoveryMode::Strict,
+            preallocate: 0,
+            recycle_segments: 0,
+        },
         batch_max: context.rng.gen_range(1..=8),
         large_record_percent: context.rng.gen_range(0..=20),
     };
@@ -72,14 +83,17 @@ pub fn run(context: &mut Context) -> Result<String, (String, Failure)> {
     // Preallocation off (the file grows with every write), a page at a time, or the whole
     // segment at its first write: each changes which writes grow the file.
     geometry.options.preallocate = [0, u64::from(page_size), segment_size][context.rng.gen_range(0..3)];
+    // Truncated segments' files removed, or kept and reused: a reused file holds another
+    // segment's valid-looking fragments after the records, for recovery to tell apart.
+    geometry.options.recycle_segments = [0, 1, 2, 4][context.rng.gen_range(0..4)];
     if context.canary == Some(Canary::LyingFsync) {
         faults.lying_fsync = true;
         faults.lost_unsynced = true;
         faults.spurious_durability = 0.0;
     }
     let swarm = format!(
-        "target=wal seed={} ops={} page_size={page_size} segment_size={segment_size} preallocate={} batch_max={} large_records={}% faults: {faults}",
-        context.seed, context.ops_budget, geometry.options.preallocate, geometry.batch_max, geometry.large_record_percent
+        "target=wal seed={} ops={} page_size={page_size} segment_size={segment_size} preallocate={} recycle_segments={} batch_max={} large_records={}% faults: {faults}",
+        context.seed, context.ops_budget, geometry.options.preallocate, geometry.options.recycle_segments, geometry.batch_max, geometry.large_record_percent
     );
     context.trace(format_args!("swarm {swarm}"));
     context.vfs.set_config(faults);
@@ -326,7 +340,11 @@ impl Workload {
             }
             context.arm_planned_crash(&plan, step);
             context.ops += 1;
+            let recycled_before = recycled_on_disk(context);
             let outcome = self.step(context, wal)?;
+            if recycled_on_disk(context) < recycled_before {
+                context.note("wal_segment_file_reused");
+            }
             if context.vfs.is_powered_off() {
                 return Ok(LifeEnd::Crash);
             }
@@ -518,7 +536,9 @@ impl Workload {
         }
         let Some(wal) = self.open_and_check(context, false)? else { fail!("power failed on a perfect disk") };
         let names = context.vfs.current_names(&directory());
-        if names.len() != 1 {
+        let segments = names.iter().filter(|name| wal::parse_segment_file_name(name).is_some()).count();
+        let recycled = names.iter().filter(|name| wal::parse_recycle_file_name(name).is_some()).count();
+        if segments != 1 || recycled > self.geometry.options.recycle_segments || segments + recycled != names.len() {
             fail!("after truncating to the last segment the directory holds {names:?}");
         }
         if wal.records().count() != self.model.records.len() {
