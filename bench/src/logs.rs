@@ -59,16 +59,40 @@ fn record(index: u64, size: usize) -> Vec<u8> {
     record
 }
 
-fn ballast_wal(shape: Shape) -> Run<'static> {
+/// How the ballast WAL is driven in a shape.
+#[derive(Clone, Copy)]
+enum Checkpoints {
+    /// Every segment stays (the default 128 MiB segments: shape (a) fits in one), so every sync
+    /// writes into new blocks.
+    None,
+    /// As okaywal's benchmark manager does: once a segment is sealed it is checkpointed at once
+    /// and truncated at the next sync, and its file is reused for a later segment
+    /// (`WalOptions::recycle_segments`, 1 by default). Segments of 8 MiB, against okaywal's
+    /// 768 KiB-1 MiB files: each rotation costs a few syncs of its own.
+    AtOnce,
+}
+
+/// Segment size of the ballast WAL in [`Checkpoints::AtOnce`].
+const CHECKPOINTED_SEGMENT_SIZE: u64 = 8 << 20;
+
+fn ballast_wal(shape: Shape, checkpoints: Checkpoints) -> Run<'static> {
     Box::new(move |directory: &Path| {
         let records: Vec<Vec<u8>> =
             (0..shape.per_sync.min(shape.count)).map(|index| record(index, shape.size)).collect();
+        let options = match checkpoints {
+            Checkpoints::None => WalOptions::default(),
+            Checkpoints::AtOnce => WalOptions { segment_size: CHECKPOINTED_SEGMENT_SIZE, ..WalOptions::default() },
+        };
         let started = Instant::now();
-        let mut wal = Wal::open(Arc::new(OsVfs::new()), directory, WalOptions::default()).map_err(other)?;
+        let mut wal = Wal::open(Arc::new(OsVfs::new()), directory, options).map_err(other)?;
         for index in 0..shape.count {
             wal.append(&records[(index % shape.per_sync) as usize]).map_err(other)?;
             if (index + 1) % shape.per_sync == 0 {
                 wal.sync().map_err(other)?;
+                let (first, last) = wal.segments();
+                if matches!(checkpoints, Checkpoints::AtOnce) && first < last {
+                    wal.truncate_before(last).map_err(other)?;
+                }
             }
         }
         wal.close().map_err(other)?;
@@ -113,13 +137,17 @@ pub fn wal(bench: &mut Bench, limits: &Limits) -> io::Result<()> {
             higher_is_better: true,
             figure: Box::new(move |seconds| count / seconds),
             limit: Some(count / limit_seconds),
-            engines: vec![("ballast", ballast_wal(shape)), ("okaywal", okaywal_write(shape))],
+            engines: vec![
+                ("ballast", ballast_wal(shape, Checkpoints::AtOnce)),
+                ("okaywal", okaywal_write(shape)),
+                ("ballast, no checkpoints", ballast_wal(shape, Checkpoints::None)),
+            ],
         })?;
     }
     // (d) Reopen and read everything back, after shape (a).
     let shape = shapes[0];
     let read_ballast: Run<'_> = Box::new(move |directory: &Path| {
-        ballast_wal(shape)(directory)?;
+        ballast_wal(shape, Checkpoints::None)(directory)?;
         let started = Instant::now();
         let wal = Wal::open(Arc::new(OsVfs::new()), directory, WalOptions::default()).map_err(other)?;
         let mut bytes = 0;
