@@ -120,7 +120,7 @@ impl Plan {
             bytes.extend_from_slice(&segment.to_le_bytes());
         }
         bytes.extend_from_slice(reason);
-        let checksum = crc32fast::hash(&bytes);
+        let checksum = crate::codec::crc32(&bytes);
         bytes.extend_from_slice(&checksum.to_le_bytes());
         bytes
     }
@@ -134,7 +134,7 @@ impl Plan {
         }
         let (body, stored) = bytes.split_at(bytes.len() - 4);
         let stored = codec::u32_at(stored, 0);
-        let computed = crc32fast::hash(body);
+        let computed = crate::codec::crc32(body);
         if stored != computed {
             return Err((0, CorruptionReason::Checksum { expected: stored, found: computed }));
         }

@@ -64,7 +64,7 @@ pub fn encode_segment_header(min_offset: u64) -> [u8; SEGMENT_HEADER_SIZE] {
     header[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     header[10] = CHECKSUM_CRC32;
     header[16..24].copy_from_slice(&min_offset.to_le_bytes());
-    let checksum = crc32fast::hash(&header[0..28]);
+    let checksum = crate::codec::crc32(&header[0..28]);
     header[28..32].copy_from_slice(&checksum.to_le_bytes());
     header
 }
@@ -77,7 +77,7 @@ pub fn decode_segment_header(bytes: &[u8], min_offset: u64) -> Result<(), Corrup
     if bytes[0..8] != SEGMENT_MAGIC {
         return Err(CorruptionReason::BadMagic);
     }
-    let (stored, computed) = (u32_at(bytes, 28), crc32fast::hash(&bytes[0..28]));
+    let (stored, computed) = (u32_at(bytes, 28), crate::codec::crc32(&bytes[0..28]));
     if stored != computed {
         return Err(checksum_error(stored, computed));
     }
@@ -159,7 +159,7 @@ pub fn encode_commit<'a>(
 }
 
 fn commit_checksum(segment_min_offset: u64, position: u64, commit: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
+    let mut hasher = crate::codec::crc32_hasher();
     hasher.update(&segment_min_offset.to_le_bytes());
     hasher.update(&position.to_le_bytes());
     hasher.update(&commit[0..28]);
@@ -253,7 +253,7 @@ pub fn encode_index(segment_min_offset: u64, segment_length: u64, entries: &[Ind
         bytes.extend_from_slice(&entry.offset.to_le_bytes());
         bytes.extend_from_slice(&entry.position.to_le_bytes());
     }
-    let checksum = crc32fast::hash(&bytes);
+    let checksum = crate::codec::crc32(&bytes);
     bytes.extend_from_slice(&checksum.to_le_bytes());
     bytes
 }
@@ -267,7 +267,7 @@ pub fn decode_index(bytes: &[u8], segment_min_offset: u64) -> Result<(u64, Vec<I
         return Err(CorruptionReason::BadMagic);
     }
     let (body, stored) = bytes.split_at(bytes.len() - 4);
-    let (stored, computed) = (u32_at(stored, 0), crc32fast::hash(body));
+    let (stored, computed) = (u32_at(stored, 0), crate::codec::crc32(body));
     if stored != computed {
         return Err(checksum_error(stored, computed));
     }
@@ -296,7 +296,7 @@ pub fn encode_snapshot(offset: u64, data: &[u8]) -> Vec<u8> {
     bytes.extend_from_slice(&offset.to_le_bytes());
     bytes.extend_from_slice(&(data.len() as u64).to_le_bytes());
     bytes.extend_from_slice(data);
-    let checksum = crc32fast::hash(&bytes);
+    let checksum = crate::codec::crc32(&bytes);
     bytes.extend_from_slice(&checksum.to_le_bytes());
     bytes
 }
@@ -310,7 +310,7 @@ pub fn decode_snapshot(bytes: &[u8], offset: u64) -> Result<&[u8], CorruptionRea
         return Err(CorruptionReason::BadMagic);
     }
     let (body, stored) = bytes.split_at(bytes.len() - 4);
-    let (stored, computed) = (u32_at(stored, 0), crc32fast::hash(body));
+    let (stored, computed) = (u32_at(stored, 0), crate::codec::crc32(body));
     if stored != computed {
         return Err(checksum_error(stored, computed));
     }

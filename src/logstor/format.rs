@@ -46,7 +46,7 @@ pub fn encode_meta(geometry: Geometry) -> Vec<u8> {
     bytes[16..24].copy_from_slice(&geometry.segment_size.to_le_bytes());
     bytes[24..32].copy_from_slice(&geometry.segments_per_file.to_le_bytes());
     bytes[32..40].copy_from_slice(&BLOCK_SIZE.to_le_bytes());
-    let checksum = crc32fast::hash(&bytes[0..60]);
+    let checksum = crate::codec::crc32(&bytes[0..60]);
     bytes[60..64].copy_from_slice(&checksum.to_le_bytes());
     bytes
 }
@@ -58,7 +58,7 @@ pub fn decode_meta(bytes: &[u8]) -> Result<Geometry, CorruptionReason> {
     if bytes[0..8] != META_MAGIC {
         return Err(CorruptionReason::BadMagic);
     }
-    let (stored, computed) = (u32_at(bytes, 60), crc32fast::hash(&bytes[0..60]));
+    let (stored, computed) = (u32_at(bytes, 60), crate::codec::crc32(&bytes[0..60]));
     if stored != computed {
         return Err(CorruptionReason::Checksum { expected: stored, found: computed });
     }
@@ -172,7 +172,7 @@ pub fn seal_buffer(
     buffer[40..44].copy_from_slice(&blocks.to_le_bytes());
     buffer[44..48].copy_from_slice(&owner.to_le_bytes());
     buffer[48..60].fill(0);
-    let mut hasher = crc32fast::Hasher::new();
+    let mut hasher = crate::codec::crc32_hasher();
     hasher.update(&buffer[0..60]);
     hasher.update(&buffer[BUFFER_HEADER_SIZE..]);
     let checksum = hasher.finalize();
@@ -236,7 +236,7 @@ pub fn decode_buffer_header(
 /// records parse and verify, exactly filling its data.
 pub fn verify_buffer(buffer: &[u8], header: &BufferHeader) -> Result<(), (usize, CorruptionReason)> {
     let data_end = BUFFER_HEADER_SIZE + header.data_length as usize;
-    let mut hasher = crc32fast::Hasher::new();
+    let mut hasher = crate::codec::crc32_hasher();
     hasher.update(&buffer[0..60]);
     hasher.update(&buffer[BUFFER_HEADER_SIZE..data_end]);
     let (stored, computed) = (u32_at(buffer, 60), hasher.finalize());
@@ -293,7 +293,7 @@ pub fn encode_record(buffer: &mut Vec<u8>, record: &Record<'_>) {
     if let Some(value) = record.value {
         buffer.extend_from_slice(value);
     }
-    let checksum = crc32fast::hash(&buffer[start + 4..]);
+    let checksum = crate::codec::crc32(&buffer[start + 4..]);
     buffer[start..start + 4].copy_from_slice(&checksum.to_le_bytes());
 }
 
@@ -328,7 +328,7 @@ fn decode_record_checking(bytes: &[u8], check_checksum: bool) -> Result<Record<'
         return Err(CorruptionReason::BadLength { length: size as u64 });
     }
     if check_checksum {
-        let (stored, computed) = (u32_at(bytes, 0), crc32fast::hash(&bytes[4..size]));
+        let (stored, computed) = (u32_at(bytes, 0), crate::codec::crc32(&bytes[4..size]));
         if stored != computed {
             return Err(CorruptionReason::Checksum { expected: stored, found: computed });
         }

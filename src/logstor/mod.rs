@@ -772,7 +772,7 @@ impl Logstor {
 
     /// The group a key belongs to by default.
     pub fn group_of(&self, key: &[u8]) -> u32 {
-        crc32fast::hash(key) % self.options.groups_count
+        crate::codec::crc32(key) % self.options.groups_count
     }
 
     fn poison(&mut self, error: Error) -> Error {

@@ -55,7 +55,7 @@ pub fn encode_segment_header(segment: u64, page_size: u32) -> [u8; SEGMENT_HEADE
     header[12..16].copy_from_slice(&page_size.to_le_bytes());
     header[16..24].copy_from_slice(&segment.to_le_bytes());
     // 24..28 reserved, zero.
-    let checksum = crc32fast::hash(&header[0..28]);
+    let checksum = crate::codec::crc32(&header[0..28]);
     header[28..32].copy_from_slice(&checksum.to_le_bytes());
     header
 }
@@ -69,7 +69,7 @@ pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<u32, Corrupti
         return Err(CorruptionReason::BadMagic);
     }
     let stored = u32::from_le_bytes(bytes[28..32].try_into().expect("slice of 4"));
-    let computed = crc32fast::hash(&bytes[0..28]);
+    let computed = crate::codec::crc32(&bytes[0..28]);
     if stored != computed {
         return Err(CorruptionReason::Checksum { expected: stored, found: computed });
     }
@@ -108,7 +108,7 @@ pub fn fragment_checksum(segment: u64, offset: u64, header_prefix: &[u8], payloa
     prefix[0..8].copy_from_slice(&segment.to_le_bytes());
     prefix[8..16].copy_from_slice(&offset.to_le_bytes());
     prefix[16..20].copy_from_slice(header_prefix);
-    let mut hasher = crc32fast::Hasher::new();
+    let mut hasher = crate::codec::crc32_hasher();
     hasher.update(&prefix);
     hasher.update(payload);
     hasher.finalize()
