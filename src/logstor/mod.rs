@@ -870,6 +870,14 @@ impl Logstor {
         }
     }
 
+    /// [`Self::entry_of`], for changing the entry in place.
+    fn entry_mut_of(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        match IndexKey::lookup(key) {
+            Some(inline) => self.index.get_mut(&inline),
+            None => self.index.get_mut(key),
+        }
+    }
+
     fn segment_mut(&mut self, segment: u64) -> &mut Segment {
         &mut self.segments[usize::try_from(segment).expect("fits")]
     }
@@ -1247,17 +1255,14 @@ impl Logstor {
     /// instant each live record is safely somewhere.
     fn relocate(&mut self, sources: &[u64]) -> Result<StepReport> {
         let mut report = StepReport::default();
-        let mut found: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+        // Each source's bytes and where its records lie in them.
+        let mut found: Vec<(u64, Vec<u8>, Vec<std::ops::Range<usize>>)> = Vec::new();
         for &segment in sources {
             let (file_index, base, path) = self.file_of(segment);
             let mut bytes = vec![0u8; usize::try_from(self.geometry.segment_size).expect("fits")];
             vfs::read_exact_retrying(self.files[file_index].as_ref(), &path, &mut bytes, base)?;
             match scan_segment(&bytes, segment) {
-                SegmentScan::Used { sealed_at: Some(_), records, .. } => {
-                    for range in records {
-                        found.push((segment, range.start as u64, bytes[range].to_vec()));
-                    }
-                }
+                SegmentScan::Used { sealed_at: Some(_), records, .. } => found.push((segment, bytes, records)),
                 SegmentScan::Damaged { offset, reason, .. } => {
                     return Err(Error::Corruption { file: path, segment, offset: base + offset, reason });
                 }
@@ -1273,10 +1278,13 @@ impl Logstor {
         // becomes a stale copy until its segment is freed. Tombstones that no older version
         // outlives are dropped instead, once the step's writes are durable.
         let mut dropped: Vec<(Vec<u8>, (u64, u64))> = Vec::new();
-        for (segment, offset, record_bytes) in &found {
+        let records = found.iter().flat_map(|(segment, bytes, ranges)| {
+            ranges.iter().map(move |range| (*segment, range.start as u64, &bytes[range.clone()]))
+        });
+        for (segment, offset, record_bytes) in records.clone() {
             let record = format::decode_record(record_bytes).expect("verified by the scan");
             let Some(entry) = self.entry_of(record.key).copied() else { continue };
-            if entry.segment != *segment || entry.offset != *offset {
+            if entry.segment != segment || entry.offset != offset {
                 continue;
             }
             // A tombstone goes only once no other record of its key is left anywhere on disk,
@@ -1284,7 +1292,7 @@ impl Logstor {
             // interruption after the tombstone's segment but before an older version's would
             // bring the deleted key back. Such a tombstone is copied now and dropped later.
             if entry.tombstone && entry.stale_copies == 0 {
-                dropped.push((record.key.to_vec(), (*segment, *offset)));
+                dropped.push((record.key.to_vec(), (segment, offset)));
                 continue;
             }
             let (new_segment, new_offset) = self.append(SegmentKind::Group(record.group), &record)?;
@@ -1294,7 +1302,7 @@ impl Logstor {
                 Entry { segment: new_segment, offset: new_offset, stale_copies: entry.stale_copies + 1, ..entry };
             self.segment_mut(entry.segment).live_bytes -= u64::from(entry.length);
             self.segment_mut(new_segment).live_bytes += u64::from(entry.length);
-            self.index.insert(IndexKey::new(record.key), moved);
+            *self.entry_mut_of(record.key).expect("appending moves no index entry") = moved;
         }
         // Everything written so far becomes durable before any source is freed: the copies
         // made here, and also the newer records that superseded the stale ones about to go.
@@ -1314,12 +1322,12 @@ impl Logstor {
             report.tombstones_dropped += 1;
         }
         // Free the sources; their records stop counting as copies.
-        for (segment, offset, record_bytes) in &found {
-            if dropped_locations.contains(&(*segment, *offset)) {
+        for (segment, offset, record_bytes) in records {
+            if dropped_locations.contains(&(segment, offset)) {
                 continue;
             }
             let record = format::decode_record(record_bytes).expect("verified by the scan");
-            if let Some(entry) = self.index.get_mut(record.key) {
+            if let Some(entry) = self.entry_mut_of(record.key) {
                 assert!(entry.stale_copies > 0, "a record on disk that the index does not point to is a counted copy");
                 entry.stale_copies -= 1;
             }
