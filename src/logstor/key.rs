@@ -25,6 +25,7 @@ const _: () = assert!(std::mem::size_of::<IndexKey>() == 24);
 const _: () = assert!(INLINE_MAX <= u8::MAX as usize);
 
 impl IndexKey {
+    #[inline]
     pub fn new(key: &[u8]) -> Self {
         if key.len() <= INLINE_MAX {
             let mut bytes = [0u8; INLINE_MAX];
@@ -37,10 +38,12 @@ impl IndexKey {
 
     /// The key to search the index with: an inline key for a short one (compared without
     /// `memcmp`), else `None`, and the caller searches by slice rather than allocate.
+    #[inline]
     pub fn lookup(key: &[u8]) -> Option<Self> {
         (key.len() <= INLINE_MAX).then(|| Self::new(key))
     }
 
+    #[inline]
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Self::Inline { length, bytes } => &bytes[..usize::from(*length)],
@@ -50,12 +53,14 @@ impl IndexKey {
 }
 
 impl Borrow<[u8]> for IndexKey {
+    #[inline]
     fn borrow(&self) -> &[u8] {
         self.as_slice()
     }
 }
 
 impl PartialEq for IndexKey {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         self.as_slice() == other.as_slice()
     }
@@ -64,6 +69,7 @@ impl PartialEq for IndexKey {
 impl Eq for IndexKey {}
 
 impl PartialOrd for IndexKey {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
@@ -74,6 +80,7 @@ impl Ord for IndexKey {
     /// without a call to `memcmp`: the padding is zeros, so where the words first differ, a byte
     /// of padding can only face a non-zero byte of a longer key that the shorter one prefixes.
     /// A lookup does about 20 of these; see [`IndexKey::lookup`].
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         match (self, other) {
             (Self::Inline { length, bytes }, Self::Inline { length: other_length, bytes: other_bytes }) => {
@@ -85,6 +92,7 @@ impl Ord for IndexKey {
 }
 
 /// An inline key's bytes as big-endian words, the last one zero-padded.
+#[inline]
 fn words(bytes: &[u8; INLINE_MAX]) -> (u64, u64, u64) {
     let word = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let mut last = [0u8; 8];
