@@ -2,9 +2,9 @@
 //!
 //! A profile of the `kv` benchmark (callgrind, see `bench/README.md`) put two thirds of a put's
 //! instructions in the index insert, most of them behind `Vec<u8>` keys: an allocation per new
-//! key, and a pointer to follow, usually to memory not in cache, for every key a B-tree search
+//! key, and a pointer to follow, usually to memory not in cache, for every key a search
 //! compares against. Keys of up to [`INLINE_MAX`] bytes (the common case: ids, hashes, short
-//! names) are therefore stored inside the tree node itself, and only longer ones on the heap.
+//! names) are therefore stored inside the index's own memory, and only longer ones on the heap.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -34,13 +34,6 @@ impl IndexKey {
         } else {
             Self::Heap(key.into())
         }
-    }
-
-    /// The key to search the index with: an inline key for a short one (compared without
-    /// `memcmp`), else `None`, and the caller searches by slice rather than allocate.
-    #[inline]
-    pub fn lookup(key: &[u8]) -> Option<Self> {
-        (key.len() <= INLINE_MAX).then(|| Self::new(key))
     }
 
     #[inline]
@@ -79,7 +72,7 @@ impl Ord for IndexKey {
     /// Byte order. Two inline keys compare as three big-endian words and then their lengths,
     /// without a call to `memcmp`: the padding is zeros, so where the words first differ, a byte
     /// of padding can only face a non-zero byte of a longer key that the shorter one prefixes.
-    /// A lookup does about 20 of these; see [`IndexKey::lookup`].
+    /// Sorting keys for [`crate::logstor::Logstor::scan`] makes about log2(n) of these per key.
     #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         match (self, other) {
