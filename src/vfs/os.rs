@@ -30,11 +30,22 @@ struct OsFile {
 
 #[derive(Debug)]
 struct OsLock {
-    // Held for its Drop: closing the descriptor releases the flock.
-    _file: File,
+    file: File,
 }
 
 impl VfsLock for OsLock {}
+
+impl Drop for OsLock {
+    /// Releases the lock explicitly. Closing the descriptor alone does not while a copy of it is
+    /// open elsewhere, and any thread of the process that starts a child process makes copies
+    /// that live until the child's `exec`: reopening a store at once then failed with
+    /// `Error::Locked` (tests/engine/bad_input.rs pins it).
+    fn drop(&mut self) {
+        // Nothing to do on failure: closing the descriptor next releases the lock anyway, once
+        // no copy of it is left.
+        let _ = self.file.unlock();
+    }
+}
 
 impl Vfs for OsVfs {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn VfsFile>> {
@@ -87,7 +98,7 @@ impl Vfs for OsVfs {
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path.join(LOCK_FILE_NAME))?;
         match file.try_lock() {
-            Ok(()) => Ok(Box::new(OsLock { _file: file })),
+            Ok(()) => Ok(Box::new(OsLock { file })),
             Err(TryLockError::WouldBlock) => Err(io::Error::new(io::ErrorKind::WouldBlock, "directory is locked")),
             Err(TryLockError::Error(error)) => Err(error),
         }

@@ -117,3 +117,38 @@ fn a_lock_held_by_another_process() {
     }
     open(directory.path(), RecoveryMode::Strict).expect("the lock is free once the other process exits");
 }
+
+/// Regression: closing a store and opening it again at once sometimes failed with
+/// `Error::Locked` while another thread started a child process (seen as a flaky
+/// `logstor_format::a_damaged_later_buffer_header_in_a_sealed_segment_is_corruption` next to
+/// `a_lock_held_by_another_process`). A child holds copies of the parent's descriptors from
+/// `fork` until `exec` closes them, and an `flock` lasts while any copy of its descriptor is
+/// open, so dropping the handle did not release the lock. The lock is now released explicitly.
+#[test]
+fn reopening_at_once_is_not_locked_while_other_threads_start_processes() {
+    let directory = tempfile::tempdir().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spawner = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut spawned = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                Command::new("true").status().expect("true(1) runs");
+                spawned += 1;
+            }
+            spawned
+        })
+    };
+    let mut locked = 0;
+    for _ in 0..300 {
+        match open(directory.path(), RecoveryMode::Strict) {
+            Ok(wal) => drop(wal),
+            Err(Error::Locked { .. }) => locked += 1,
+            Err(other) => panic!("open failed: {other}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let spawned = spawner.join().unwrap();
+    assert!(spawned > 0, "the other thread started processes meanwhile");
+    assert_eq!(locked, 0, "opens found the lock of a handle already dropped ({spawned} processes started)");
+}
