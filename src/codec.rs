@@ -15,7 +15,7 @@ pub(crate) fn u64_at(bytes: &[u8], at: usize) -> u64 {
 
 /// A CRC-32 hasher (IEEE, as every format here uses), cloned from one made once.
 /// `crc32fast::Hasher::new` detects the CPU's features on every call: about 30 instructions, a
-/// sixth of checksumming one 100-byte WAL record (callgrind of the `wal` benchmark).
+/// seventh of checksumming one 100-byte WAL record (callgrind of the `wal` benchmark).
 pub(crate) fn crc32_hasher() -> crc32fast::Hasher {
     static PROTOTYPE: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
     PROTOTYPE.get_or_init(crc32fast::Hasher::new).clone()

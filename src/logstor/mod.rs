@@ -174,8 +174,8 @@ struct Entry {
 /// `kv` benchmark had 46% of its samples in the B-tree search; puts went from 0.73 to 1.0 M/s
 /// and gets from 0.74 to 1.0 M/s). The hasher is std's SipHash with fixed keys, so the same
 /// operations give the same map and iteration order in every run. The costs: memory, a slot of
-/// 64 bytes per key at up to 7/8 load (1 M keys take 2 M slots, 134 MB, where the tree's nodes
-/// took 65-100 MB), `scan` sorts the keys it visits, and a reopen fills a table rather than
+/// 64 bytes per key at up to 7/8 load (by the table's sizing rule 1 M keys take 2 M slots,
+/// 134 MB; by our count of its nodes the tree took 65-100 MB; neither measured), `scan` sorts the keys it visits, and a reopen fills a table rather than
 /// building a tree from a sorted run (see [`build_index`] for how it keeps that cheap).
 #[allow(clippy::disallowed_types, reason = "a fixed hasher, not RandomState: the order is the same every run")]
 type Index = HashMap<IndexKey, Entry, std::hash::BuildHasherDefault<std::hash::DefaultHasher>>;
