@@ -36,6 +36,9 @@ pub enum CorruptionReason {
     NonZeroPadding,
     /// The file ends in the middle of a structure that a sealed file must hold whole.
     Truncated { length: u64 },
+    /// A sealed segment's data ends without the seal that marks where it was sealed: records
+    /// written at its end are missing (a write the disk put somewhere else).
+    Unsealed,
     /// A commit's first offset leaves a gap after the offsets before it.
     OutOfOrder { expected: u64, found: u64 },
     /// A commit claims offsets that earlier commits already hold: the history forked.
@@ -63,6 +66,7 @@ impl fmt::Display for CorruptionReason {
             Self::NonZeroReserved => write!(f, "reserved byte is not zero"),
             Self::NonZeroPadding => write!(f, "padding or data past the end is not zero"),
             Self::Truncated { length } => write!(f, "file truncated at {length} bytes"),
+            Self::Unsealed => write!(f, "sealed segment's data ends before its seal"),
             Self::OutOfOrder { expected, found } => write!(f, "offset {found} where {expected} was expected"),
             Self::Forked { expected, found } => {
                 write!(f, "offset {found} again where {expected} was expected: the history forked")

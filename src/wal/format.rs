@@ -10,8 +10,11 @@ use crate::error::CorruptionReason;
 
 /// Magic bytes at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"BLSTWAL\0";
-/// The segment format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The segment format version this build writes. Version 2 ends every sealed segment's data
+/// with a seal fragment; version 1, which this build still reads, had none.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest segment format version this build reads.
+pub const FORMAT_VERSION_MIN: u16 = 1;
 /// Size of the segment header at offset 0.
 pub const SEGMENT_HEADER_SIZE: usize = 32;
 /// Size of a fragment header.
@@ -32,6 +35,10 @@ pub enum FragmentType {
     First = 2,
     Middle = 3,
     Last = 4,
+    /// The end of a sealed segment's data: written by rotation after the last record, with no
+    /// payload. Without it a sealed segment whose last records were written somewhere else
+    /// would look like a segment that simply ended earlier (simulator, wal seed 32139).
+    Seal = 5,
 }
 
 impl FragmentType {
@@ -41,6 +48,7 @@ impl FragmentType {
             2 => Some(Self::First),
             3 => Some(Self::Middle),
             4 => Some(Self::Last),
+            5 => Some(Self::Seal),
             _ => None,
         }
     }
@@ -60,8 +68,22 @@ pub fn encode_segment_header(segment: u64, page_size: u32) -> [u8; SEGMENT_HEADE
     header
 }
 
-/// Verifies a segment header read from the file of segment `segment`; returns its page size.
-pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<u32, CorruptionReason> {
+/// What a verified segment header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub page_size: u32,
+    pub version: u16,
+}
+
+impl SegmentHeader {
+    /// Whether the segment's data must end with a seal fragment once it is sealed.
+    pub fn seals(&self) -> bool {
+        self.version >= 2
+    }
+}
+
+/// Verifies a segment header read from the file of segment `segment`.
+pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<SegmentHeader, CorruptionReason> {
     if bytes.len() < SEGMENT_HEADER_SIZE {
         return Err(CorruptionReason::Truncated { length: bytes.len() as u64 });
     }
@@ -74,7 +96,7 @@ pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<u32, Corrupti
         return Err(CorruptionReason::Checksum { expected: stored, found: computed });
     }
     let version = u16::from_le_bytes(bytes[8..10].try_into().expect("slice of 2"));
-    if version != FORMAT_VERSION {
+    if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
         return Err(CorruptionReason::UnsupportedVersion { version });
     }
     if bytes[10..12] != [0, 0] || bytes[24..28] != [0, 0, 0, 0] {
@@ -92,7 +114,7 @@ pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<u32, Corrupti
     if found_segment != segment {
         return Err(CorruptionReason::HeaderMismatch { field: "segment", expected: segment, found: found_segment });
     }
-    Ok(page_size)
+    Ok(SegmentHeader { page_size, version })
 }
 
 pub fn page_size_is_valid(page_size: u32) -> bool {
@@ -191,17 +213,36 @@ pub fn record_end(offset: u64, length: usize, page_size: u64, segment_size: u64)
     }
 }
 
-/// The largest record a segment of this geometry holds.
+/// Whether a record of `length` bytes written at `offset` leaves room for the seal after it.
+/// The seal goes where the record ends, or at the next page if no fragment fits there, so it
+/// fits exactly when fewer than a fragment header's bytes lie between the end and
+/// `segment_size`.
+pub fn record_fits(offset: u64, length: usize, page_size: u64, segment_size: u64) -> bool {
+    record_end(offset, length, page_size, segment_size)
+        .is_some_and(|end| end + (FRAGMENT_HEADER_SIZE as u64) < segment_size)
+}
+
+/// Where the seal of a segment whose records end at `end` is written.
+pub fn seal_offset(end: u64, page_size: u64) -> u64 {
+    let page_end = (end / page_size + 1) * page_size;
+    if page_end - end <= FRAGMENT_HEADER_SIZE as u64 {
+        page_end
+    } else {
+        end
+    }
+}
+
+/// The largest record a segment of this geometry holds, with room for the seal after it.
 pub fn record_length_max(page_size: u64, segment_size: u64) -> u64 {
     let pages = segment_size / page_size;
     let fragment_headers = pages * FRAGMENT_HEADER_SIZE as u64;
-    let capacity = segment_size - SEGMENT_HEADER_SIZE as u64 - fragment_headers;
-    debug_assert!(record_end(
+    // The record's last fragment must end more than a fragment header before the segment end.
+    let capacity = segment_size - SEGMENT_HEADER_SIZE as u64 - fragment_headers - FRAGMENT_HEADER_SIZE as u64 - 1;
+    debug_assert!(record_fits(
         SEGMENT_HEADER_SIZE as u64,
         usize::try_from(capacity).unwrap_or(usize::MAX),
         page_size,
         segment_size
-    )
-    .is_some());
+    ));
     capacity
 }

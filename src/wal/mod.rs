@@ -34,7 +34,9 @@
 //! They never read back as records, because every fragment's checksum binds the segment number
 //! it was written for; recovery drops them from the last segment as it drops a torn tail (and
 //! reports them as one), and sealing cuts them off before the zero padding, so that a sealed
-//! segment looks the same whether its file was new or reused.
+//! segment looks the same whether its file was new or reused. Sealing ends the data with a
+//! seal fragment first, so that a sealed segment whose last records went astray is corruption
+//! rather than a segment that ended earlier.
 //!
 //! One limit is inherent to the format and stated here so nobody relies on more: damage to
 //! synced records at the end of the last segment cannot be told apart from a torn write, and is
@@ -53,6 +55,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use format::SegmentHeader;
 pub use format::{
     FragmentType, FORMAT_VERSION, FRAGMENT_HEADER_SIZE, PAGE_SIZE_MAX, PAGE_SIZE_MIN, SEGMENT_HEADER_SIZE,
     SEGMENT_MAGIC,
@@ -204,6 +207,9 @@ struct ActiveSegment {
     /// A reused file's old bytes lie in `end..stale_until`: fragments of another segment, which
     /// fail verification here. Sealing cuts them off. Equal to `end` or below in a new file.
     stale_until: u64,
+    /// Whether sealing writes a seal fragment: every segment this build creates does; a
+    /// segment of format version 1 recovered as the last one does not.
+    seals: bool,
 }
 
 /// Appended records are written to the OS once this many bytes are buffered.
@@ -292,18 +298,21 @@ fn list_directory(vfs: &dyn Vfs, directory: &Path) -> Result<Listing> {
     Ok(listing)
 }
 
+/// A segment file opened and its header verified.
+struct SegmentFile {
+    path: PathBuf,
+    file: Box<dyn VfsFile>,
+    length: u64,
+    header: SegmentHeader,
+}
+
 /// Opens segment `number` and verifies its header and page size.
-fn open_segment(
-    vfs: &dyn Vfs,
-    directory: &Path,
-    number: u64,
-    mode: OpenMode,
-    page_size: u32,
-) -> Result<(PathBuf, Box<dyn VfsFile>, u64)> {
+fn open_segment(vfs: &dyn Vfs, directory: &Path, number: u64, mode: OpenMode, page_size: u32) -> Result<SegmentFile> {
     let path = directory.join(segment_file_name(number));
     let file = vfs.open(&path, mode).map_err(|error| Error::io(&path, "open", error))?;
     let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
-    let found = scan::read_segment_header(file.as_ref(), &path, number, length)?;
+    let header = scan::read_segment_header(file.as_ref(), &path, number, length)?;
+    let found = header.page_size;
     if found != page_size {
         return Err(Error::Corruption {
             file: path,
@@ -316,7 +325,28 @@ fn open_segment(
             },
         });
     }
-    Ok((path, file, length))
+    Ok(SegmentFile { path, file, length, header })
+}
+
+/// How a segment's data must end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// The last segment: its data may end anywhere, and what follows is a torn tail.
+    Open,
+    /// A sealed segment: its data ends with a seal fragment, then zeros.
+    Sealed,
+    /// A sealed segment of format version 1, which wrote no seal: its data ends at zeros.
+    SealedUnmarked,
+}
+
+impl Ending {
+    fn of(sealed: bool, header: SegmentHeader) -> Self {
+        match (sealed, header.seals()) {
+            (false, _) => Self::Open,
+            (true, true) => Self::Sealed,
+            (true, false) => Self::SealedUnmarked,
+        }
+    }
 }
 
 /// The outcome of scanning one whole segment during recovery or verification.
@@ -331,34 +361,23 @@ struct SegmentScan {
     damage: Option<(u64, u64, CorruptionReason)>,
 }
 
-fn scan_segment(
-    file: &dyn VfsFile,
-    path: &Path,
-    number: u64,
-    page_size: u32,
-    length: u64,
-    sealed: bool,
-) -> Result<SegmentScan> {
-    let mut scanner = SegmentScanner::new(file, path, number, page_size, SEGMENT_HEADER_SIZE as u64, length);
+fn scan_segment(segment: &SegmentFile, number: u64, page_size: u32, ending: Ending) -> Result<SegmentScan> {
+    let SegmentFile { path, file, length, .. } = segment;
+    let mut scanner = SegmentScanner::new(file.as_ref(), path, number, page_size, SEGMENT_HEADER_SIZE as u64, *length);
     let mut records_count = 0u64;
     loop {
         match scanner.next_item()? {
             ScanItem::Record { .. } => records_count += 1,
-            ScanItem::End { offset } => {
-                // A sealed segment ends in zero padding; anything else after its data was never
-                // written by us after the seal's sync, so it is damage. In the last segment it is
-                // the torn tail and the caller truncates it.
-                if sealed {
-                    if let Some((at, reason)) = check_sealed_end(&mut scanner, offset, length, page_size)? {
-                        return Ok(SegmentScan {
-                            records_count,
-                            end: offset,
-                            torn: false,
-                            damage: Some((at, offset, reason)),
-                        });
-                    }
-                    return Ok(SegmentScan { records_count, end: offset, torn: false, damage: None });
-                }
+            item @ (ScanItem::End { offset } | ScanItem::Seal { offset }) if ending != Ending::Open => {
+                let damage = check_sealed(&mut scanner, &item, ending, *length, page_size)?;
+                let damage = damage.map(|(at, reason)| (at, offset, reason));
+                return Ok(SegmentScan { records_count, end: offset, torn: false, damage });
+            }
+            ScanItem::End { offset } | ScanItem::Seal { offset } => {
+                // The last segment: anything after its data, a seal included, is the torn tail
+                // and the caller truncates it. (A seal is last only when a crash came between
+                // the seal's sync and the next segment's creation; the records stay, and
+                // appending continues in this segment.)
                 let torn = scanner.first_nonzero_after(offset)?.is_some();
                 return Ok(SegmentScan { records_count, end: offset, torn, damage: None });
             }
@@ -371,6 +390,28 @@ fn scan_segment(
                 });
             }
         }
+    }
+}
+
+/// Checks how a sealed segment's data ends, at `item` (an end or a seal): a segment that seals
+/// must end at its seal, and zeros must follow. The seal is what tells a segment sealed after
+/// its last record from one whose last records were written somewhere else and left zeros at
+/// their place: that looks like a clean end, and a reused file's cut or a later write can erase
+/// the stray copy (simulator, wal seeds 32139, 45464, 101032).
+fn check_sealed(
+    scanner: &mut SegmentScanner<'_>,
+    item: &ScanItem,
+    ending: Ending,
+    length: u64,
+    page_size: u32,
+) -> Result<Option<(u64, CorruptionReason)>> {
+    match (item, ending) {
+        (ScanItem::Seal { offset }, _) => {
+            check_sealed_end(scanner, offset + FRAGMENT_HEADER_SIZE as u64, length, page_size)
+        }
+        (ScanItem::End { offset }, Ending::Sealed) => Ok(Some((*offset, CorruptionReason::Unsealed))),
+        (ScanItem::End { offset }, _) => check_sealed_end(scanner, *offset, length, page_size),
+        _ => unreachable!("called with an end or a seal"),
     }
 }
 
@@ -544,7 +585,7 @@ impl Wal {
     fn append_one(&mut self, record: &[u8]) -> Result<Position> {
         let page_size = u64::from(self.options.page_size);
         let at = self.active.end + self.buffer.len() as u64;
-        if format::record_end(at, record.len(), page_size, self.options.segment_size).is_none() {
+        if !format::record_fits(at, record.len(), page_size, self.options.segment_size) {
             self.rotate_inner()?;
         }
         let position = encode_record(&mut self.buffer, self.active.number, self.active.end, record, page_size);
@@ -623,6 +664,9 @@ impl Wal {
     }
 
     fn rotate_inner(&mut self) -> Result<()> {
+        if self.active.seals {
+            self.buffer_seal();
+        }
         self.flush_buffer()?;
         // The last page is padded with zeros by extending the file, never by writing zeros: a
         // padding write that went astray could zero the last records and look like a clean
@@ -654,6 +698,16 @@ impl Wal {
             }
             Err(error) => Err(self.poison(error)),
         }
+    }
+
+    /// Buffers the seal fragment after the buffered records (zeros first if it must go on the
+    /// next page); it reaches the file in the same write as the last records.
+    fn buffer_seal(&mut self) {
+        let page_size = u64::from(self.options.page_size);
+        let at = self.active.end + self.buffer.len() as u64;
+        let seal_at = format::seal_offset(at, page_size);
+        self.buffer.resize(self.buffer.len() + usize::try_from(seal_at - at).expect("within a page"), 0);
+        format::encode_fragment(&mut self.buffer, self.active.number, seal_at, FragmentType::Seal, &[]);
     }
 
     /// Removes every segment numbered below `segment`, durably, oldest first. `segment` may be
@@ -768,7 +822,7 @@ fn create_segment(vfs: &dyn Vfs, directory: &Path, number: u64, page_size: u32) 
     let header = format::encode_segment_header(number, page_size);
     let file = vfs::create_file_atomically(vfs, directory, &name, &header)?;
     let end = SEGMENT_HEADER_SIZE as u64;
-    Ok(ActiveSegment { number, path: directory.join(name), file, end, allocated: end, stale_until: end })
+    Ok(ActiveSegment { number, path: directory.join(name), file, end, allocated: end, stale_until: end, seals: true })
 }
 
 /// Makes the kept file of truncated segment `old` the new segment `number`. Its header is
@@ -788,7 +842,7 @@ fn reuse_segment_file(vfs: &dyn Vfs, directory: &Path, old: u64, number: u64, pa
     vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
     tracing::debug!(old, segment = number, bytes = length, "reused the file of a truncated segment");
     let end = SEGMENT_HEADER_SIZE as u64;
-    Ok(ActiveSegment { number, path, file, end, allocated: length.max(end), stale_until: length })
+    Ok(ActiveSegment { number, path, file, end, allocated: length.max(end), stale_until: length, seals: true })
 }
 
 /// Verifies every segment and returns the first segment and the active one, or `None` if the
@@ -808,10 +862,10 @@ fn recover(
         let sealed = number != last;
         let mode = if sealed { OpenMode::Read } else { OpenMode::ReadWrite };
         let opened = open_segment(vfs, directory, number, mode, page_size);
-        let (path, file, length, scan) = match opened {
-            Ok((path, file, length)) => {
-                let scan = scan_segment(file.as_ref(), &path, number, page_size, length, sealed)?;
-                (path, file, length, scan)
+        let (segment, scan) = match opened {
+            Ok(segment) => {
+                let scan = scan_segment(&segment, number, page_size, Ending::of(sealed, segment.header))?;
+                (segment, scan)
             }
             Err(Error::Corruption { offset, reason, .. }) => {
                 // The header is written and synced before the segment's name exists, so a bad
@@ -829,6 +883,7 @@ fn recover(
             }
             Err(error) => return Err(error),
         };
+        let SegmentFile { path, file, length, header } = segment;
         match scan.damage {
             None if sealed => report.records_count += scan.records_count,
             Some((offset, truncate_at, reason)) if sealed => {
@@ -850,13 +905,22 @@ fn recover(
                     vfs::truncate_durably(file.as_ref(), &path, end)?;
                     report.torn_tail = Some(TornTail { segment: number, offset: end, bytes_dropped: length - end });
                     tracing::info!(segment = number, offset = end, bytes = length - end, "truncated torn tail");
-                    let active = ActiveSegment { number, path, file, end, allocated: end, stale_until: end };
+                    let active = ActiveSegment {
+                        number,
+                        path,
+                        file,
+                        end,
+                        allocated: end,
+                        stale_until: end,
+                        seals: header.seals(),
+                    };
                     return Ok(Some((first, active)));
                 }
                 // Only zeros follow the records here, whatever the file held before.
+                let seals = header.seals();
                 return Ok(Some((
                     first,
-                    ActiveSegment { number, path, file, end, allocated: length, stale_until: end },
+                    ActiveSegment { number, path, file, end, allocated: length, stale_until: end, seals },
                 )));
             }
         }
@@ -936,8 +1000,9 @@ fn repair(
     let repaired = plan.into_report(false);
     tracing::warn!(?repaired, "repaired damaged synced data");
     report.repair = Some(repaired);
-    let (path, file, length) = open_segment(vfs, directory, number, OpenMode::ReadWrite, page_size)?;
-    Ok(ActiveSegment { number, path, file, end: length, allocated: length, stale_until: length })
+    let SegmentFile { path, file, length, header } =
+        open_segment(vfs, directory, number, OpenMode::ReadWrite, page_size)?;
+    Ok(ActiveSegment { number, path, file, end: length, allocated: length, stale_until: length, seals: header.seals() })
 }
 
 /// The WAL's segment naming, for the shared repair plan.
@@ -1025,6 +1090,7 @@ struct OpenedSegment {
     // None for the active segment, which is read through the writer's handle.
     file: Option<Box<dyn VfsFile>>,
     limit: u64,
+    ending: Ending,
 }
 
 impl Records<'_> {
@@ -1042,16 +1108,17 @@ impl Records<'_> {
                         path: wal.active.path.clone(),
                         file: None,
                         limit: wal.active.end + wal.buffer.len() as u64,
+                        ending: Ending::Open,
                     }
                 } else {
-                    let (path, file, length) = open_segment(
+                    let SegmentFile { path, file, length, header } = open_segment(
                         wal.vfs.as_ref(),
                         &wal.directory,
                         self.segment,
                         OpenMode::Read,
                         wal.options.page_size,
                     )?;
-                    OpenedSegment { path, file: Some(file), limit: length }
+                    OpenedSegment { path, file: Some(file), limit: length, ending: Ending::of(true, header) }
                 });
             }
             let state = self.state.as_ref().expect("opened above");
@@ -1074,8 +1141,8 @@ impl Records<'_> {
             let item = scanner.next_item();
             let position = scanner.position();
             let end_check = match &item {
-                Ok(ScanItem::End { offset }) if !is_active => {
-                    Some(check_sealed_end(&mut scanner, *offset, state.limit, wal.options.page_size))
+                Ok(item @ (ScanItem::End { .. } | ScanItem::Seal { .. })) if !is_active => {
+                    Some(check_sealed(&mut scanner, item, state.ending, state.limit, wal.options.page_size))
                 }
                 _ => None,
             };
@@ -1093,9 +1160,13 @@ impl Records<'_> {
                         reason: CorruptionReason::Truncated { length: offset },
                     });
                 }
-                ScanItem::End { .. } => {
-                    // A sealed segment's data ends only where zero padding runs to its end;
-                    // zeros followed by data mean records are missing, not that none are left.
+                ScanItem::Seal { .. } if is_active => {
+                    // Only a poisoned handle whose rotation failed after the seal reads one here.
+                    return Ok(None);
+                }
+                ScanItem::End { .. } | ScanItem::Seal { .. } => {
+                    // A sealed segment's data ends only at its seal, where zero padding runs to
+                    // its end; zeros before it mean records are missing, not that none are left.
                     if let Some(check) = end_check {
                         if let Some((at, reason)) = check? {
                             return Err(Error::Corruption {
@@ -1172,7 +1243,7 @@ pub fn verify(vfs: &dyn Vfs, directory: &Path) -> Result<VerifyReport> {
         let file = vfs.open(&path, OpenMode::Read).map_err(|error| Error::io(&path, "open", error))?;
         let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
         match scan::read_segment_header(file.as_ref(), &path, first, length) {
-            Ok(page_size) => page_size,
+            Ok(header) => header.page_size,
             Err(error @ Error::Corruption { .. }) => {
                 report.problem = Some(error);
                 return Ok(report);
@@ -1182,7 +1253,7 @@ pub fn verify(vfs: &dyn Vfs, directory: &Path) -> Result<VerifyReport> {
     };
     for &number in &listing.segments {
         let sealed = Some(number) != last;
-        let (path, file, length) = match open_segment(vfs, directory, number, OpenMode::Read, page_size) {
+        let segment = match open_segment(vfs, directory, number, OpenMode::Read, page_size) {
             Ok(opened) => opened,
             Err(error @ Error::Corruption { .. }) => {
                 report.problem = Some(error);
@@ -1190,7 +1261,8 @@ pub fn verify(vfs: &dyn Vfs, directory: &Path) -> Result<VerifyReport> {
             }
             Err(error) => return Err(error),
         };
-        let scan = scan_segment(file.as_ref(), &path, number, page_size, length, sealed)?;
+        let scan = scan_segment(&segment, number, page_size, Ending::of(sealed, segment.header))?;
+        let SegmentFile { path, length, .. } = segment;
         report.records_count += scan.records_count;
         match scan.damage {
             Some((offset, _, reason)) if sealed => {

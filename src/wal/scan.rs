@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::format::{self, FragmentType, FRAGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE};
+use super::format::{self, FragmentType, SegmentHeader, FRAGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE};
 use crate::error::{CorruptionReason, Error, Result};
 use crate::vfs::{read_exact_retrying, VfsFile};
 
@@ -17,6 +17,9 @@ pub enum ScanItem {
     Record { offset: u64, data: Vec<u8> },
     /// The data ends at `offset`: padding marked the end, or the scan limit was reached.
     End { offset: u64 },
+    /// The seal fragment at `offset`: the data ends there, and the segment was sealed. The
+    /// scanner's position is after the seal.
+    Seal { offset: u64 },
     /// Verification failed on the fragment at `offset`. `record_offset` is where the record it
     /// belongs to starts (the place to truncate to); it equals `offset` outside a record.
     Damage { offset: u64, record_offset: u64, reason: CorruptionReason },
@@ -161,6 +164,14 @@ impl<'a> SegmentScanner<'a> {
                 range.start + FRAGMENT_HEADER_SIZE..range.start + FRAGMENT_HEADER_SIZE + fragment.payload_length;
             let in_record = self.record_offset.is_some();
             match (fragment.fragment_type, in_record) {
+                (FragmentType::Seal, false) if fragment.payload_length == 0 => {
+                    self.position = position + header_size;
+                    return Ok(ScanItem::Seal { offset: position });
+                }
+                (FragmentType::Seal, false) => {
+                    let length = fragment.payload_length as u64;
+                    return Ok(self.damage(position, CorruptionReason::BadLength { length }));
+                }
                 (FragmentType::Full | FragmentType::First, false) => {
                     self.record.clear();
                     self.record.extend_from_slice(&self.chunk[payload]);
@@ -197,7 +208,7 @@ impl<'a> SegmentScanner<'a> {
                 match self.next_item()? {
                     ScanItem::Record { .. } => count += 1,
                     ScanItem::End { .. } if self.position >= self.limit => return Ok(count),
-                    ScanItem::End { .. } | ScanItem::Damage { .. } => break,
+                    ScanItem::End { .. } | ScanItem::Seal { .. } | ScanItem::Damage { .. } => break,
                 }
             }
             if self.position >= self.limit {
@@ -223,8 +234,8 @@ impl<'a> SegmentScanner<'a> {
     }
 }
 
-/// Reads and verifies a segment header, returning the page size it names.
-pub fn read_segment_header(file: &dyn VfsFile, path: &Path, segment: u64, file_length: u64) -> Result<u32> {
+/// Reads and verifies a segment header.
+pub fn read_segment_header(file: &dyn VfsFile, path: &Path, segment: u64, file_length: u64) -> Result<SegmentHeader> {
     let corruption = |reason| Error::Corruption { file: path.to_path_buf(), segment, offset: 0, reason };
     if file_length < SEGMENT_HEADER_SIZE as u64 {
         return Err(corruption(CorruptionReason::Truncated { length: file_length }));

@@ -11,3 +11,4 @@ mod fault_rules;
 mod runner;
 mod vfs_agreement;
 mod wal_crash_points;
+mod wal_lost_seal;
