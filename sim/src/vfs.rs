@@ -54,12 +54,28 @@ enum Pending {
     SetLen { length: u64, id: u64 },
 }
 
+impl Pending {
+    /// The bytes this operation replaces, and its sequence number.
+    fn replaced(&self) -> (Range<u64>, u64) {
+        match self {
+            Self::Write { offset, data, id } => (*offset..offset + data.len() as u64, *id),
+            Self::SetLen { length, id } => (*length..u64::MAX, *id),
+        }
+    }
+}
+
+/// Whether `range` covers sector `sector` whole.
+fn covers_sector(range: &Range<u64>, sector: u64) -> bool {
+    range.start <= sector * SECTOR_SIZE && (sector + 1) * SECTOR_SIZE <= range.end
+}
+
 #[derive(Debug, Default)]
 struct Inode {
     durable: Vec<u8>,
     current: Vec<u8>,
     pending: Vec<Pending>,
-    /// Sector index -> the wrong bytes it reads back as, until overwritten.
+    /// Sector index -> the wrong bytes it reads back as, until an overwrite reaches the durable
+    /// image (a pending one only hides it: reads come from the page cache).
     latent: BTreeMap<u64, Vec<u8>>,
     handles: u32,
 }
@@ -234,10 +250,12 @@ impl State {
         let inode = self.inodes.get(&id).expect("open inode exists");
         let start = usize::try_from(offset).expect("fits");
         buf[..count].copy_from_slice(&inode.current[start..start + count]);
-        // Latent sector errors overlay their wrong bytes on what is read.
+        // Latent sector errors overlay their wrong bytes on what is read, except where a pending
+        // operation replaced the sector: that is read from the page cache.
         let first_sector = offset / SECTOR_SIZE;
         let last_sector = (offset + count as u64 - 1) / SECTOR_SIZE;
-        for (&sector, wrong) in inode.latent.range(first_sector..=last_sector) {
+        let from_disk = |sector: &u64| !inode.pending.iter().any(|op| covers_sector(&op.replaced().0, *sector));
+        for (&sector, wrong) in inode.latent.range(first_sector..=last_sector).filter(|(sector, _)| from_disk(sector)) {
             for (index, &byte) in wrong.iter().enumerate() {
                 let at = sector * SECTOR_SIZE + index as u64;
                 if at >= offset && at < offset + count as u64 {
@@ -300,17 +318,8 @@ impl State {
         self.next_write_id += 1;
         let inode = self.inode(id);
         apply_write(&mut inode.current, offset, data);
-        // Overwriting a latent sector whole repairs it, as a drive remaps it on write.
-        let end = offset + data.len() as u64;
-        let covered: Vec<u64> = inode
-            .latent
-            .keys()
-            .copied()
-            .filter(|&sector| sector * SECTOR_SIZE >= offset && (sector + 1) * SECTOR_SIZE <= end)
-            .collect();
-        for sector in covered {
-            inode.latent.remove(&sector);
-        }
+        // A latent sector it covers is repaired only when the write reaches the disk (see
+        // `heal`): a write lost to a crash or a failed fsync leaves the sector failing.
         inode.pending.push(Pending::Write { offset, data: data.to_vec(), id: write_id });
         write_id
     }
@@ -340,7 +349,8 @@ impl State {
         }
         let pending = std::mem::take(&mut self.inode(id).pending);
         for op in &pending {
-            self.prune_damage(id, op);
+            let (replaced, op_id) = op.replaced();
+            self.heal(id, replaced, op_id);
         }
         let inode = self.inode(id);
         inode.durable = inode.current.clone();
@@ -363,8 +373,6 @@ impl State {
         }
         let inode = self.inode(id);
         apply_set_len(&mut inode.current, length);
-        let sector_end = length.div_ceil(SECTOR_SIZE);
-        inode.latent.retain(|&sector, _| sector < sector_end);
         let id = self.next_write_id;
         self.next_write_id += 1;
         self.inode(id_of_inode).pending.push(Pending::SetLen { length, id });
@@ -389,17 +397,18 @@ impl State {
         Ok(())
     }
 
-    /// A pending operation of inode `id` reached the durable image: damage it replaced is gone.
+    /// Pending operation `op_id` of inode `id` replaced the bytes `healed` of the durable image:
+    /// damage there is gone, and so is a latent sector it covers whole (the drive remaps it).
     ///
     /// Only the bytes the operation replaced are healed: a write over part of a damaged range
     /// leaves the rest damaged. (It used to drop the whole range once a write covered its first
     /// byte, so a misdirected write straddling two segments looked healed while the second
-    /// segment's first buffer was still broken: logstor seed 7838.)
-    fn prune_damage(&mut self, id: u64, op: &Pending) {
-        let (healed, op_id) = match op {
-            Pending::Write { offset, data, id } => (*offset..offset + data.len() as u64, *id),
-            Pending::SetLen { length, id } => (*length..u64::MAX, *id),
-        };
+    /// segment's first buffer was still broken: logstor seed 7838.) A latent sector used to be
+    /// repaired as soon as a write reached the page cache; when that write was lost, the synced
+    /// bytes under the sector read back whole, and a value recovery had been forgiven for losing
+    /// came back (logstor seeds 13674, 26950, 33185).
+    fn heal(&mut self, id: u64, healed: Range<u64>, op_id: u64) {
+        self.inode(id).latent.retain(|&sector, _| !covers_sector(&healed, sector));
         let mut kept = Vec::with_capacity(self.damage.len());
         for entry in self.damage.drain(..) {
             let end = entry.offset + entry.length;
@@ -436,18 +445,18 @@ impl State {
             let mut kept_any = false;
             for op in pending {
                 let survives = survive_write >= 1.0 || (survive_write > 0.0 && self.rng.gen_bool(survive_write));
-                if survives {
-                    self.prune_damage(id, &op);
-                }
                 match op {
-                    Pending::SetLen { length, .. } if survives => {
+                    Pending::SetLen { length, id: op_id } if survives => {
                         kept_any = true;
                         apply_set_len(&mut image, length);
+                        self.heal(id, length..u64::MAX, op_id);
                     }
                     Pending::SetLen { .. } => lost_any = true,
-                    Pending::Write { offset, data, .. } if survives => {
+                    Pending::Write { offset, data, id: op_id } if survives => {
                         kept_any = true;
-                        self.land_write(id, &mut image, offset, &data);
+                        for landed in self.land_write(id, &mut image, offset, &data) {
+                            self.heal(id, landed, op_id);
+                        }
                     }
                     Pending::Write { offset, data, id: write_id } => {
                         lost_any = true;
@@ -523,28 +532,36 @@ impl State {
     }
 
     /// Lands a write that survived a crash, torn at sector granularity if the dice say so.
-    fn land_write(&mut self, id: u64, image: &mut Vec<u8>, offset: u64, data: &[u8]) {
+    /// Returns the ranges it replaced: a dropped sector keeps its old bytes, and their damage.
+    fn land_write(&mut self, id: u64, image: &mut Vec<u8>, offset: u64, data: &[u8]) -> Vec<Range<u64>> {
         let end = offset + data.len() as u64;
         if data.len() as u64 <= 1 || !self.chance(self.config.torn_write) {
             apply_write(image, offset, data);
-            return;
+            let whole = offset..end;
+            return vec![whole];
         }
         if (image.len() as u64) < end {
             apply_set_len(image, end);
         }
         let mut sector_start = offset;
         let mut torn_any = false;
+        let mut replaced = Vec::new();
         while sector_start < end {
             let sector_end = ((sector_start / SECTOR_SIZE + 1) * SECTOR_SIZE).min(end);
             let slice = usize::try_from(sector_start - offset).expect("fits")
                 ..usize::try_from(sector_end - offset).expect("fits");
             let target = usize::try_from(sector_start).expect("fits")..usize::try_from(sector_end).expect("fits");
             match self.rng.gen_range(0..3) {
-                0 => image[target].copy_from_slice(&data[slice]),
+                0 => {
+                    image[target].copy_from_slice(&data[slice]);
+                    replaced.push(sector_start..sector_end);
+                }
                 1 => torn_any = true,
                 _ => {
+                    // Garbage replaced the old bytes too; only a dropped sector keeps them.
                     torn_any = true;
                     self.rng.fill(&mut image[target]);
+                    replaced.push(sector_start..sector_end);
                 }
             }
             sector_start = sector_end;
@@ -552,6 +569,7 @@ impl State {
         if torn_any {
             self.count(FaultKind::TornWrite, format_args!("inode {id} offset {offset} length {}", data.len()));
         }
+        replaced
     }
 }
 

@@ -214,6 +214,52 @@ fn a_latent_sector_reads_wrong_until_overwritten() {
     assert_eq!(read_all(file.as_ref()), contents, "overwriting the sector repairs it");
 }
 
+/// A latent sector is repaired only by an overwrite that reaches the disk. It used to be repaired
+/// as soon as the overwrite reached the page cache, so when a failed fsync or a crash lost that
+/// write, the sector read back its old synced bytes whole. Logstor seeds 13674, 26950 and 33185:
+/// a latent sector hid a segment's only buffer, synced, so the open found it free (and the oracle
+/// forgave the loss); reusing the segment wrote over the sector, that write was lost, and the
+/// buffer read back whole, its value by then one the oracle called never written.
+#[test]
+fn a_latent_sector_stays_until_its_overwrite_is_durable() {
+    let vfs = disk(18, |config| {
+        config.latent_sector = 1.0;
+        config.lost_unsynced = true;
+    });
+    let file = durable_file_unfaulted(&vfs);
+    let old = vec![0x11u8; 4 * SECTOR];
+    file.write_at(&old, 0).unwrap();
+    file.sync_data().unwrap();
+    let at = vfs.rot(&[(path("f"), 0..u64::MAX)])[0].offset;
+    let new = vec![0x22u8; SECTOR];
+    let read_sector = || {
+        let file = vfs.open(&path("f"), OpenMode::Read).unwrap();
+        let mut sector = vec![0u8; SECTOR];
+        read_exact_at(file.as_ref(), &mut sector, at).unwrap();
+        sector
+    };
+
+    let mut config = vfs.config();
+    config.fsync_failure = 1.0;
+    vfs.set_config(config.clone());
+    file.write_at(&new, at).unwrap();
+    assert_eq!(read_sector(), new, "reads see the page cache");
+    assert!(file.sync_data().is_err());
+    assert!(read_sector() != old[..SECTOR] && read_sector() != new, "a failed fsync leaves the sector failing");
+
+    config.fsync_failure = 0.0;
+    vfs.set_config(config);
+    file.write_at(&new, at).unwrap();
+    vfs.crash();
+    assert!(read_sector() != old[..SECTOR] && read_sector() != new, "a crash that lost the write leaves it failing");
+
+    let file = vfs.open(&path("f"), OpenMode::ReadWrite).unwrap();
+    file.write_at(&new, at).unwrap();
+    file.sync_data().unwrap();
+    vfs.crash();
+    assert_eq!(read_sector(), new, "a durable overwrite repairs it");
+}
+
 #[test]
 fn bit_rot_flips_one_bit_of_durable_data() {
     let vfs = disk(13, |config| config.bit_rot = 1.0);
