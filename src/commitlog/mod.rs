@@ -423,7 +423,12 @@ fn recover(vfs: &dyn Vfs, directory: &Path, options: &CommitlogOptions, report: 
     }
     if listing.repair_plan {
         let plan = repair::read_plan(vfs, directory)?;
-        repair::carry_out(vfs, directory, &CommitlogSegments, &plan)?;
+        // The damaged segment goes only when the log restarts after a snapshot, which follows a
+        // plan carried out in full. The restarted log's segment may bear the name of one the
+        // plan removed: carrying the plan out again would remove the log's only segment.
+        if listing.segments.contains(&plan.segment) {
+            repair::carry_out(vfs, directory, &CommitlogSegments, &plan)?;
+        }
         report.repair = Some(plan.into_report(true));
         listing = list_directory(vfs, directory)?;
     }

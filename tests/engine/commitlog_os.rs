@@ -255,6 +255,44 @@ fn damage_in_a_sealed_segment_is_strict_corruption_and_repair_keeps_the_prefix()
 }
 
 #[test]
+fn a_resumed_repair_leaves_the_log_restarted_after_a_snapshot_in_place() {
+    // Sim commitlog seeds 67969 and 95073: a repair cut the log below its snapshot (here
+    // segment 0's header is damaged, so segment 0 is cut to nothing and segment 10 removed),
+    // and the log restarted after the snapshot in a new segment 10, the same name as the one
+    // the plan removed. The plan stays until the next write, so a reopen resumed it and removed
+    // the restarted log's only segment. A crash left just the snapshot; it rotted, and the next
+    // open restarted the log at offset 0 and deleted the snapshot as lying beyond it: synced
+    // history dropped without a word. A resumed plan now finishes nothing the restart redid.
+    let directory = tempfile::tempdir().unwrap();
+    let mut log = open(directory.path()).unwrap();
+    commit_range(&mut log, 0, 10, 2);
+    log.rotate().unwrap();
+    assert_eq!(log.snapshot_now(&mut Counter(10)).unwrap(), Some(9));
+    commit_range(&mut log, 10, 12, 1);
+    log.close().unwrap();
+    let damage = |name: &str, at: usize| {
+        let path = directory.path().join(name);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[at] ^= 1;
+        fs::write(&path, bytes).unwrap();
+    };
+    damage(&format!("{:020}.log", 0), 0);
+    let options = CommitlogOptions { recovery_mode: RecoveryMode::Repair, ..options() };
+    let log = Commitlog::open(os(), directory.path(), options).unwrap();
+    assert_eq!(log.recovery_report().restarted_after_snapshot, Some(9));
+    assert_eq!(log.segments(), [10]);
+    drop(log);
+    // No write since: the plan is still there. The snapshot is now the only record of 0..=9,
+    // so its damage is not recoverable; but the log must still know it starts at 10.
+    damage(&format!("{:020}.snap", 9), 20);
+    let log = open(directory.path()).unwrap();
+    assert!(log.recovery_report().repair.as_ref().is_some_and(|repair| repair.resumed));
+    assert_eq!(log.segments(), [10], "the reopen kept the restarted log");
+    assert_eq!(log.next_offset(), 10, "the log was not rewound to offset 0");
+    assert_eq!(log.recovery_report().snapshots_removed, 0);
+}
+
+#[test]
 fn few_huge_transactions_still_snapshot_because_rotation_does() {
     // The Maincloud story (SpacetimeDB seed): a database writing a few very large transactions
     // never reached the every-N-transactions snapshot and piled up segments. Rotation makes a
