@@ -13,6 +13,8 @@ pub use faults::{FaultConfig, FaultCounts, FaultKind};
 pub use trace::Trace;
 pub use vfs::{Damage, SimVfs};
 pub mod runner;
+pub mod shrink;
 pub mod targets;
 
 pub use runner::{run_seed, Canary, RunOptions, SeedOutcome, Target};
+pub use shrink::{shrink, Shrunk};

@@ -55,6 +55,19 @@ impl fmt::Display for Target {
 pub enum Canary {
     /// `sync_data` and `sync_dir` return `Ok` and keep the data pending.
     LyingFsync,
+    /// Every odd seed panics before its first operation, as a bug in a check would: each must
+    /// fail alone, with its message, and a run of many seeds must go on and report them.
+    Panic,
+}
+
+impl Canary {
+    /// The name `--canary` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LyingFsync => "lying-fsync",
+            Self::Panic => "panic",
+        }
+    }
 }
 
 /// What a run may be told from the command line.
@@ -74,6 +87,8 @@ pub struct SeedOutcome {
     pub seed: u64,
     /// The violated invariant, if the seed failed.
     pub failure: Option<String>,
+    /// Which check failed (see [`Failure::kind`]).
+    pub failure_kind: Option<&'static str>,
     pub swarm: String,
     pub ops: u64,
     pub crashes: u64,
@@ -119,19 +134,24 @@ impl Context {
 
 /// A violated invariant: a sentence saying what broke.
 #[derive(Debug)]
-pub struct Failure(pub String);
+pub struct Failure {
+    /// Which check failed: the format string of its message, the same whatever the numbers in
+    /// it. `shrink` keeps only prefixes that fail the same check.
+    pub kind: &'static str,
+    pub message: String,
+}
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-/// Fails the seed with a formatted message.
+/// Fails the seed with a formatted message; the format string names the check.
 #[macro_export]
 macro_rules! fail {
-    ($($argument:tt)*) => {
-        return Err($crate::runner::Failure(format!($($argument)*)))
+    ($kind:literal $($argument:tt)*) => {
+        return Err($crate::runner::Failure { kind: $kind, message: format!($kind $($argument)*) })
     };
 }
 
@@ -184,18 +204,30 @@ pub fn run_seed(target: Target, seed: u64, options: &RunOptions) -> SeedOutcome 
     // that is what lets `shrink` cut a failing seed down.
     let drawn_ops = context.rng.gen_range(50..400);
     context.ops_budget = options.ops.unwrap_or(drawn_ops);
-    let result = match target {
+    // A panic in the engine or in a check fails this seed, with its message, and nothing else:
+    // a run of many seeds goes on and reports it (the default hook has printed where it was).
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match target {
+        _ if options.canary == Some(Canary::Panic) && seed % 2 == 1 => panic!("the panic canary, seed {seed}"),
         Target::Wal => targets::wal::run(&mut context),
         Target::Commitlog => targets::commitlog::run(&mut context),
         Target::Logstor => targets::logstor::run(&mut context),
-    };
+    }));
+    let result = run.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|text| text.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        Err((String::new(), Failure { kind: "panicked: {message}", message: format!("panicked: {message}") }))
+    });
     let swarm = match &result {
         Ok(swarm) | Err((swarm, _)) => swarm.clone(),
     };
     SeedOutcome {
         target,
         seed,
-        failure: result.err().map(|(_, failure)| failure.0),
+        failure_kind: result.as_ref().err().map(|(_, failure)| failure.kind),
+        failure: result.err().map(|(_, failure)| failure.message),
         swarm,
         ops: context.ops,
         crashes: context.crashes,
@@ -277,7 +309,10 @@ impl Context {
                 self.note("poisoned");
                 Ok(())
             }
-            other => Err(Failure(format!("after a failed write the {what} was not poisoned: sync returned {other:?}"))),
+            other => {
+                let message = format!("after a failed write the {what} was not poisoned: sync returned {other:?}");
+                Err(Failure { kind: "after a failed write the {what} was not poisoned", message })
+            }
         }
     }
 }

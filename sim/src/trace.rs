@@ -2,6 +2,7 @@
 //! seed can be compared, and printed when asked.
 
 use std::fmt::{self, Write as _};
+use std::io::Write as _;
 
 /// Accumulates a 64-bit FNV-1a hash of every event, and prints events when `print` is set.
 #[derive(Debug)]
@@ -27,8 +28,9 @@ impl Trace {
             self.hash ^= u64::from(byte);
             self.hash = self.hash.wrapping_mul(0x0000_0100_0000_01b3);
         }
-        if self.print {
-            println!("  {}", self.line);
+        // A reader that went away (`replay --trace | head`) ends the printing, not the run.
+        if self.print && writeln!(std::io::stdout(), "  {}", self.line).is_err() {
+            self.print = false;
         }
     }
 

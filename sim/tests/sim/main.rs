@@ -6,6 +6,7 @@
     reason = "tests compare against the real filesystem and build bytes from indexes"
 )]
 
+mod cli;
 mod corpus;
 mod fault_rules;
 mod runner;
