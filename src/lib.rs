@@ -20,3 +20,9 @@ pub mod wal;
 
 pub use error::{CorruptionReason, Error, Result};
 pub use repair::{RecoveryMode, Repair};
+
+/// Every Rust block of the README, compiled and run by `cargo test` as doc-tests, so that what
+/// the README shows a user works as shown.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -170,6 +170,30 @@ struct Active {
 }
 
 /// The commitlog on a [`Vfs`]. See the module docs for its promises.
+///
+/// The caller supplies each transaction's offset, and a commit that does not continue the log
+/// is refused whole:
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use ballast::commitlog::{Commitlog, CommitlogOptions};
+/// use ballast::vfs::OsVfs;
+/// use ballast::Error;
+///
+/// # fn main() -> ballast::Result<()> {
+/// # let directory = tempfile::tempdir().expect("a temp dir");
+/// let mut log = Commitlog::open(Arc::new(OsVfs::new()), directory.path(), CommitlogOptions::default())?;
+/// log.commit(&[(0, &b"create table"[..]), (1, b"insert 1")])?;
+/// let gap = log.commit(&[(3, &b"insert 3"[..])]);
+/// assert!(matches!(gap, Err(Error::OffsetMismatch { expected: 2, found: 3 })));
+/// log.sync()?;
+///
+/// let transactions: Vec<(u64, Vec<u8>)> = log.transactions_from(1).collect::<Result<_, _>>()?;
+/// assert_eq!(transactions, [(1, b"insert 1".to_vec())]);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Commitlog {
     vfs: Arc<dyn Vfs>,
     directory: PathBuf,

@@ -11,6 +11,25 @@ use std::time::Duration;
 use super::Logstor;
 
 /// A running maintenance thread; [`Maintenance::stop`] ends it and returns its first error.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+///
+/// use ballast::logstor::{Logstor, LogstorOptions, Maintenance};
+/// use ballast::vfs::OsVfs;
+///
+/// # fn main() -> ballast::Result<()> {
+/// # let directory = tempfile::tempdir().expect("a temp dir");
+/// let store = Logstor::open(Arc::new(OsVfs::new()), directory.path(), LogstorOptions::default())?;
+/// let store = Arc::new(Mutex::new(store));
+/// let maintenance = Maintenance::spawn(Arc::clone(&store), Duration::from_millis(5));
+/// store.lock().unwrap().put(b"key", b"value")?;
+/// maintenance.stop()?; // joins the thread; an error of a step would come back here
+/// assert_eq!(store.lock().unwrap().get(b"key")?, Some(b"value".to_vec()));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Maintenance {
     stop: Arc<AtomicBool>,

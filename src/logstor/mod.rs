@@ -226,6 +226,31 @@ pub struct Stats {
 }
 
 /// The store on a [`Vfs`]. See the module docs for its promises.
+///
+/// Writes are buffered until [`Logstor::sync`]; a reopen rebuilds the index from the segments:
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use ballast::logstor::{Logstor, LogstorOptions};
+/// use ballast::vfs::OsVfs;
+///
+/// # fn main() -> ballast::Result<()> {
+/// # let directory = tempfile::tempdir().expect("a temp dir");
+/// let vfs = Arc::new(OsVfs::new());
+/// let mut store = Logstor::open(vfs.clone(), directory.path(), LogstorOptions::default())?;
+/// store.put(b"user:1", b"ada")?;
+/// store.put(b"user:2", b"grace")?;
+/// store.delete(b"user:1")?;
+/// store.sync()?;
+/// drop(store);
+///
+/// let store = Logstor::open(vfs, directory.path(), LogstorOptions::default())?;
+/// assert_eq!(store.get(b"user:2")?, Some(b"grace".to_vec()));
+/// assert_eq!(store.get(b"user:1")?, None, "a deleted key stays deleted");
+/// # Ok(())
+/// # }
+/// ```
 pub struct Logstor {
     vfs: Arc<dyn Vfs>,
     directory: PathBuf,

@@ -181,6 +181,31 @@ pub struct TornTail {
 }
 
 /// A segmented write-ahead log on a [`Vfs`]. See the module docs for its promises.
+///
+/// What a sync made durable is what a reopen reads back, in order:
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use ballast::vfs::OsVfs;
+/// use ballast::wal::{Wal, WalOptions};
+///
+/// # fn main() -> ballast::Result<()> {
+/// # let directory = tempfile::tempdir().expect("a temp dir");
+/// let vfs = Arc::new(OsVfs::new());
+/// let mut wal = Wal::open(vfs.clone(), directory.path(), WalOptions::default())?;
+/// let first = wal.append(b"first")?;
+/// wal.append_batch(&[b"second", b"third"])?;
+/// wal.sync()?;
+/// drop(wal);
+///
+/// let wal = Wal::open(vfs, directory.path(), WalOptions::default())?;
+/// let records: Vec<Vec<u8>> = wal.records().map(|item| item.map(|(_, record)| record)).collect::<Result<_, _>>()?;
+/// assert_eq!(records, [&b"first"[..], b"second", b"third"]);
+/// assert_eq!(wal.records().next().transpose()?.map(|(position, _)| position), Some(first));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Wal {
     vfs: Arc<dyn Vfs>,
     directory: PathBuf,
