@@ -101,6 +101,13 @@ pub enum Error {
     OffsetMismatch { expected: u64, found: u64 },
     /// `set_epoch` was asked to go backwards.
     EpochRegression { current: u64, requested: u64 },
+    /// An option given to an open disagrees with what the files on disk were written with (a
+    /// page size, a segment size, ...). Not corruption: nothing on disk is wrong, and the open
+    /// changed nothing. Open again with `field` set to `on_disk`.
+    OptionsMismatch { file: PathBuf, field: &'static str, on_disk: u64, given: u64 },
+    /// The directory holds files of another ballast structure: `holds` names one of them, and
+    /// `expected` the structure the open was for. The open changed nothing.
+    ForeignDirectory { directory: PathBuf, holds: String, expected: &'static str },
 }
 
 impl Error {
@@ -150,6 +157,14 @@ impl fmt::Display for Error {
             }
             Self::EpochRegression { current, requested } => {
                 write!(f, "epoch {requested} is lower than the current epoch {current}")
+            }
+            Self::OptionsMismatch { file, field, on_disk, given } => write!(
+                f,
+                "{} was written with {field} {on_disk}, but the open was given {given}: open it with {field} {on_disk}",
+                file.display()
+            ),
+            Self::ForeignDirectory { directory, holds, expected } => {
+                write!(f, "{} holds {holds}, not {expected}", directory.display())
             }
         }
     }

@@ -11,6 +11,7 @@
 
 pub mod clock;
 mod codec;
+mod directory;
 pub mod commitlog;
 mod error;
 pub mod logstor;

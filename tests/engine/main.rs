@@ -27,6 +27,28 @@ pub fn small_options(recovery_mode: RecoveryMode) -> WalOptions {
     WalOptions { segment_size: 1024, page_size: 256, recovery_mode, preallocate: 512, recycle_segments: 0 }
 }
 
+/// Every file under `directory`, recursively, with its length and a CRC of its bytes, but the
+/// `LOCK` file an open creates (the one change a failed open may leave, documented). Two equal
+/// digests mean the directory holds the same files with the same bytes.
+pub fn digest(directory: &Path) -> std::collections::BTreeMap<String, (u64, u32)> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut pending = vec![directory.to_path_buf()];
+    while let Some(at) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&at) else { continue };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.file_name() != Some(std::ffi::OsStr::new("LOCK")) {
+                let bytes = std::fs::read(&path).unwrap();
+                let name = path.strip_prefix(directory).unwrap().display().to_string();
+                files.insert(name, (bytes.len() as u64, crc32fast::hash(&bytes)));
+            }
+        }
+    }
+    files
+}
+
 pub fn os() -> Arc<dyn Vfs> {
     Arc::new(OsVfs::new())
 }

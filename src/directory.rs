@@ -1,0 +1,76 @@
+//! What a data directory holds, told from its file names, so that an open refuses a directory
+//! of another structure before it writes anything there.
+
+use std::io;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::vfs::Vfs;
+use crate::{commitlog, logstor, wal};
+
+/// The structures whose directories can be told apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Structure {
+    Wal,
+    Commitlog,
+    Logstor,
+}
+
+impl Structure {
+    /// How errors name it: "a ballast WAL".
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Wal => "a ballast WAL",
+            Self::Commitlog => "a ballast commitlog",
+            Self::Logstor => "a ballast logstor store",
+        }
+    }
+
+    /// The structure `name` is a file of, if it is one no other structure writes.
+    fn owning(name: &str) -> Option<Self> {
+        if wal::parse_segment_file_name(name).is_some() || wal::parse_recycle_file_name(name).is_some() {
+            return Some(Self::Wal);
+        }
+        if commitlog::format::parse_file_name(name).is_some() {
+            return Some(Self::Commitlog);
+        }
+        if name == logstor::format::META_FILE_NAME || logstor::format::parse_data_file_name(name).is_some() {
+            return Some(Self::Logstor);
+        }
+        None
+    }
+}
+
+/// Refuses an empty directory path: it would put the files in whatever directory the process
+/// happens to run in.
+pub(crate) fn check_path(directory: &Path) -> Result<()> {
+    if directory.as_os_str().is_empty() {
+        return Err(Error::InvalidArgument { reason: "the directory path is empty".to_string() });
+    }
+    Ok(())
+}
+
+/// Fails with [`Error::ForeignDirectory`] if `directory` holds a file of a structure other than
+/// `expected`. A directory that does not exist yet holds nothing.
+pub(crate) fn refuse_foreign(vfs: &dyn Vfs, directory: &Path, expected: Structure) -> Result<()> {
+    let names = match vfs.read_dir(directory) {
+        Ok(names) => names,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(Error::io(directory, "read_dir", error)),
+    };
+    let mut names = names;
+    names.sort_unstable();
+    for name in names {
+        match Structure::owning(&name) {
+            Some(found) if found != expected => {
+                return Err(Error::ForeignDirectory {
+                    directory: directory.to_path_buf(),
+                    holds: format!("{} (file {name})", found.name()),
+                    expected: expected.name(),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
