@@ -211,7 +211,7 @@ pub(crate) fn remove_plan(vfs: &dyn Vfs, directory: &Path) -> Result<()> {
 }
 
 /// What every structure's handle tracks about its own health: whether an earlier write or sync
-/// failed (DESIGN invariant 2), and whether the repair plan of a repair its open reported is
+/// failed (invariant 2 of ARCHITECTURE.md), and whether the repair plan of a repair its open reported is
 /// still on disk (it stays until the first write after that open).
 #[derive(Debug)]
 pub(crate) struct Health {

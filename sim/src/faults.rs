@@ -1,8 +1,8 @@
-//! The fault classes of FAULTS.md, their keys, and the per-seed configuration of rates.
+//! The fault classes of `docs/faults.md`, their keys, and the per-seed configuration of rates.
 
 use std::fmt;
 
-/// One class of FAULTS.md. The key (its `Display`) names it in summaries, JSON and traces.
+/// One class of `docs/faults.md`. The key (its `Display`) names it in summaries, JSON and traces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FaultKind {
     LostUnsynced,

@@ -301,7 +301,7 @@ impl Context {
         self.note("open_retried");
     }
 
-    /// Invariant 2: after a failed write or sync, every mutating call refuses. `result` is such
+    /// Invariant 2 (ARCHITECTURE.md): after a failed write or sync, every mutating call refuses. `result` is such
     /// a call's.
     pub fn expect_poisoned(&mut self, result: ballast::Result<()>, what: &str) -> Result<(), Failure> {
         match result {

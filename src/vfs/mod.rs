@@ -124,7 +124,7 @@ pub fn read_exact_at(file: &dyn VfsFile, mut buf: &mut [u8], mut offset: u64) ->
     Ok(())
 }
 
-/// Creates `directory/name` holding `contents`, atomically (DESIGN invariant 7): write a temp
+/// Creates `directory/name` holding `contents`, atomically (invariant 7 of ARCHITECTURE.md): write a temp
 /// file `name.tmp`, sync it, read it back and compare, rename it into place, sync the
 /// directory. Returns the new file opened for reading and writing.
 ///

@@ -10,6 +10,7 @@
 mod bad_input;
 mod commitlog_format;
 mod commitlog_os;
+mod docs;
 mod logstor_format;
 mod logstor_os;
 mod wal_damage;

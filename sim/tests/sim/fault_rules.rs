@@ -1,4 +1,4 @@
-//! One test per rule of the fault model (FAULTS.md): what the simulated disk does, checked on
+//! One test per rule of the fault model (`docs/faults.md`): what the simulated disk does, checked on
 //! the disk alone, without the engine.
 
 use std::io;
