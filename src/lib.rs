@@ -11,8 +11,8 @@
 
 pub mod clock;
 mod codec;
-mod directory;
 pub mod commitlog;
+mod directory;
 mod error;
 pub mod logstor;
 mod repair;

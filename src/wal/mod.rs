@@ -25,6 +25,11 @@
 //! part way is finished by the next one; the plan stays until the first write after the open
 //! that reported it, so a crash can never leave a repair that nobody was told about.
 //!
+//! Opening checks before it writes: every check that can fail the open (the directory, the
+//! page size the segments were written with, damage that fails a strict open) runs first and
+//! only reads, so that an open that fails leaves the directory as it found it ([`Wal::open`]).
+//! Of the options, only the page size is on disk; the others may change between opens.
+//!
 //! # Reused files
 //!
 //! [`Wal::truncate_before`] may keep the files of the segments it removes, renamed
@@ -48,6 +53,7 @@
 //! [`Error::Poisoned`] until the log is reopened, and reopening verifies the tail from disk.
 
 pub mod format;
+mod recovery;
 mod scan;
 
 use std::fmt;
@@ -62,8 +68,9 @@ pub use format::{
 };
 use scan::{ScanItem, SegmentScanner};
 
+use crate::directory::{self, Structure};
 use crate::error::{CorruptionReason, Error, Result};
-use crate::repair::{self, Segments};
+use crate::repair;
 pub use crate::repair::{RecoveryMode, Repair};
 use crate::vfs::{self, OpenMode, Vfs, VfsFile, VfsLock};
 
@@ -72,17 +79,26 @@ use crate::vfs::{self, OpenMode, Vfs, VfsFile, VfsLock};
 pub struct WalOptions {
     /// Size at which a segment is sealed and the next begins. A multiple of `page_size`, at
     /// least two pages. Defaults to 128 MiB.
+    ///
+    /// Not recorded on disk, so it may change between opens: segments written before keep
+    /// their length, and a last segment that already holds more than a smaller new size takes
+    /// no more records (the next append seals it and starts a segment of the new size).
     pub segment_size: u64,
-    /// Page size: a power of two from 128 B to 64 KiB. Segments written with another page size
-    /// are rejected. Defaults to 32 KiB.
+    /// Page size: a power of two from 128 B to 64 KiB. Defaults to 32 KiB.
+    ///
+    /// Recorded in every segment header: opening a log written with another page size fails
+    /// with [`Error::OptionsMismatch`] (field `page_size`, naming the segment file) in either
+    /// recovery mode, and changes nothing.
     pub page_size: u32,
-    /// What opening does with damaged synced data. Defaults to [`RecoveryMode::Strict`].
+    /// What opening does with damaged synced data. Not recorded on disk: each open chooses.
+    /// Defaults to [`RecoveryMode::Strict`].
     pub recovery_mode: RecoveryMode,
     /// How far ahead of its records the active segment's file is extended with zeros, in bytes.
     /// Syncs that do not change a file's length write no metadata, so most syncs are cheaper
     /// (see [`PREALLOCATE_DEFAULT`]). Zero extends the file with every write. Closing cuts the
     /// zeros off; a sealed segment keeps them, so that a record written into them by mistake is
-    /// found as corruption. Defaults to 4 MiB.
+    /// found as corruption. Not recorded on disk: it may change between opens. Defaults to
+    /// 4 MiB.
     pub preallocate: u64,
     /// How many files of segments removed by [`Wal::truncate_before`] are kept (renamed
     /// `<number>.recycle`) for later segments to reuse instead of creating new files. Writing
@@ -92,7 +108,8 @@ pub struct WalOptions {
     /// The cost is disk space: up to this many segment files stay after a truncation. Bytes a
     /// reused file held before are never read as records: every fragment's checksum binds the
     /// segment number, recovery treats them as a torn tail, and sealing cuts them off. Zero
-    /// removes truncated segments at once. Defaults to 1.
+    /// removes truncated segments at once. Not recorded on disk: an open with fewer than the
+    /// directory keeps removes the newest of them, once its checks have passed. Defaults to 1.
     pub recycle_segments: usize,
 }
 
@@ -235,6 +252,33 @@ struct ActiveSegment {
     /// Whether sealing writes a seal fragment: every segment this build creates does; a
     /// segment of format version 1 recovered as the last one does not.
     seals: bool,
+    /// Where this segment's data must end, its seal included: [`WalOptions::segment_size`],
+    /// or more for a segment recovered from a log written with a larger one (see
+    /// [`ActiveSegment::recovered`]).
+    segment_size: u64,
+}
+
+impl ActiveSegment {
+    /// The last segment found by recovery, its records ending at `end` and its file
+    /// `allocated` bytes long (only zeros after `end`).
+    ///
+    /// The segment size is not on disk, so the log may have been written with a larger one
+    /// than `options` give, and this segment may hold more than the new size allows. It then
+    /// keeps just the room its seal needs after its records: the next append finds no room,
+    /// seals it there, and the segments after it take the new size.
+    fn recovered(
+        number: u64,
+        path: PathBuf,
+        file: Box<dyn VfsFile>,
+        end: u64,
+        allocated: u64,
+        seals: bool,
+        options: &WalOptions,
+    ) -> Self {
+        let sealed_end = format::seal_offset(end, u64::from(options.page_size)) + FRAGMENT_HEADER_SIZE as u64;
+        let segment_size = options.segment_size.max(sealed_end);
+        Self { number, path, file, end, allocated, stale_until: end, seals, segment_size }
+    }
 }
 
 /// Appended records are written to the OS once this many bytes are buffered.
@@ -331,7 +375,9 @@ struct SegmentFile {
     header: SegmentHeader,
 }
 
-/// Opens segment `number` and verifies its header and page size.
+/// Opens segment `number` and verifies its header and page size. Recovery has checked that
+/// the log was written with `page_size` (`recovery::check_page_size`), so a header with another
+/// one is corruption here.
 fn open_segment(vfs: &dyn Vfs, directory: &Path, number: u64, mode: OpenMode, page_size: u32) -> Result<SegmentFile> {
     let path = directory.join(segment_file_name(number));
     let file = vfs.open(&path, mode).map_err(|error| Error::io(&path, "open", error))?;
@@ -460,63 +506,44 @@ fn check_sealed_end(
     Ok(None)
 }
 
-/// Counts what a repair at `truncate_at` of segment `number` drops from that segment.
-fn count_dropped(
-    file: &dyn VfsFile,
-    path: &Path,
-    number: u64,
-    page_size: u32,
-    truncate_at: u64,
-    length: u64,
-) -> Result<u64> {
-    if truncate_at < SEGMENT_HEADER_SIZE as u64 || truncate_at >= length {
-        return Ok(0);
-    }
-    let mut scanner = SegmentScanner::new(file, path, number, page_size, truncate_at, length);
-    scanner.count_records_after_damage()
-}
-
 impl Wal {
     /// Opens the log in `directory`, creating it if needed, and recovers (see the module docs).
     ///
     /// Takes the directory's lock: a second open of the same directory, from this process or
     /// another, fails with [`Error::Locked`] until this handle is dropped.
+    ///
+    /// An open that fails leaves the directory as it found it, but for the directory itself
+    /// and its `LOCK` file, which the open creates before it reads anything. Every check that
+    /// can fail runs before the open writes: an empty path is [`Error::InvalidArgument`]; a
+    /// directory holding another ballast structure's files is [`Error::ForeignDirectory`], and
+    /// one holding a file no WAL writes is [`Error::BadFileName`]; segments written with
+    /// another page size are [`Error::OptionsMismatch`] (field `page_size`) in either recovery
+    /// mode; damage to synced data fails a [`RecoveryMode::Strict`] open with
+    /// [`Error::Corruption`]. Only then does the open finish a repair an earlier open began,
+    /// remove leftover temp files and the files kept for reuse beyond
+    /// [`WalOptions::recycle_segments`], repair damage ([`RecoveryMode::Repair`]), and cut a
+    /// torn tail.
     pub fn open(vfs: Arc<dyn Vfs>, directory: impl Into<PathBuf>, options: WalOptions) -> Result<Self> {
         options.validate()?;
         let directory = directory.into();
+        directory::check_path(&directory)?;
+        directory::refuse_foreign(vfs.as_ref(), &directory, Structure::Wal)?;
         let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
+        // Read only, up to the survey: whatever fails the open fails it here.
+        let listing = list_directory(vfs.as_ref(), &directory)?;
+        let plan = listing.repair_plan.then(|| repair::read_plan(vfs.as_ref(), &directory)).transpose()?;
+        recovery::check_page_size(vfs.as_ref(), &directory, &listing.segments, options.page_size)?;
+        let survey = recovery::survey(vfs.as_ref(), &directory, &options, &listing.segments, plan.as_ref())?;
         let mut report = RecoveryReport::default();
-        let mut listing = list_directory(vfs.as_ref(), &directory)?;
-        if listing.repair_plan {
+        if let Some(plan) = plan {
             // An earlier open began a repair and did not finish it: finish it and report it.
-            let plan = repair::read_plan(vfs.as_ref(), &directory)?;
-            repair::carry_out(vfs.as_ref(), &directory, &WalSegments { page_size: options.page_size }, &plan)?;
+            let segments = recovery::WalSegments { page_size: options.page_size };
+            repair::carry_out(vfs.as_ref(), &directory, &segments, &plan)?;
             report.repair = Some(plan.into_report(true));
-            listing = list_directory(vfs.as_ref(), &directory)?;
         }
-        for name in &listing.temp_files {
-            let path = directory.join(name);
-            vfs.remove_file(&path).map_err(|error| Error::io(&path, "remove_file", error))?;
-            report.temp_files_removed += 1;
-        }
-        // Files kept for reuse beyond what the options allow now (they may have changed) go.
-        let mut recycled = std::mem::take(&mut listing.recycled);
-        let surplus = recycled.split_off(recycled.len().min(options.recycle_segments));
-        for &number in &surplus {
-            let path = directory.join(recycle_file_name(number));
-            vfs.remove_file(&path).map_err(|error| Error::io(&path, "remove_file", error))?;
-        }
-        if !listing.temp_files.is_empty() || !surplus.is_empty() {
-            vfs.sync_dir(&directory).map_err(|error| Error::io(&directory, "sync_dir", error))?;
-        }
-        let recovered = recover(vfs.as_ref(), &directory, &options, &listing.segments, &mut report)?;
-        let (first_segment, active) = match recovered {
-            Some(found) => found,
-            None => {
-                let active = create_segment(vfs.as_ref(), &directory, 0, options.page_size)?;
-                (0, active)
-            }
-        };
+        let recycled =
+            recovery::remove_leftovers(vfs.as_ref(), &directory, &listing, options.recycle_segments, &mut report)?;
+        let (first_segment, active) = recovery::finish(vfs.as_ref(), &directory, &options, survey, &mut report)?;
         report.segments_count = active.number - first_segment + 1;
         tracing::info!(
             directory = %directory.display(),
@@ -610,7 +637,7 @@ impl Wal {
     fn append_one(&mut self, record: &[u8]) -> Result<Position> {
         let page_size = u64::from(self.options.page_size);
         let at = self.active.end + self.buffer.len() as u64;
-        if !format::record_fits(at, record.len(), page_size, self.options.segment_size) {
+        if !format::record_fits(at, record.len(), page_size, self.active.segment_size) {
             self.rotate_inner()?;
         }
         let position = encode_record(&mut self.buffer, self.active.number, self.active.end, record, page_size);
@@ -640,7 +667,7 @@ impl Wal {
         let end = offset + buffer.len() as u64;
         // Recovery tells preallocated zeros from records because a fragment's type is never 0.
         if end > self.active.allocated && self.options.preallocate > 0 {
-            let allocated = end.next_multiple_of(self.options.preallocate).min(self.options.segment_size);
+            let allocated = end.next_multiple_of(self.options.preallocate).min(self.active.segment_size);
             self.set_active_len(allocated)?;
         }
         if let Err(error) = self.active.file.write_at(buffer, offset) {
@@ -648,7 +675,7 @@ impl Wal {
             return Err(self.poison(error));
         }
         self.active.end += buffer.len() as u64;
-        assert!(self.active.end <= self.options.segment_size, "a segment never grows past its size");
+        assert!(self.active.end <= self.active.segment_size, "a segment never grows past its size");
         Ok(())
     }
 
@@ -712,9 +739,9 @@ impl Wal {
         let started = match self.recycled.first().copied() {
             Some(old) => {
                 self.recycled.remove(0);
-                reuse_segment_file(self.vfs.as_ref(), &self.directory, old, next, self.options.page_size)
+                reuse_segment_file(self.vfs.as_ref(), &self.directory, old, next, &self.options)
             }
-            None => create_segment(self.vfs.as_ref(), &self.directory, next, self.options.page_size),
+            None => create_segment(self.vfs.as_ref(), &self.directory, next, &self.options),
         };
         match started {
             Ok(active) => {
@@ -842,12 +869,21 @@ fn encode_record(buffer: &mut Vec<u8>, segment: u64, buffer_offset: u64, record:
 }
 
 /// Creates segment `number` atomically, its header verified (see [`vfs::create_file_atomically`]).
-fn create_segment(vfs: &dyn Vfs, directory: &Path, number: u64, page_size: u32) -> Result<ActiveSegment> {
+fn create_segment(vfs: &dyn Vfs, directory: &Path, number: u64, options: &WalOptions) -> Result<ActiveSegment> {
     let name = segment_file_name(number);
-    let header = format::encode_segment_header(number, page_size);
+    let header = format::encode_segment_header(number, options.page_size);
     let file = vfs::create_file_atomically(vfs, directory, &name, &header)?;
     let end = SEGMENT_HEADER_SIZE as u64;
-    Ok(ActiveSegment { number, path: directory.join(name), file, end, allocated: end, stale_until: end, seals: true })
+    Ok(ActiveSegment {
+        number,
+        path: directory.join(name),
+        file,
+        end,
+        allocated: end,
+        stale_until: end,
+        seals: true,
+        segment_size: options.segment_size,
+    })
 }
 
 /// Makes the kept file of truncated segment `old` the new segment `number`. Its header is
@@ -856,10 +892,19 @@ fn create_segment(vfs: &dyn Vfs, directory: &Path, number: u64, page_size: u32) 
 /// header. The rest of the file still holds the old segment's fragments, which fail
 /// verification as this segment's (their checksums bind segment `old`): until records overwrite
 /// them they are what recovery finds after the records, and truncates as a torn tail.
-fn reuse_segment_file(vfs: &dyn Vfs, directory: &Path, old: u64, number: u64, page_size: u32) -> Result<ActiveSegment> {
+///
+/// The file may be longer than [`WalOptions::segment_size`] (it was written with a larger
+/// one): the records stop at the segment size all the same, and sealing cuts off the rest.
+fn reuse_segment_file(
+    vfs: &dyn Vfs,
+    directory: &Path,
+    old: u64,
+    number: u64,
+    options: &WalOptions,
+) -> Result<ActiveSegment> {
     let from = directory.join(recycle_file_name(old));
     let path = directory.join(segment_file_name(number));
-    let header = format::encode_segment_header(number, page_size);
+    let header = format::encode_segment_header(number, options.page_size);
     let file = vfs.open(&from, OpenMode::ReadWrite).map_err(|error| Error::io(&from, "open", error))?;
     let length = file.len().map_err(|error| Error::io(&from, "len", error))?;
     vfs::write_synced_and_verified(file.as_ref(), &from, &header, 0)?;
@@ -867,186 +912,16 @@ fn reuse_segment_file(vfs: &dyn Vfs, directory: &Path, old: u64, number: u64, pa
     vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
     tracing::debug!(old, segment = number, bytes = length, "reused the file of a truncated segment");
     let end = SEGMENT_HEADER_SIZE as u64;
-    Ok(ActiveSegment { number, path, file, end, allocated: length.max(end), stale_until: length, seals: true })
-}
-
-/// Verifies every segment and returns the first segment and the active one, or `None` if the
-/// directory holds no segment.
-fn recover(
-    vfs: &dyn Vfs,
-    directory: &Path,
-    options: &WalOptions,
-    segments: &[u64],
-    report: &mut RecoveryReport,
-) -> Result<Option<(u64, ActiveSegment)>> {
-    let (Some(&first), Some(&last)) = (segments.first(), segments.last()) else {
-        return Ok(None);
-    };
-    let page_size = options.page_size;
-    for &number in segments {
-        let sealed = number != last;
-        let mode = if sealed { OpenMode::Read } else { OpenMode::ReadWrite };
-        let opened = open_segment(vfs, directory, number, mode, page_size);
-        let (segment, scan) = match opened {
-            Ok(segment) => {
-                let scan = scan_segment(&segment, number, page_size, Ending::of(sealed, segment.header))?;
-                (segment, scan)
-            }
-            Err(Error::Corruption { offset, reason, .. }) => {
-                // The header is written and synced before the segment's name exists, so a bad
-                // header is never a torn write.
-                if options.recovery_mode == RecoveryMode::Strict {
-                    return Err(Error::Corruption {
-                        file: directory.join(segment_file_name(number)),
-                        segment: number,
-                        offset,
-                        reason,
-                    });
-                }
-                let active = repair(vfs, directory, options, number, last, None, (offset, reason), report)?;
-                return Ok(Some((first, active)));
-            }
-            Err(error) => return Err(error),
-        };
-        let SegmentFile { path, file, length, header } = segment;
-        match scan.damage {
-            None if sealed => report.records_count += scan.records_count,
-            Some((offset, truncate_at, reason)) if sealed => {
-                if options.recovery_mode == RecoveryMode::Strict {
-                    return Err(Error::Corruption { file: path, segment: number, offset, reason });
-                }
-                report.records_count += scan.records_count;
-                let damaged = DamagedSegment { file, path, length, truncate_at };
-                let active = repair(vfs, directory, options, number, last, Some(damaged), (offset, reason), report)?;
-                return Ok(Some((first, active)));
-            }
-            _ => {
-                // The last segment: anything but zeros after the valid data is a torn tail. It is
-                // cut off with the preallocated space it lies in, so that no stale fragment can
-                // follow the records appended next. Zeros alone are preallocation, and stay.
-                report.records_count += scan.records_count;
-                let end = scan.end;
-                if scan.torn {
-                    vfs::truncate_durably(file.as_ref(), &path, end)?;
-                    report.torn_tail = Some(TornTail { segment: number, offset: end, bytes_dropped: length - end });
-                    tracing::info!(segment = number, offset = end, bytes = length - end, "truncated torn tail");
-                    let active = ActiveSegment {
-                        number,
-                        path,
-                        file,
-                        end,
-                        allocated: end,
-                        stale_until: end,
-                        seals: header.seals(),
-                    };
-                    return Ok(Some((first, active)));
-                }
-                // Only zeros follow the records here, whatever the file held before.
-                let seals = header.seals();
-                return Ok(Some((
-                    first,
-                    ActiveSegment { number, path, file, end, allocated: length, stale_until: end, seals },
-                )));
-            }
-        }
-    }
-    unreachable!("the loop returns at the last segment")
-}
-
-struct DamagedSegment {
-    file: Box<dyn VfsFile>,
-    path: PathBuf,
-    length: u64,
-    truncate_at: u64,
-}
-
-/// Repairs damage in segment `number`. Counts what will be dropped, writes that plan durably to
-/// the `REPAIR` file, then carries it out; an open interrupted part way finds the plan and
-/// finishes it, so a repair can never end up dropping synced records without reporting them.
-#[allow(clippy::too_many_arguments, reason = "one private call site; a struct would only rename them")]
-fn repair(
-    vfs: &dyn Vfs,
-    directory: &Path,
-    options: &WalOptions,
-    number: u64,
-    last: u64,
-    damaged: Option<DamagedSegment>,
-    (offset, reason): (u64, CorruptionReason),
-    report: &mut RecoveryReport,
-) -> Result<ActiveSegment> {
-    let page_size = options.page_size;
-    let mut records_dropped = 0u64;
-    let mut bytes_dropped = 0u64;
-    let truncate_at = match &damaged {
-        Some(damaged) if damaged.truncate_at >= SEGMENT_HEADER_SIZE as u64 => {
-            records_dropped += count_dropped(
-                damaged.file.as_ref(),
-                &damaged.path,
-                number,
-                page_size,
-                damaged.truncate_at,
-                damaged.length,
-            )?;
-            bytes_dropped += damaged.length - damaged.truncate_at;
-            damaged.truncate_at
-        }
-        _ => {
-            let path = directory.join(segment_file_name(number));
-            let file = vfs.open(&path, OpenMode::Read).map_err(|error| Error::io(&path, "open", error))?;
-            let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
-            records_dropped +=
-                count_dropped(file.as_ref(), &path, number, page_size, SEGMENT_HEADER_SIZE as u64, length)?;
-            bytes_dropped += length;
-            0
-        }
-    };
-    drop(damaged);
-    for later in number + 1..=last {
-        let path = directory.join(segment_file_name(later));
-        let file = vfs.open(&path, OpenMode::Read).map_err(|error| Error::io(&path, "open", error))?;
-        let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
-        bytes_dropped += length;
-        if scan::read_segment_header(file.as_ref(), &path, later, length).is_ok() {
-            records_dropped +=
-                count_dropped(file.as_ref(), &path, later, page_size, SEGMENT_HEADER_SIZE as u64, length)?;
-        }
-    }
-    let plan = repair::Plan {
-        segment: number,
-        truncate_at,
-        remove: (number + 1..=last).rev().collect(),
-        offset,
-        records_dropped,
-        bytes_dropped,
-        reason: reason.to_string(),
-    };
-    repair::write_plan(vfs, directory, &plan)?;
-    repair::carry_out(vfs, directory, &WalSegments { page_size }, &plan)?;
-    let repaired = plan.into_report(false);
-    tracing::warn!(?repaired, "repaired damaged synced data");
-    report.repair = Some(repaired);
-    let SegmentFile { path, file, length, header } =
-        open_segment(vfs, directory, number, OpenMode::ReadWrite, page_size)?;
-    Ok(ActiveSegment { number, path, file, end: length, allocated: length, stale_until: length, seals: header.seals() })
-}
-
-/// The WAL's segment naming, for the shared repair plan.
-struct WalSegments {
-    page_size: u32,
-}
-
-impl Segments for WalSegments {
-    fn file_name(&self, segment: u64) -> String {
-        segment_file_name(segment)
-    }
-
-    fn empty(&self, segment: u64) -> Vec<u8> {
-        format::encode_segment_header(segment, self.page_size).to_vec()
-    }
-
-    fn header_size(&self) -> u64 {
-        SEGMENT_HEADER_SIZE as u64
-    }
+    Ok(ActiveSegment {
+        number,
+        path,
+        file,
+        end,
+        allocated: length.max(end),
+        stale_until: length,
+        seals: true,
+        segment_size: options.segment_size,
+    })
 }
 
 /// The active segment as readers see it: the file, then the records still in the write buffer.

@@ -15,6 +15,7 @@ mod logstor_format;
 mod logstor_os;
 mod wal_damage;
 mod wal_format;
+mod wal_open;
 mod wal_os;
 
 use std::path::Path;
