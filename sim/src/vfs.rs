@@ -64,6 +64,16 @@ impl Pending {
     }
 }
 
+/// The smallest range of `image` from `at` whose bytes differ from `data` (past the image's end
+/// a file reads as zeros), or `None` if `data` is what `image` already holds there.
+fn differing(image: &[u8], at: u64, data: &[u8]) -> Option<Range<u64>> {
+    let start = usize::try_from(at).expect("fits");
+    let held = |index: usize| image.get(start + index).copied().unwrap_or(0);
+    let first = (0..data.len()).find(|&index| held(index) != data[index])?;
+    let last = (0..data.len()).rev().find(|&index| held(index) != data[index]).expect("first differs");
+    Some(at + first as u64..at + last as u64 + 1)
+}
+
 /// Whether `range` covers sector `sector` whole.
 fn covers_sector(range: &Range<u64>, sector: u64) -> bool {
     range.start <= sector * SECTOR_SIZE && (sector + 1) * SECTOR_SIZE <= range.end
@@ -104,6 +114,9 @@ struct DamageEntry {
     write_id: Option<u64>,
     /// Only operations issued after this sequence number can replace the damaged bytes.
     sequence: u64,
+    /// The bytes a misdirected write put where it landed: a crash that tears that write keeps
+    /// only the parts of it that reached the disk.
+    stray: bool,
 }
 
 struct State {
@@ -124,6 +137,9 @@ struct State {
     /// Incremented at every crash; handles from an earlier boot fail.
     boot: u64,
     damage: Vec<DamageEntry>,
+    /// Writes that landed somewhere other than meant: they damage what they cover, so they
+    /// never heal damage there.
+    stray_writes: BTreeSet<u64>,
     trace: Trace,
 }
 
@@ -294,17 +310,26 @@ impl State {
                 landed += SECTOR_SIZE;
             }
             self.count(FaultKind::MisdirectedWrite, format_args!("inode {id} offset {offset} landed at {landed}"));
+            // Two places may be damaged: where it landed (it lost what it held) and where the
+            // data should be (it keeps old bytes, or the stray copy if the two overlap). Only
+            // bytes that differ from what was meant are damage: a write of the bytes a place
+            // already held changes nothing there (wal seeds 889, 899: a header rewritten with
+            // the same bytes, zero padding over zeros), and the oracles demand that damage be
+            // reported.
+            let landed_damage = differing(&self.inodes[&id].current, landed, data);
             let write_id = self.push_write(id, landed, data);
-            // Two places are damaged: where the data should be (it keeps old bytes) and where
-            // it landed (it lost what it held).
-            for at in [offset, landed] {
+            self.stray_writes.insert(write_id);
+            let intended_damage = differing(&self.inodes[&id].current, offset, data);
+            for (range, stray) in [(landed_damage, true), (intended_damage, false)] {
+                let Some(range) = range else { continue };
                 self.damage.push(DamageEntry {
                     inode: id,
-                    offset: at,
-                    length: data.len() as u64,
+                    offset: range.start,
+                    length: range.end - range.start,
                     kind: FaultKind::MisdirectedWrite,
                     write_id: Some(write_id),
                     sequence: write_id,
+                    stray,
                 });
             }
             return Ok(());
@@ -407,8 +432,15 @@ impl State {
     /// repaired as soon as a write reached the page cache; when that write was lost, the synced
     /// bytes under the sector read back whole, and a value recovery had been forgiven for losing
     /// came back (logstor seeds 13674, 26950, 33185).
+    ///
+    /// A stray copy of a misdirected write repairs a latent sector too, but heals no damage: its
+    /// bytes are not what belongs there (wal seed 17383: a second stray copy over the first
+    /// healed the first's damage, and recovery's loss of the record under it looked unexcused).
     fn heal(&mut self, id: u64, healed: Range<u64>, op_id: u64) {
         self.inode(id).latent.retain(|&sector, _| !covers_sector(&healed, sector));
+        if self.stray_writes.contains(&op_id) {
+            return;
+        }
         let mut kept = Vec::with_capacity(self.damage.len());
         for entry in self.damage.drain(..) {
             let end = entry.offset + entry.length;
@@ -421,6 +453,34 @@ impl State {
             }
             if healed.end < end {
                 kept.push(DamageEntry { offset: healed.end, length: end - healed.end, ..entry });
+            }
+        }
+        self.damage = kept;
+    }
+
+    /// Write `write_id` reached the disk only in `replaced` (a torn write drops sectors): if it
+    /// was misdirected, the bytes it was meant to clobber where it landed are damaged only there
+    /// (wal seed 10403: a stray copy over a header, torn, left the header whole).
+    ///
+    /// Where it was meant to land is no damage after the crash: that write was never synced, and
+    /// its absence is what a lost unsynced write leaves (wal seed 8706: recovery kept the records
+    /// before it, appended and sealed, and the zeros at its place were the seal's padding).
+    fn confine_stray(&mut self, write_id: u64, replaced: &[Range<u64>]) {
+        let mut kept = Vec::with_capacity(self.damage.len());
+        for entry in self.damage.drain(..) {
+            if entry.write_id != Some(write_id) {
+                kept.push(entry);
+                continue;
+            }
+            if !entry.stray {
+                continue;
+            }
+            let end = entry.offset + entry.length;
+            for range in replaced {
+                let (start, stop) = (range.start.max(entry.offset), range.end.min(end));
+                if start < stop {
+                    kept.push(DamageEntry { offset: start, length: stop - start, ..entry.clone() });
+                }
             }
         }
         self.damage = kept;
@@ -454,7 +514,9 @@ impl State {
                     Pending::SetLen { .. } => lost_any = true,
                     Pending::Write { offset, data, id: op_id } if survives => {
                         kept_any = true;
-                        for landed in self.land_write(id, &mut image, offset, &data) {
+                        let replaced = self.land_write(id, &mut image, offset, &data);
+                        self.confine_stray(op_id, &replaced);
+                        for landed in replaced {
                             self.heal(id, landed, op_id);
                         }
                     }
@@ -596,6 +658,7 @@ impl SimVfs {
             powered_off: false,
             boot: 0,
             damage: Vec::new(),
+            stray_writes: BTreeSet::new(),
             trace,
         };
         Self { state: Arc::new(Mutex::new(state)) }
@@ -695,6 +758,15 @@ impl SimVfs {
             let (id, path, range) = candidates[state.rng.gen_range(0..candidates.len())].clone();
             let offset = state.rng.gen_range(range);
             let bit = state.rng.gen_range(0..8);
+            // A byte already rotted is left alone: flipping the same bit again would restore
+            // it, and the ledger would demand a report of damage that is gone (wal seed 369150).
+            let rotted = state
+                .damage
+                .iter()
+                .any(|entry| entry.inode == id && entry.kind == FaultKind::BitRot && entry.offset == offset);
+            if rotted {
+                return damaged;
+            }
             let inode = state.inode(id);
             let index = usize::try_from(offset).expect("fits");
             inode.durable[index] ^= 1 << bit;
@@ -708,6 +780,7 @@ impl SimVfs {
                 kind: FaultKind::BitRot,
                 write_id: None,
                 sequence,
+                stray: false,
             });
             damaged.push(Damage { path, offset, length: 1, kind: FaultKind::BitRot });
         }
@@ -728,6 +801,7 @@ impl SimVfs {
                 kind: FaultKind::LatentSector,
                 write_id: None,
                 sequence,
+                stray: false,
             });
             damaged.push(Damage { path, offset: sector_start, length: SECTOR_SIZE, kind: FaultKind::LatentSector });
         }

@@ -285,7 +285,7 @@ impl Workload {
                 .count();
             owed = owed.min(before_segment + at_or_before.saturating_sub(1));
             let sealed = last_on_disk.is_some_and(|last| segment < last);
-            if sealed && mode == RecoveryMode::Strict && kind != FaultKind::MisdirectedWrite {
+            if sealed && mode == RecoveryMode::Strict {
                 fail!("{kind} in sealed segment {segment} at offset {offset} was not reported by a strict open");
             }
         }
