@@ -12,6 +12,7 @@ mod commitlog_format;
 mod commitlog_os;
 mod docs;
 mod logstor_format;
+mod logstor_open;
 mod logstor_os;
 mod wal_damage;
 mod wal_format;
@@ -29,9 +30,14 @@ pub fn small_options(recovery_mode: RecoveryMode) -> WalOptions {
     WalOptions { segment_size: 1024, page_size: 256, recovery_mode, preallocate: 512, recycle_segments: 0 }
 }
 
-/// Every file under `directory`, recursively, with its length and a CRC of its bytes, but the
+/// Every file under `directory`, recursively, with its length and a hash of its bytes, but the
 /// `LOCK` file an open creates (the one change a failed open may leave, documented). Two equal
 /// digests mean the directory holds the same files with the same bytes.
+///
+/// The hash is SipHash (std's, with fixed keys), not a CRC: the CRC-32 of bytes that end with
+/// the CRC-32 of what precedes them is one constant (0x2144df1c), and CRCs are linear, so any
+/// two such files of one length (a meta file or a repair plan rewritten with other fields and
+/// its checksum) hashed the same, whatever was hashed before them.
 pub fn digest(directory: &Path) -> std::collections::BTreeMap<String, (u64, u32)> {
     let mut files = std::collections::BTreeMap::new();
     let mut pending = vec![directory.to_path_buf()];
@@ -44,7 +50,9 @@ pub fn digest(directory: &Path) -> std::collections::BTreeMap<String, (u64, u32)
             } else if path.file_name() != Some(std::ffi::OsStr::new("LOCK")) {
                 let bytes = std::fs::read(&path).unwrap();
                 let name = path.strip_prefix(directory).unwrap().display().to_string();
-                files.insert(name, (bytes.len() as u64, crc32fast::hash(&bytes)));
+                let mut hasher = std::hash::DefaultHasher::new();
+                std::hash::Hasher::write(&mut hasher, &bytes);
+                files.insert(name, (bytes.len() as u64, std::hash::Hasher::finish(&hasher) as u32));
             }
         }
     }
