@@ -39,35 +39,62 @@ pub fn parse_data_file_name(name: &str) -> Option<u64> {
 
 pub const META_FILE_NAME: &str = "logstor.meta";
 
-pub fn encode_meta(geometry: Geometry) -> Vec<u8> {
+/// Where the meta file keeps each field.
+const META_VERSION_OFFSET: usize = 8;
+const META_SEGMENT_SIZE_OFFSET: usize = 16;
+const META_SEGMENTS_PER_FILE_OFFSET: usize = 24;
+const META_BLOCK_SIZE_OFFSET: usize = 32;
+const META_GROUPS_COUNT_OFFSET: usize = 40;
+const META_CHECKSUM_OFFSET: usize = META_SIZE - 4;
+
+/// What `logstor.meta` records: everything about the store that is fixed when it is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub geometry: Geometry,
+    /// The compaction groups keys are spread over. `None` in a meta file written before the
+    /// count was recorded (its bytes were reserved and zero): such a store's records are the
+    /// only witness of the groups it holds.
+    pub groups_count: Option<u32>,
+}
+
+pub fn encode_meta(meta: &Meta) -> Vec<u8> {
     let mut bytes = vec![0u8; META_SIZE];
     bytes[0..8].copy_from_slice(&META_MAGIC);
-    bytes[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes[16..24].copy_from_slice(&geometry.segment_size.to_le_bytes());
-    bytes[24..32].copy_from_slice(&geometry.segments_per_file.to_le_bytes());
-    bytes[32..40].copy_from_slice(&BLOCK_SIZE.to_le_bytes());
-    let checksum = crate::codec::crc32(&bytes[0..60]);
-    bytes[60..64].copy_from_slice(&checksum.to_le_bytes());
+    bytes[META_VERSION_OFFSET..META_VERSION_OFFSET + 2].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes[META_SEGMENT_SIZE_OFFSET..META_SEGMENT_SIZE_OFFSET + 8]
+        .copy_from_slice(&meta.geometry.segment_size.to_le_bytes());
+    bytes[META_SEGMENTS_PER_FILE_OFFSET..META_SEGMENTS_PER_FILE_OFFSET + 8]
+        .copy_from_slice(&meta.geometry.segments_per_file.to_le_bytes());
+    bytes[META_BLOCK_SIZE_OFFSET..META_BLOCK_SIZE_OFFSET + 8].copy_from_slice(&BLOCK_SIZE.to_le_bytes());
+    let groups_count = meta.groups_count.expect("a new meta file records the groups count");
+    assert!(groups_count > 0, "a store has at least one group");
+    bytes[META_GROUPS_COUNT_OFFSET..META_GROUPS_COUNT_OFFSET + 4].copy_from_slice(&groups_count.to_le_bytes());
+    let checksum = crate::codec::crc32(&bytes[0..META_CHECKSUM_OFFSET]);
+    bytes[META_CHECKSUM_OFFSET..].copy_from_slice(&checksum.to_le_bytes());
     bytes
 }
 
-pub fn decode_meta(bytes: &[u8]) -> Result<Geometry, CorruptionReason> {
+pub fn decode_meta(bytes: &[u8]) -> Result<Meta, CorruptionReason> {
     if bytes.len() != META_SIZE {
         return Err(CorruptionReason::Truncated { length: bytes.len() as u64 });
     }
     if bytes[0..8] != META_MAGIC {
         return Err(CorruptionReason::BadMagic);
     }
-    let (stored, computed) = (u32_at(bytes, 60), crate::codec::crc32(&bytes[0..60]));
+    let (stored, computed) =
+        (u32_at(bytes, META_CHECKSUM_OFFSET), crate::codec::crc32(&bytes[0..META_CHECKSUM_OFFSET]));
     if stored != computed {
         return Err(CorruptionReason::Checksum { expected: stored, found: computed });
     }
-    let version = u16_at(bytes, 8);
+    let version = u16_at(bytes, META_VERSION_OFFSET);
     if version != FORMAT_VERSION {
         return Err(CorruptionReason::UnsupportedVersion { version });
     }
-    let geometry = Geometry { segment_size: u64_at(bytes, 16), segments_per_file: u64_at(bytes, 24) };
-    let block_size = u64_at(bytes, 32);
+    let geometry = Geometry {
+        segment_size: u64_at(bytes, META_SEGMENT_SIZE_OFFSET),
+        segments_per_file: u64_at(bytes, META_SEGMENTS_PER_FILE_OFFSET),
+    };
+    let block_size = u64_at(bytes, META_BLOCK_SIZE_OFFSET);
     if block_size != BLOCK_SIZE {
         return Err(CorruptionReason::HeaderMismatch { field: "block_size", expected: BLOCK_SIZE, found: block_size });
     }
@@ -78,7 +105,8 @@ pub fn decode_meta(bytes: &[u8]) -> Result<Geometry, CorruptionReason> {
             found: geometry.segment_size,
         });
     }
-    Ok(geometry)
+    let groups_count = Some(u32_at(bytes, META_GROUPS_COUNT_OFFSET)).filter(|&count| count > 0);
+    Ok(Meta { geometry, groups_count })
 }
 
 pub fn geometry_is_valid(geometry: Geometry) -> bool {

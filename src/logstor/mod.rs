@@ -33,11 +33,18 @@
 //! A segment without a seal was being written when the power failed: everything after its last whole buffer is a torn tail, and recovery seals it there.
 //! Damage before a valid seal is damage to synced data, which [`RecoveryMode::Strict`] reports
 //! and [`RecoveryMode::Repair`] cuts away through a durable repair plan.
+//!
+//! Every check that can refuse an open runs before the open writes anything: the directory's
+//! file names, `logstor.meta` against the options, the data files, and the scan of every
+//! segment. Only then are torn segments sealed, damage cut, a repair plan left on disk
+//! finished and leftover temp files removed, so a failed open leaves the directory as it
+//! found it (see [`Logstor::open`]).
 
 mod background;
 mod cache;
 pub mod format;
 mod key;
+mod recovery;
 
 #[allow(clippy::disallowed_types, reason = "the index's HashMap has a fixed hasher; see `Index`")]
 use std::collections::HashMap;
@@ -53,18 +60,24 @@ use cache::BlockCache;
 use format::{BufferKind, Geometry, Record, BLOCK_SIZE, BUFFER_HEADER_SIZE};
 use key::IndexKey;
 
+use crate::directory::{self, Structure};
 use crate::error::{CorruptionReason, Error, Result};
 use crate::repair::{self, Segments};
 pub use crate::repair::{RecoveryMode, Repair};
 use crate::vfs::{self, OpenMode, Vfs, VfsFile, VfsLock};
 
 /// Options for [`Logstor::open`].
+///
+/// `segment_size`, `segments_per_file` and `groups_count` are fixed when the store is created
+/// and recorded in `logstor.meta`: an open given another value fails with
+/// [`Error::OptionsMismatch`] naming the field, in every recovery mode, and changes nothing.
+/// The others are not on disk and may change from one open to the next.
 #[derive(Clone, Debug)]
 pub struct LogstorOptions {
     /// Segment size: a multiple of 4 KiB, at least 16 KiB. Fixed when the store is created.
     /// Defaults to 1 MiB.
     pub segment_size: u64,
-    /// Segments per data file. Fixed when the store is created. Defaults to 16.
+    /// Segments per data file, 1 to 65536. Fixed when the store is created. Defaults to 16.
     ///
     /// Data files are created whole (preallocated, so that writes into them can never fail for
     /// space) and never shrink, so the store's footprint grows in steps of one file: at most one
@@ -72,12 +85,21 @@ pub struct LogstorOptions {
     /// 116 MB of live records took 201 MB on disk; with 16, 151 MB (bench/README.md). The cost
     /// is one open file per `segment_size × segments_per_file` bytes of store.
     pub segments_per_file: u64,
-    /// Data files the store may grow to; past that, writes fail with `StorageFull`.
-    /// Defaults to 4096 (64 GiB with the default geometry).
+    /// Data files the store may grow to; past that, writes fail with `StorageFull` (and
+    /// poison the store). It bounds growth only: a store that already holds more data files
+    /// opens whole and keeps writing into their free segments. Defaults to 4096 (64 GiB with
+    /// the default geometry).
     pub files_max: u64,
-    /// A write buffer is written out once it holds this many bytes. Defaults to 64 KiB.
+    /// A write buffer is written out once it holds this many bytes; at least 4 KiB. Every
+    /// buffer records its own length, so it may change between opens. Defaults to 64 KiB.
     pub write_buffer_size: usize,
-    /// Compaction groups keys are spread over by default. Defaults to 16.
+    /// Compaction groups keys are spread over by default, and the bound of `put_in_group`'s
+    /// group. Every record carries its group, and the count decides which group a key's next
+    /// write goes to, so it is fixed when the store is created. Defaults to 16.
+    ///
+    /// A store created before the count was recorded (its meta file holds zero there) is
+    /// checked against its records instead: an open refuses a count at or below the highest
+    /// group a record names, with `on_disk` the fewest groups that hold them all.
     pub groups_count: u32,
     /// Segments one compaction step may take. At least 2. Defaults to 4.
     pub compaction_batch_max: usize,
@@ -311,6 +333,8 @@ enum SegmentScan {
         offset: u64,
         reason: CorruptionReason,
         records_after: u64,
+        /// The records in the buffers before the damage, which verified (what a cut keeps).
+        records: Vec<Range<usize>>,
     },
 }
 
@@ -379,7 +403,7 @@ fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
             // No valid first buffer: free, unless a seal later says the segment was in use and
             // synced, in which case its first buffer was damaged.
             if find_seal(bytes, segment, None, BLOCK_SIZE).is_some() {
-                return SegmentScan::Damaged { offset: 0, reason, records_after: 0 };
+                return SegmentScan::Damaged { offset: 0, reason, records_after: 0, records: Vec::new() };
             }
             return SegmentScan::Free { generation: highest_generation(bytes, segment) + 1 };
         }
@@ -390,7 +414,7 @@ fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
         // buffer of that use never replaced the marker: synced records are behind it.
         if find_seal(bytes, segment, Some(first.generation), BLOCK_SIZE).is_some() {
             let reason = CorruptionReason::BadFragmentType { fragment_type: 3 };
-            return SegmentScan::Damaged { offset: 0, reason, records_after: 0 };
+            return SegmentScan::Damaged { offset: 0, reason, records_after: 0, records: Vec::new() };
         }
         // The next use must carry a generation above every buffer left in the segment: a use
         // whose first buffer was lost in a crash may have left later buffers of the marker's
@@ -448,7 +472,7 @@ fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
     match problem {
         Some(reason) if find_seal(bytes, segment, Some(generation), offset).is_some() => {
             let records_after = count_records_after(bytes, segment, generation, offset + 1);
-            SegmentScan::Damaged { offset, reason, records_after }
+            SegmentScan::Damaged { offset, reason, records_after, records }
         }
         // No seal after it: the power failed while this segment was being written.
         _ => SegmentScan::Used { kind, generation, end: offset, sealed_at: None, records },
@@ -511,14 +535,6 @@ impl Segments for LogstorSegments {
     }
 }
 
-/// The state recovery rebuilds.
-struct Loaded {
-    files: Vec<Box<dyn VfsFile>>,
-    segments: Vec<Segment>,
-    index: Index,
-    next_sequence: u64,
-}
-
 /// Creates data file `index`, preallocated, atomically (temp, allocate, sync, rename, sync dir).
 fn create_data_file(vfs: &dyn Vfs, directory: &Path, index: u64, geometry: Geometry) -> Result<Box<dyn VfsFile>> {
     let name = format::data_file_name(index);
@@ -535,158 +551,6 @@ fn create_data_file(vfs: &dyn Vfs, directory: &Path, index: u64, geometry: Geome
     vfs.rename(&temp_path, &path).map_err(io_error(&temp_path, "rename"))?;
     vfs.sync_dir(directory).map_err(io_error(directory, "sync_dir"))?;
     Ok(file)
-}
-
-fn load(
-    vfs: &dyn Vfs,
-    directory: &Path,
-    options: &LogstorOptions,
-    geometry: Geometry,
-    report: &mut RecoveryReport,
-) -> Result<Loaded> {
-    let names = vfs.read_dir(directory).map_err(io_error(directory, "read_dir"))?;
-    let mut data_files = Vec::new();
-    let mut removed_temp = false;
-    for name in names {
-        if name == vfs::LOCK_FILE_NAME || name == format::META_FILE_NAME || name == repair::PLAN_FILE_NAME {
-            continue;
-        }
-        if name.ends_with(".tmp") {
-            let path = directory.join(&name);
-            vfs.remove_file(&path).map_err(io_error(&path, "remove_file"))?;
-            removed_temp = true;
-            continue;
-        }
-        match format::parse_data_file_name(&name) {
-            Some(index) => data_files.push(index),
-            None => return Err(Error::BadFileName { file: directory.join(name) }),
-        }
-    }
-    if removed_temp {
-        vfs.sync_dir(directory).map_err(io_error(directory, "sync_dir"))?;
-    }
-    data_files.sort_unstable();
-    for (expected, &found) in data_files.iter().enumerate() {
-        if found != expected as u64 {
-            return Err(Error::SegmentGap { directory: directory.to_path_buf(), missing: expected as u64 });
-        }
-    }
-    let mut files = Vec::with_capacity(data_files.len());
-    for &index in &data_files {
-        let path = directory.join(format::data_file_name(index));
-        let file = vfs.open(&path, OpenMode::ReadWrite).map_err(io_error(&path, "open"))?;
-        let length = file.len().map_err(io_error(&path, "len"))?;
-        if length < geometry.file_size() {
-            // Preallocation is synced before the name exists, so a short file is damage.
-            let reason = CorruptionReason::Truncated { length };
-            return Err(Error::Corruption {
-                file: path,
-                segment: index * geometry.segments_per_file,
-                offset: length,
-                reason,
-            });
-        }
-        // What an earlier handle wrote may still be only in the page cache, even a seal (a
-        // failed write can land whole). It is made durable before anything is scanned, so that
-        // everything this open shows is durable, and the seals recovery writes follow durable
-        // data.
-        file.sync_data().map_err(io_error(&path, "sync_data"))?;
-        files.push(file);
-    }
-    let segments_total = files.len() as u64 * geometry.segments_per_file;
-    let mut segments = Vec::new();
-    // Every record found, in scan order. The index is filled from them once their number is
-    // known: growing it as records come would rehash a million keys several times (reopening
-    // the `kv` benchmark's store took 460 ms that way, 336 ms sized once, before `build_index`
-    // grouped the inserts).
-    let mut found: Vec<(IndexKey, Entry)> = Vec::new();
-    let mut next_sequence = 1;
-    let mut bytes = vec![0u8; usize::try_from(geometry.segment_size).expect("fits")];
-    for segment in 0..segments_total {
-        let (file_index, base) = place(geometry, segment);
-        let path = directory.join(format::data_file_name(file_index));
-        let file = &files[usize::try_from(file_index).expect("fits")];
-        vfs::read_exact_retrying(file.as_ref(), &path, &mut bytes, base)?;
-        let scan = scan_segment(&bytes, segment);
-        let (kind, generation, end, sealed_at, records) = match scan {
-            SegmentScan::Free { generation } => {
-                segments.push(Segment { state: SegmentState::Free, generation, written: 0, live_bytes: 0 });
-                continue;
-            }
-            SegmentScan::Damaged { offset, reason, records_after } => {
-                if options.recovery_mode == RecoveryMode::Strict {
-                    return Err(Error::Corruption { file: path, segment, offset: base + offset, reason });
-                }
-                let plan = repair::Plan {
-                    segment,
-                    truncate_at: offset,
-                    remove: Vec::new(),
-                    offset: base + offset,
-                    records_dropped: records_after,
-                    bytes_dropped: geometry.segment_size - offset,
-                    reason: reason.to_string(),
-                };
-                repair::write_plan(vfs, directory, &plan)?;
-                repair::carry_out(vfs, directory, &LogstorSegments { geometry }, &plan)?;
-                let repaired = plan.into_report(false);
-                tracing::warn!(?repaired, "repaired damaged synced data");
-                // Several damaged segments: report the first, with everything dropped added up.
-                match &mut report.repair {
-                    Some(first) => {
-                        first.records_dropped += repaired.records_dropped;
-                        first.bytes_dropped += repaired.bytes_dropped;
-                    }
-                    None => report.repair = Some(repaired),
-                }
-                vfs::read_exact_retrying(file.as_ref(), &path, &mut bytes, base)?;
-                match scan_segment(&bytes, segment) {
-                    SegmentScan::Free { generation } => {
-                        segments.push(Segment { state: SegmentState::Free, generation, written: 0, live_bytes: 0 });
-                        continue;
-                    }
-                    SegmentScan::Used { kind, generation, end, sealed_at, records } => {
-                        (kind, generation, end, sealed_at, records)
-                    }
-                    SegmentScan::Damaged { offset, reason, .. } => {
-                        return Err(Error::Corruption { file: path, segment, offset: base + offset, reason });
-                    }
-                }
-            }
-            SegmentScan::Used { kind, generation, end, sealed_at, records } => {
-                (kind, generation, end, sealed_at, records)
-            }
-        };
-        if sealed_at.is_none() {
-            // Torn while being written: seal it at its last whole buffer, durably, so that what
-            // lies after is never read and nothing is appended after garbage.
-            let seal = format::marker(BufferKind::Seal, kind.owner(), segment, generation, end);
-            file.write_at(&seal, base + end).map_err(io_error(&path, "write_at"))?;
-            file.sync_data().map_err(io_error(&path, "sync_data"))?;
-            report.torn_segments_sealed += 1;
-        }
-        for range in &records {
-            let offset = range.start as u64;
-            let record = format::decode_verified_record(&bytes[range.clone()]).expect("verified by the scan");
-            next_sequence = next_sequence.max(record.sequence + 1);
-            report.records_count += 1;
-            let entry = Entry {
-                segment,
-                offset,
-                length: u32::try_from(record.size()).expect("fits a segment"),
-                sequence: record.sequence,
-                tombstone: record.value.is_none(),
-                group: record.group,
-                stale_copies: 0,
-            };
-            found.push((IndexKey::new(record.key), entry));
-        }
-        segments.push(Segment { state: SegmentState::Sealed(kind), generation, written: end, live_bytes: 0 });
-    }
-    let index = build_index(found);
-    for entry in index.values() {
-        segments[usize::try_from(entry.segment).expect("fits")].live_bytes += u64::from(entry.length);
-    }
-    Ok(Loaded { files, segments, index, next_sequence })
 }
 
 /// Builds the index from every record `found` at open, in scan order (see [`index_found`]).
@@ -742,63 +606,50 @@ fn index_found(index: &mut Index, key: IndexKey, entry: Entry) {
     }
 }
 
+/// Refuses options out of range, before the open touches the directory.
+fn check_options(options: &LogstorOptions) -> Result<()> {
+    if options.compaction_batch_max < 2 || options.groups_count == 0 || options.files_max == 0 {
+        return Err(Error::InvalidArgument {
+            reason: "compaction_batch_max must be at least 2; groups_count and files_max positive".into(),
+        });
+    }
+    let geometry = Geometry { segment_size: options.segment_size, segments_per_file: options.segments_per_file };
+    if !format::geometry_is_valid(geometry) {
+        return Err(Error::InvalidArgument {
+            reason: "segment_size must be a multiple of 4 KiB of at least 16 KiB; segments_per_file 1 to 65536".into(),
+        });
+    }
+    if (options.write_buffer_size as u64) < BLOCK_SIZE {
+        return Err(Error::InvalidArgument { reason: "write_buffer_size must be at least 4 KiB".into() });
+    }
+    Ok(())
+}
+
 impl Logstor {
     /// Opens the store in `directory`, creating it if needed, and recovers (see the module
     /// docs). Takes the directory's lock: a second open fails with [`Error::Locked`].
+    ///
+    /// Everything that can refuse the open is checked before it writes anything, so an open
+    /// that fails leaves the directory as it found it, but for the directory itself, created if
+    /// it was missing, and its `LOCK` file. It fails with [`Error::InvalidArgument`] for an
+    /// empty path or options out of range; [`Error::ForeignDirectory`] for a directory holding
+    /// another ballast structure's files; [`Error::BadFileName`] for a file logstor does not
+    /// write; [`Error::OptionsMismatch`], in every recovery mode, for a `segment_size`,
+    /// `segments_per_file` or `groups_count` other than `logstor.meta` records; and
+    /// [`Error::Corruption`] for damage a [`RecoveryMode::Strict`] open refuses, or for data
+    /// files whose meta file is gone. Only then does it write: a new store's meta file,
+    /// leftover temp files removed, a repair an earlier open planned finished, damage cut away
+    /// in [`RecoveryMode::Repair`], torn segments sealed. An I/O error or a crash among those
+    /// writes may leave some of them done; each is safe to redo, and the next open does.
     pub fn open(vfs: Arc<dyn Vfs>, directory: impl Into<PathBuf>, options: LogstorOptions) -> Result<Self> {
         let directory = directory.into();
-        if options.compaction_batch_max < 2 || options.groups_count == 0 || options.files_max == 0 {
-            return Err(Error::InvalidArgument {
-                reason: "compaction_batch_max must be at least 2; groups_count and files_max positive".into(),
-            });
-        }
-        let wanted = Geometry { segment_size: options.segment_size, segments_per_file: options.segments_per_file };
-        if !format::geometry_is_valid(wanted) {
-            return Err(Error::InvalidArgument {
-                reason: "segment_size must be a multiple of 4 KiB of at least 16 KiB; segments_per_file 1 to 65536"
-                    .into(),
-            });
-        }
-        if (options.write_buffer_size as u64) < BLOCK_SIZE {
-            return Err(Error::InvalidArgument { reason: "write_buffer_size must be at least 4 KiB".into() });
-        }
+        directory::check_path(&directory)?;
+        check_options(&options)?;
+        directory::refuse_foreign(vfs.as_ref(), &directory, Structure::Logstor)?;
         let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
-        let meta_path = directory.join(format::META_FILE_NAME);
-        let geometry = match vfs.open(&meta_path, OpenMode::Read) {
-            Ok(file) => {
-                let mut bytes = vec![0u8; format::META_SIZE];
-                let length = file.len().map_err(io_error(&meta_path, "len"))?;
-                if length != format::META_SIZE as u64 {
-                    let reason = CorruptionReason::Truncated { length };
-                    return Err(Error::Corruption { file: meta_path, segment: 0, offset: 0, reason });
-                }
-                vfs::read_exact_retrying(file.as_ref(), &meta_path, &mut bytes, 0)?;
-                format::decode_meta(&bytes).map_err(|reason| Error::Corruption {
-                    file: meta_path.clone(),
-                    segment: 0,
-                    offset: 0,
-                    reason,
-                })?
-            }
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                vfs::create_file_atomically(
-                    vfs.as_ref(),
-                    &directory,
-                    format::META_FILE_NAME,
-                    &format::encode_meta(wanted),
-                )?;
-                wanted
-            }
-            Err(error) => return Err(Error::io(&meta_path, "open", error)),
-        };
         let mut report = RecoveryReport::default();
-        let names = vfs.read_dir(&directory).map_err(io_error(&directory, "read_dir"))?;
-        if names.iter().any(|name| name == repair::PLAN_FILE_NAME) {
-            let plan = repair::read_plan(vfs.as_ref(), &directory)?;
-            repair::carry_out(vfs.as_ref(), &directory, &LogstorSegments { geometry }, &plan)?;
-            report.repair = Some(plan.into_report(true));
-        }
-        let loaded = load(vfs.as_ref(), &directory, &options, geometry, &mut report)?;
+        let loaded = recovery::recover(vfs.as_ref(), &directory, &options, &mut report)?;
+        let geometry = loaded.geometry;
         let free = loaded
             .segments
             .iter()
@@ -1506,7 +1357,7 @@ pub fn verify(vfs: &dyn Vfs, directory: &Path) -> Result<VerifyReport> {
         return Ok(report);
     }
     let geometry = match format::decode_meta(&bytes) {
-        Ok(geometry) => geometry,
+        Ok(meta) => meta.geometry,
         Err(reason) => {
             report.problem = Some(Error::Corruption { file: meta_path, segment: 0, offset: 0, reason });
             return Ok(report);

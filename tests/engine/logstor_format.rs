@@ -66,7 +66,8 @@ fn byte_layout() {
     insta::assert_snapshot!("logstor_data_buffer", hexdump(&buffer));
     insta::assert_snapshot!("logstor_seal", hexdump(&format::marker(BufferKind::Seal, 2, 5, 3, 12288)));
     let geometry = format::Geometry { segment_size: 1 << 20, segments_per_file: 64 };
-    insta::assert_snapshot!("logstor_meta", hexdump(&format::encode_meta(geometry)));
+    let meta = format::Meta { geometry, groups_count: Some(16) };
+    insta::assert_snapshot!("logstor_meta", hexdump(&format::encode_meta(&meta)));
 }
 
 /// The bytes of data file 0.
