@@ -44,7 +44,11 @@ fn every_invariant_the_code_cites_is_numbered_in_architecture_md() {
             let digits: String = lower[at + "invariant ".len()..].chars().take_while(char::is_ascii_digit).collect();
             if let Ok(number) = digits.parse::<u32>() {
                 cited += 1;
-                assert!(numbers.contains(&number), "{} cites invariant {number}, which ARCHITECTURE.md lacks", file.display());
+                assert!(
+                    numbers.contains(&number),
+                    "{} cites invariant {number}, which ARCHITECTURE.md lacks",
+                    file.display()
+                );
             }
         }
     }
