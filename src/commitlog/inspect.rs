@@ -1,0 +1,202 @@
+//! The read-only pass over a commitlog directory: what files it holds, and what scanning its
+//! segments finds. Nothing here writes; recovery decides from what it finds.
+
+use std::path::Path;
+
+use super::format::{self, FileName, IndexEntry, SEGMENT_HEADER_SIZE};
+use super::open_file;
+use super::segment::{self, CommitScanner, ScanItem};
+use crate::error::{CorruptionReason, Error, Result};
+use crate::repair;
+use crate::vfs::{self, OpenMode, Vfs};
+
+/// The files found in a commitlog directory.
+#[derive(Debug, Default)]
+pub(super) struct Listing {
+    pub(super) segments: Vec<u64>,
+    pub(super) indexes: Vec<u64>,
+    pub(super) snapshots: Vec<u64>,
+    pub(super) temp_files: Vec<String>,
+    pub(super) repair_plan: bool,
+}
+
+pub(super) fn list_directory(vfs: &dyn Vfs, directory: &Path) -> Result<Listing> {
+    let names = vfs.read_dir(directory).map_err(|error| Error::io(directory, "read_dir", error))?;
+    let mut listing = Listing::default();
+    for name in names {
+        if name == vfs::LOCK_FILE_NAME {
+            continue;
+        }
+        if name == repair::PLAN_FILE_NAME {
+            listing.repair_plan = true;
+            continue;
+        }
+        if name.ends_with(".tmp") {
+            listing.temp_files.push(name);
+            continue;
+        }
+        match format::parse_file_name(&name) {
+            Some(FileName::Segment(offset)) => listing.segments.push(offset),
+            Some(FileName::Index(offset)) => listing.indexes.push(offset),
+            Some(FileName::Snapshot(offset)) => listing.snapshots.push(offset),
+            None => return Err(Error::BadFileName { file: directory.join(name) }),
+        }
+    }
+    listing.segments.sort_unstable();
+    listing.indexes.sort_unstable();
+    listing.snapshots.sort_unstable();
+    Ok(listing)
+}
+
+/// What scanning one segment found.
+#[derive(Debug)]
+pub(super) struct SegmentScan {
+    pub(super) min_offset: u64,
+    pub(super) length: u64,
+    /// End of the valid commits.
+    pub(super) end: u64,
+    pub(super) next_offset: u64,
+    pub(super) epoch: u64,
+    pub(super) commits_count: u64,
+    pub(super) transactions_count: u64,
+    pub(super) index: Vec<IndexEntry>,
+}
+
+/// The first corruption found, and where a repair cuts for it.
+#[derive(Debug)]
+pub(super) struct Damage {
+    /// The segment (first offset) and byte offset reported.
+    pub(super) segment: u64,
+    pub(super) offset: u64,
+    pub(super) reason: CorruptionReason,
+    /// Where a repair cuts: this segment at this length; every later segment is removed.
+    pub(super) cut_segment: u64,
+    pub(super) cut_at: u64,
+}
+
+/// Everything a read-only pass over the segments found.
+#[derive(Debug)]
+pub(super) struct Inspection {
+    pub(super) scans: Vec<SegmentScan>,
+    /// Corruption of synced data: in a sealed segment, a bad header, or a gap between segments.
+    pub(super) damage: Option<Damage>,
+    /// Where the last segment's valid data ends, if bytes follow it (a torn tail).
+    pub(super) torn_at: Option<u64>,
+}
+
+/// Scans every segment in order, changing nothing; stops at the first corruption.
+pub(super) fn inspect(
+    vfs: &dyn Vfs,
+    directory: &Path,
+    segments: &[u64],
+    index_interval_bytes: u64,
+) -> Result<Inspection> {
+    let mut inspection = Inspection { scans: Vec::new(), damage: None, torn_at: None };
+    let mut expected: Option<u64> = None;
+    for (position_in_list, &min_offset) in segments.iter().enumerate() {
+        let sealed = position_in_list + 1 < segments.len();
+        let path = directory.join(format::segment_file_name(min_offset));
+        if let Some(expected) = expected.filter(|&expected| expected != min_offset) {
+            let previous = inspection.scans.last().expect("a previous segment was scanned");
+            let reason = if min_offset > expected {
+                CorruptionReason::OutOfOrder { expected, found: min_offset }
+            } else {
+                CorruptionReason::Forked { expected, found: min_offset }
+            };
+            let (cut_segment, cut_at) = (previous.min_offset, previous.end);
+            inspection.damage = Some(Damage { segment: min_offset, offset: 0, reason, cut_segment, cut_at });
+            return Ok(inspection);
+        }
+        let (file, length) = open_file(vfs, &path, OpenMode::Read)?;
+        match segment::read_segment_header(file.as_ref(), &path, min_offset, length) {
+            Ok(()) => {}
+            Err(Error::Corruption { reason, .. }) => {
+                let damage = Damage { segment: min_offset, offset: 0, reason, cut_segment: min_offset, cut_at: 0 };
+                inspection.damage = Some(damage);
+                return Ok(inspection);
+            }
+            Err(error) => return Err(error),
+        }
+        let mut scanner = CommitScanner::new(min_offset, length, SEGMENT_HEADER_SIZE as u64, min_offset);
+        let mut scan = SegmentScan {
+            min_offset,
+            length,
+            end: SEGMENT_HEADER_SIZE as u64,
+            next_offset: min_offset,
+            epoch: 0,
+            commits_count: 0,
+            transactions_count: 0,
+            index: Vec::new(),
+        };
+        let problem = loop {
+            match scanner.next_item(file.as_ref(), &path)? {
+                ScanItem::Commit { position, header } => {
+                    let due = scan.index.last().is_none_or(|last| position - last.position >= index_interval_bytes);
+                    if due {
+                        scan.index.push(IndexEntry { offset: header.first_offset, position });
+                    }
+                    scan.commits_count += 1;
+                    scan.transactions_count += u64::from(header.transactions_count);
+                    scan.end = scanner.position();
+                    scan.next_offset = scanner.next_offset();
+                    scan.epoch = scanner.epoch();
+                }
+                ScanItem::End { position } if position == length => break None,
+                // Zeros after the data: a sealed segment ends exactly at its last commit.
+                ScanItem::End { position } => break Some((position, CorruptionReason::NonZeroPadding)),
+                ScanItem::Damage { position, reason } => break Some((position, reason)),
+            }
+        };
+        expected = Some(scan.next_offset);
+        let end = scan.end;
+        inspection.scans.push(scan);
+        if let Some((offset, reason)) = problem {
+            if sealed {
+                let damage = Damage { segment: min_offset, offset, reason, cut_segment: min_offset, cut_at: end };
+                inspection.damage = Some(damage);
+                return Ok(inspection);
+            }
+            inspection.torn_at = Some(end);
+        }
+    }
+    Ok(inspection)
+}
+
+/// Counts the commits a repair cutting `segment` at `cut_at` and removing `later` drops.
+pub(super) fn count_dropped(
+    vfs: &dyn Vfs,
+    directory: &Path,
+    segment: u64,
+    cut_at: u64,
+    later: &[u64],
+) -> Result<(u64, u64)> {
+    let mut commits = 0;
+    let mut bytes = 0;
+    for (&min_offset, from) in std::iter::once((&segment, cut_at)).chain(later.iter().map(|later| (later, 0))) {
+        let path = directory.join(format::segment_file_name(min_offset));
+        let (file, length) = open_file(vfs, &path, OpenMode::Read)?;
+        bytes += length.saturating_sub(from);
+        let start = from.max(SEGMENT_HEADER_SIZE as u64);
+        if start < length {
+            let mut scanner = CommitScanner::new(min_offset, length, start, 0);
+            commits += scanner.count_commits_after_damage(file.as_ref(), &path)?;
+            if from >= SEGMENT_HEADER_SIZE as u64 {
+                // The search starts one byte on; a whole commit right at the cut counts too.
+                let mut at_cut = CommitScanner::new(min_offset, length, start, 0);
+                if matches!(at_cut.next_item(file.as_ref(), &path)?, ScanItem::Commit { .. }) {
+                    commits += 1;
+                }
+            }
+        }
+    }
+    Ok((commits, bytes))
+}
+
+/// Reads an index file; `None` if it is damaged (it will be rebuilt).
+pub(super) fn read_index(vfs: &dyn Vfs, path: &Path, min_offset: u64) -> Result<Option<(u64, Vec<IndexEntry>)>> {
+    let (file, length) = open_file(vfs, path, OpenMode::Read)?;
+    let mut bytes =
+        vec![0u8; usize::try_from(length).map_err(|_| Error::InvalidArgument { reason: "index too large".into() })?];
+    vfs::read_exact_retrying(file.as_ref(), path, &mut bytes, 0)?;
+    Ok(format::decode_index(&bytes, min_offset).ok())
+}
