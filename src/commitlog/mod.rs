@@ -35,11 +35,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use format::{IndexEntry, SEGMENT_HEADER_SIZE};
-use inspect::{inspect, list_directory, read_index, SegmentScan};
+use inspect::{inspect, list_directory, read_index, Scope, SegmentScan};
 use recovery::recover;
 use segment::{CommitScanner, ScanItem};
 pub use snapshot::{Snapshot, SnapshotSource};
 
+use crate::directory::{self, Structure};
 use crate::error::{CorruptionReason, Error, Result};
 use crate::repair;
 pub use crate::repair::{RecoveryMode, Repair};
@@ -57,25 +58,46 @@ pub enum Retention {
 }
 
 /// Options for [`Commitlog::open`].
+///
+/// None of them is recorded on disk: each may differ from one open to the next, and an open
+/// reads the files as they are whatever the options they were written with.
 #[derive(Clone, Debug)]
 pub struct CommitlogOptions {
     /// A segment is sealed once the next commit would take it past this size (a commit larger
     /// than this gets a segment of its own). Defaults to 256 MiB.
+    ///
+    /// Segments written under another size are read as they are; an active segment already
+    /// past this size is sealed at the next commit.
     pub segment_size_max: u64,
     /// Bytes between offset index entries. Defaults to 64 KiB.
+    ///
+    /// Index files written with another interval are as good and are kept (an open checks
+    /// that each entry names a commit of its segment, not where the entries fall); segments
+    /// sealed from now on are indexed at this one.
     pub index_interval_bytes: u64,
     /// Buffered commits are written to the OS once they reach this size. Defaults to 1 MiB.
     pub write_buffer_size: usize,
     /// A snapshot falls due after this many transactions (and at every rotation). Defaults to
     /// 1,000,000.
+    ///
+    /// An open counts the transactions since the newest snapshot on disk, so a smaller
+    /// interval can make a snapshot due at once.
     pub snapshot_interval_transactions: u64,
     /// Snapshot files kept; older ones are removed. At least 1. Defaults to 2.
+    ///
+    /// Applied each time a snapshot is taken, not at open: an open with a smaller value than
+    /// the snapshots on disk removes none of them, and the next snapshot removes the oldest
+    /// beyond this many.
     pub snapshots_kept: usize,
-    /// Defaults to [`Retention::KeepAll`].
+    /// Defaults to [`Retention::KeepAll`]. Applied each time a snapshot is taken, not at open.
     pub retention: Retention,
-    /// Defaults to [`RecoveryMode::Strict`].
+    /// Defaults to [`RecoveryMode::Strict`]. A repair plan an earlier `Repair` open left on
+    /// disk is finished in either mode.
     pub recovery_mode: RecoveryMode,
 }
+
+/// The most of [`CommitlogOptions::write_buffer_size`] an open allocates up front.
+const WRITE_BUFFER_PREALLOCATED_MAX: usize = 1 << 20;
 
 impl Default for CommitlogOptions {
     fn default() -> Self {
@@ -243,9 +265,33 @@ fn io_error<'a>(path: &'a Path, operation: &'static str) -> impl FnOnce(io::Erro
 impl Commitlog {
     /// Opens the commitlog in `directory`, creating it if needed, and recovers (see the module
     /// docs). Takes the directory's lock: a second open fails with [`Error::Locked`].
+    ///
+    /// # A failed open changes nothing
+    ///
+    /// Every check that can fail the open runs before the open writes anything, so an open
+    /// that fails leaves the directory as it found it, but for the directory itself and its
+    /// `LOCK` file, which the open creates to take the lock. It fails on invalid options or an
+    /// empty path ([`Error::InvalidArgument`], before even the lock), on a directory holding
+    /// another ballast structure's files ([`Error::ForeignDirectory`], before the lock too), on
+    /// a file no commitlog writes ([`Error::BadFileName`]), on a damaged repair plan
+    /// ([`Error::Corruption`]), and in [`RecoveryMode::Strict`] on damaged synced data
+    /// ([`Error::Corruption`]), judged on the log as a repair plan found on disk will leave
+    /// it. Once the writes begin, only an I/O error can fail the open.
+    ///
+    /// A successful open may write, and its [`RecoveryReport`] says what it did: it removes
+    /// leftover temp files, finishes a repair plan an earlier open left (in either mode: that
+    /// open's `Repair` mode asked for it), repairs damage in `Repair` mode, restarts the log
+    /// after a snapshot it ended below, truncates a torn tail, rewrites missing or wrong index
+    /// files, and removes stray index files and snapshots beyond the log.
+    ///
+    /// No option is recorded on disk, so none can disagree with the files: the commitlog
+    /// never fails with [`Error::OptionsMismatch`], and every option may change between opens
+    /// (see [`CommitlogOptions`] for what each change does).
     pub fn open(vfs: Arc<dyn Vfs>, directory: impl Into<PathBuf>, options: CommitlogOptions) -> Result<Self> {
         options.validate()?;
         let directory = directory.into();
+        directory::check_path(&directory)?;
+        directory::refuse_foreign(vfs.as_ref(), &directory, Structure::Commitlog)?;
         let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
         let mut report = RecoveryReport::default();
         let state = recover(vfs.as_ref(), &directory, &options, &mut report)?;
@@ -259,7 +305,8 @@ impl Commitlog {
             _lock: lock,
             sealed: state.sealed,
             active: state.active,
-            buffer: Vec::with_capacity(options.write_buffer_size),
+            // Grown as commits fill it: a large write_buffer_size is a bound, not an allocation.
+            buffer: Vec::with_capacity(options.write_buffer_size.min(WRITE_BUFFER_PREALLOCATED_MAX)),
             next_offset: state.next_offset,
             epoch: state.epoch,
             health: repair::Health::new(report.repair.is_some()),
@@ -780,11 +827,16 @@ pub fn verify(vfs: &dyn Vfs, directory: &Path) -> Result<VerifyReport> {
         Err(error) => return Err(error),
     };
     report.segments_count = listing.segments.len() as u64;
-    let inspection = inspect(vfs, directory, &listing.segments, CommitlogOptions::default().index_interval_bytes)?;
+    // Index files are checked below, entry by entry, the damaged segment's too.
+    let scope = Scope {
+        segments: &listing.segments,
+        indexes: &[],
+        cut: None,
+        index_interval_bytes: CommitlogOptions::default().index_interval_bytes,
+    };
+    let inspection = inspect(vfs, directory, &scope)?;
     if let Some(damage) = inspection.damage {
-        let file = directory.join(format::segment_file_name(damage.segment));
-        report.problem =
-            Some(Error::Corruption { file, segment: damage.segment, offset: damage.offset, reason: damage.reason });
+        report.problem = Some(damage.into_error(directory));
     }
     report.commits_count = inspection.scans.iter().map(|scan| scan.commits_count).sum();
     report.transactions_count = inspection.scans.iter().map(|scan| scan.transactions_count).sum();

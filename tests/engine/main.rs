@@ -9,6 +9,7 @@
 
 mod bad_input;
 mod commitlog_format;
+mod commitlog_open;
 mod commitlog_os;
 mod docs;
 mod logstor_format;
