@@ -942,9 +942,39 @@ impl Logstor {
         Ok(())
     }
 
-    /// Syncs and closes the store.
+    /// Makes every write durable, seals every segment the store was writing, and closes it:
+    /// [`verify`] then finds no torn segment, and the next open seals nothing. (A store dropped
+    /// without `close` keeps only what was synced, and its open segments read as torn until
+    /// the next open seals them.)
     pub fn close(mut self) -> Result<()> {
-        self.sync()
+        self.begin_write()?;
+        self.seal_all()
+    }
+
+    /// Seals every writer: their buffers written and synced first, one sync per data file, then
+    /// every seal, then one more sync per file. (Sealing them one by one would sync a file
+    /// twice for each of its writers.)
+    fn seal_all(&mut self) -> Result<()> {
+        let kinds: Vec<SegmentKind> = self.writers.keys().copied().collect();
+        for &kind in &kinds {
+            self.flush_writer(kind)?;
+        }
+        // A seal claims that everything before it is durable (see `seal`).
+        self.sync_dirty()?;
+        for kind in kinds {
+            let writer = self.writers.remove(&kind).expect("listed above");
+            let segment = writer.segment;
+            let generation = self.segments[usize::try_from(segment).expect("fits")].generation;
+            let seal = format::marker(BufferKind::Seal, kind.owner(), segment, generation, writer.buffer_offset);
+            let (file_index, base, path) = self.file_of(segment);
+            if let Err(error) = self.files[file_index].write_at(&seal, base + writer.buffer_offset) {
+                return Err(self.poison(Error::io(&path, "seal", error)));
+            }
+            self.dirty_files.insert(file_index as u64);
+            self.segment_mut(segment).state = SegmentState::Sealed(kind);
+            self.sealed_since_check.push(segment);
+        }
+        self.sync_dirty()
     }
 
     /// The value of `key`: one index lookup and one positional read, verified by checksum.
@@ -1340,7 +1370,9 @@ impl Logstor {
 pub struct VerifyReport {
     pub segments_used: u64,
     pub records_count: u64,
-    /// Segments torn while being written (recovery seals them).
+    /// Segments torn while being written (recovery seals them): a store that was closed with
+    /// [`Logstor::close`] has none; one dropped without it, or cut off by a crash, has the
+    /// segments it was writing.
     pub torn_segments: u64,
     /// The first problem that would fail a strict open.
     pub problem: Option<Error>,

@@ -15,6 +15,7 @@ mod docs;
 mod logstor_format;
 mod logstor_open;
 mod logstor_os;
+mod logstor_space;
 mod wal_damage;
 mod wal_format;
 mod wal_open;
