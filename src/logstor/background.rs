@@ -1,6 +1,11 @@
 //! Maintenance on a background thread, for programs that embed logstor on the real filesystem.
 //! It lives outside the deterministic core: the store itself spawns nothing, and the simulator
 //! drives `separator_step` and `compact_step` directly.
+//!
+//! It is slack, not a duty: the store reclaims space on its own when a write finds free
+//! segments short (see the `logstor` module docs), so a program that never runs this, or holds
+//! the lock so that it never gets a turn, still keeps its disk use bounded. Running it moves
+//! that work off the write path, so that writes rarely have to do it.
 #![allow(clippy::disallowed_methods, reason = "the one helper that runs maintenance on a thread of its own")]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +43,9 @@ pub struct Maintenance {
 
 impl Maintenance {
     /// Runs a separator step and a compaction step every `interval`, each under the lock, until
-    /// stopped or until a step fails (the store is then poisoned; reopen it).
+    /// stopped or until a step fails (the store is then poisoned; reopen it). The thread gets
+    /// the lock only when no one else holds it: a caller that keeps it busy does the
+    /// reclaiming itself, in its writes.
     pub fn spawn(store: Arc<Mutex<Logstor>>, interval: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);

@@ -27,6 +27,17 @@
 //! sealed segment is fully indexed: every record in it is what the index points to or is
 //! superseded by a newer record. [`Logstor::check_segment_indexed`] checks it.
 //!
+//! # Space
+//!
+//! Data files never shrink, so what bounds the footprint is that freed segments are reused
+//! before the store grows. Space is reclaimed by separator and compaction steps, and the write
+//! path runs them itself: when a put or delete is about to open a new mixed segment (about
+//! once per `segment_size` of records) and fewer than `groups_count + 2 ×
+//! compaction_batch_max` segments are free, it first runs a few bounded steps (see
+//! [`Logstor::put`] for the I/O that may cost). So a program that never calls a step, or holds
+//! the store's lock so that [`Maintenance`] never runs, still reuses its space; `Maintenance`
+//! and the explicit steps only reclaim sooner, off the write path.
+//!
 //! # Recovery
 //!
 //! Opening scans every segment and syncs every data file, so everything it shows is durable.
@@ -44,6 +55,7 @@ mod background;
 mod cache;
 pub mod format;
 mod key;
+mod reclaim;
 mod recovery;
 
 #[allow(clippy::disallowed_types, reason = "the index's HashMap has a fixed hasher; see `Index`")]
@@ -712,6 +724,21 @@ impl Logstor {
     }
 
     /// Stores `value` under `key` in the key's default group. Buffered until [`Logstor::sync`].
+    ///
+    /// Most puts only copy the record into a buffer; every `write_buffer_size` bytes one writes
+    /// a buffer, and one in a segment seals it (two syncs). A put that opens a new mixed segment
+    /// while fewer than `groups_count + 2 × compaction_batch_max` segments are free first
+    /// reclaims space (see the module docs): at most 3 + ⌈`groups_count` × 4 KiB / (segment
+    /// capacity)⌉ steps, 4 with the defaults, each a separator step (one segment read, its live
+    /// records copied) or a compaction step (up to `compaction_batch_max` segments read, fewer
+    /// segments' worth of live records copied), each ending in a sync of what it wrote and a
+    /// FREE marker, synced, for each segment it frees. So one put reads at most
+    /// steps × `compaction_batch_max` segments (16 MiB with the defaults) and writes about as
+    /// much, once per segment of writes at most, and only when free segments run short.
+    ///
+    /// An error from that reclaiming (an I/O error, or [`Error::Corruption`] in a segment it
+    /// read) fails the put, which then wrote nothing, and poisons the store: reopen it, and
+    /// recovery reports or repairs what was found.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let group = self.group_of(key);
         self.put_in_group(group, key, value)
@@ -723,7 +750,7 @@ impl Logstor {
     }
 
     /// Deletes `key` (a tombstone, buffered until [`Logstor::sync`]). Deleting a key that is
-    /// not there writes nothing.
+    /// not there writes nothing. A delete may reclaim space first, as [`Logstor::put`] says.
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {
         match self.entry_of(key) {
             Some(entry) if !entry.tombstone => {
@@ -823,6 +850,11 @@ impl Logstor {
             }
         }
         if !self.writers.contains_key(&kind) {
+            // Only the write path opens mixed segments; the steps' own copies go to groups, so
+            // a step never reclaims from inside another.
+            if kind == SegmentKind::Mixed {
+                self.reclaim_before_opening()?;
+            }
             let segment = self.allocate(kind)?;
             self.writers.insert(
                 kind,
@@ -836,6 +868,36 @@ impl Logstor {
         format::encode_record(&mut writer.buffer, record);
         writer.records_count += 1;
         Ok((writer.segment, offset))
+    }
+
+    /// Runs the write path's bounded reclaiming (see [`Logstor::put`]): while fewer than the
+    /// reserve of segments are free, up to the budget's steps, each carried out by
+    /// [`Self::relocate`], which makes everything durable before it frees a segment. Any error
+    /// poisons the store: the write that asked for it fails, having written nothing.
+    fn reclaim_before_opening(&mut self) -> Result<()> {
+        let budget = reclaim::WriteBudget::new(
+            self.options.groups_count,
+            self.options.compaction_batch_max,
+            self.geometry.segment_size,
+        );
+        let capacity = self.geometry.segment_size - BLOCK_SIZE;
+        for step in 0..budget.steps_max {
+            if self.free.len() as u64 >= budget.reserve {
+                return Ok(());
+            }
+            let sources = match reclaim::choose(&self.segments, capacity, self.options.compaction_batch_max, step == 0)
+            {
+                reclaim::Choice::Nothing => return Ok(()),
+                reclaim::Choice::Separate(segment) => vec![segment],
+                reclaim::Choice::Compact(batch) => batch,
+            };
+            match self.relocate(&sources) {
+                Ok(report) => tracing::debug!(step, ?sources, ?report, "the write path reclaimed space"),
+                Err(error) if self.health.is_poisoned() => return Err(error),
+                Err(error) => return Err(self.poison(error)),
+            }
+        }
+        Ok(())
     }
 
     /// Takes a free segment for `kind`, growing the store by a data file if none is free.
@@ -1144,31 +1206,16 @@ impl Logstor {
 
     /// One bounded compaction step: takes up to `compaction_batch_max` sealed group segments
     /// with the least live data, only if copying their live records frees at least one
-    /// segment, copies those records (and the tombstones still needed) to their groups' open
-    /// segments, syncs, moves the index, and frees the old segments.
+    /// segment (of such batches, the one freeing the most, and the smallest of those), copies
+    /// those records (and the tombstones still needed) to their groups' open segments, syncs,
+    /// moves the index, and frees the old segments.
     pub fn compact_step(&mut self) -> Result<StepReport> {
         self.begin_write()?;
         let capacity = self.geometry.segment_size - BLOCK_SIZE;
-        let mut candidates: Vec<(u64, u64)> = self
-            .segments
-            .iter()
-            .enumerate()
-            .filter(|(_, segment)| matches!(segment.state, SegmentState::Sealed(SegmentKind::Group(_))))
-            .map(|(id, segment)| (segment.live_bytes, id as u64))
-            .collect();
-        candidates.sort_unstable();
-        for count in (1..=self.options.compaction_batch_max.min(candidates.len())).rev() {
-            let chosen: Vec<u64> = candidates[..count].iter().map(|&(_, id)| id).collect();
-            let live: u64 = candidates[..count].iter().map(|&(live, _)| live).sum();
-            // Copying must free space: the live data has to fit in fewer segments, allowing a
-            // block of buffer overhead per segment.
-            let frees =
-                if count == 1 { live == 0 } else { live + count as u64 * BLOCK_SIZE <= (count as u64 - 1) * capacity };
-            if frees {
-                return self.relocate(&chosen);
-            }
+        match reclaim::compaction_batch(&self.segments, capacity, self.options.compaction_batch_max) {
+            Some(batch) => self.relocate(&batch),
+            None => Ok(StepReport::default()),
         }
-        Ok(StepReport::default())
     }
 
     /// One bounded separator step: rewrites the oldest sealed mixed segment's live records into
