@@ -6,13 +6,20 @@
 //! an older one, never a value never written), and a key whose delete was synced stays deleted.
 //! Where the disk damaged a data file, or a repair was reported, only "never a value never
 //! written" is owed. The closed-segment check runs on every segment sealed since the last
-//! operation. The fault-free final phase runs maintenance to quiescence and checks that the
-//! space used is bounded by the live data.
+//! operation, including those the write path seals while it reclaims space on its own. A put or
+//! delete that fails on damage its reclaiming read must have written nothing and poisoned the
+//! store. A clean reopen closes the store half the time and drops it otherwise.
+//!
+//! The fault-free final phase first writes many segments' worth with no maintenance call and
+//! checks that the write path alone kept the footprint within a bound of the live data; then
+//! it runs maintenance to quiescence and checks that the space used is bounded by the live
+//! data; then it closes the store and requires `verify` to find no torn segment and no problem,
+//! and the reopen to seal nothing.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ballast::logstor::{format, Logstor, LogstorOptions};
+use ballast::logstor::{self, format, Logstor, LogstorOptions};
 use ballast::{Error, RecoveryMode};
 use rand::Rng;
 
@@ -21,6 +28,10 @@ use crate::runner::{draw_faults, Canary, Context, Failure};
 
 const DIRECTORY: &str = "/logstor";
 const OPEN_ATTEMPTS_MAX: u32 = 12;
+/// The write-path phase writes this many segments' worth of keys and values, in at most
+/// `WRITE_PATH_OPS_MAX` operations (tiny values would take tens of thousands).
+const WRITE_PATH_SEGMENTS: u64 = 40;
+const WRITE_PATH_OPS_MAX: u32 = 5000;
 
 #[derive(Debug, Default)]
 struct History {
@@ -120,6 +131,16 @@ enum Step {
     Reopen,
 }
 
+/// How a life of the store ended.
+enum End {
+    /// Power failed, or the life chose to cut it.
+    Crash,
+    /// Dropped without `close`: like a process that exits, everything synced stays.
+    Drop,
+    /// Closed with `close`.
+    Close,
+}
+
 fn directory() -> PathBuf {
     PathBuf::from(DIRECTORY)
 }
@@ -138,8 +159,11 @@ impl Workload {
                 continue;
             };
             failed_opens = 0;
-            let crash = self.life(context, &mut store)?;
-            drop(store);
+            let crash = match self.life(context, &mut store)? {
+                End::Crash => true,
+                End::Drop => false,
+                End::Close => self.close(context, store)?,
+            };
             after_crash = crash;
             if crash {
                 self.crash(context);
@@ -278,29 +302,48 @@ impl Workload {
         Ok(true)
     }
 
-    fn life(&mut self, context: &mut Context, store: &mut Logstor) -> Result<bool, Failure> {
+    fn life(&mut self, context: &mut Context, store: &mut Logstor) -> Result<End, Failure> {
         let plan = context.plan_life(12);
         for step in 0..plan.length {
             if context.ops >= context.ops_budget {
-                return Ok(true);
+                return Ok(End::Crash);
             }
             context.arm_planned_crash(&plan, step);
             context.ops += 1;
             let outcome = self.step(context, store)?;
             if context.vfs.is_powered_off() {
-                return Ok(true);
+                return Ok(End::Crash);
             }
             self.check_sealed(context, store)?;
             match outcome {
                 Step::Continue => {}
                 Step::Poisoned => {
                     context.expect_poisoned(store.sync(), "store")?;
-                    return Ok(context.rng.gen_bool(0.5));
+                    return Ok(if context.rng.gen_bool(0.5) { End::Crash } else { End::Drop });
                 }
-                Step::Reopen => return Ok(false),
+                Step::Reopen => return Ok(if context.rng.gen_bool(0.5) { End::Close } else { End::Drop }),
             }
         }
-        Ok(true)
+        Ok(End::Crash)
+    }
+
+    /// Closes the store; whether the reopen comes after a crash. A close that returns makes
+    /// every write durable; one that fails leaves the store as a failed sync does.
+    fn close(&mut self, context: &mut Context, store: Logstor) -> Result<bool, Failure> {
+        context.trace(format_args!("op close"));
+        let result = store.close();
+        if context.vfs.is_powered_off() {
+            return Ok(true);
+        }
+        match result {
+            Ok(()) => {
+                self.model.sync_all();
+                context.note("closed");
+                Ok(false)
+            }
+            Err(Error::Io { .. }) => Ok(context.rng.gen_bool(0.5)),
+            Err(error) => fail!("close failed: {error}"),
+        }
     }
 
     /// Whether the disk damaged segment `segment` (it may then read back as anything).
@@ -362,6 +405,32 @@ impl Workload {
         }
     }
 
+    /// A put or delete may reclaim space first, and reading a segment for that may meet damage
+    /// the disk did: the write then wrote nothing, and the store is poisoned.
+    fn on_write_error(
+        context: &mut Context,
+        store: &Logstor,
+        result: Result<(), Error>,
+        what: &str,
+    ) -> Result<Step, Failure> {
+        match result {
+            Err(Error::Corruption { file, offset, reason, .. }) => {
+                if !context.vfs.damage().iter().any(|damage| damage.path == file) {
+                    fail!(
+                        "{what} reported corruption in {} at {offset} ({reason}) with no damage there",
+                        file.display()
+                    );
+                }
+                if !store.is_poisoned() {
+                    fail!("{what} reported corruption its reclaiming met but did not poison the store");
+                }
+                context.note("write_reclaim_met_damage");
+                Ok(Step::Poisoned)
+            }
+            result => Self::on_error(result, what),
+        }
+    }
+
     fn step(&mut self, context: &mut Context, store: &mut Logstor) -> Result<Step, Failure> {
         match context.rng.gen_range(0..100) {
             0..=39 => {
@@ -371,10 +440,11 @@ impl Workload {
                 let group = chosen.unwrap_or_else(|| store.group_of(&key));
                 context.trace(format_args!("op put {} in group {group}", String::from_utf8_lossy(&key)));
                 let result = store.put_in_group(group, &key, &value);
+                // A put that failed on corruption wrote nothing: its version must never appear.
                 if matches!(result, Ok(()) | Err(Error::Io { .. })) {
                     self.model.history(&key, group).versions.push((Some(value), group));
                 }
-                Self::on_error(result, "put")
+                Self::on_write_error(context, store, result, "put")
             }
             40..=51 => {
                 let key = self.draw_key(context);
@@ -384,7 +454,7 @@ impl Workload {
                 if present && matches!(result, Ok(()) | Err(Error::Io { .. })) {
                     self.model.keys.get_mut(&key).expect("present").push(None);
                 }
-                Self::on_error(result, "delete")
+                Self::on_write_error(context, store, result, "delete")
             }
             52..=61 => {
                 let key = self.draw_key(context);
@@ -532,6 +602,7 @@ impl Workload {
                 break store;
             }
         };
+        self.write_path_phase(context, &mut store)?;
         for _ in 0..20 {
             let key = self.draw_key(context);
             let value = self.draw_value(context);
@@ -566,9 +637,90 @@ impl Workload {
         if let Err(error) = store.close() {
             fail!("close on a perfect disk failed: {error}");
         }
-        if self.open_and_check(context, false)?.is_none() {
-            fail!("power failed on a perfect disk");
+        match logstor::verify(context.vfs_handle.as_ref(), &directory()) {
+            Ok(report) if report.problem.is_none() && report.torn_segments == 0 => {}
+            Ok(report) => fail!("verify after a close on a perfect disk: {report:?}"),
+            Err(error) => fail!("verify failed on a perfect disk: {error}"),
+        }
+        let Some(store) = self.open_and_check(context, false)? else { fail!("power failed on a perfect disk") };
+        let sealed = store.recovery_report().torn_segments_sealed;
+        if sealed > 0 {
+            fail!("the open after a close sealed {sealed} torn segments");
         }
         Ok(())
+    }
+
+    /// The write path alone keeps the footprint bounded: on a perfect disk, many segments'
+    /// worth of puts, deletes, syncs and mixed seals with no maintenance call, after which the
+    /// data files must be no more than they were or within the bound of the live data below.
+    fn write_path_phase(&mut self, context: &mut Context, store: &mut Logstor) -> Result<(), Failure> {
+        context.trace(format_args!("phase write path"));
+        let segments_at_start = store.stats().segments_total;
+        let mut live_bytes_max = store.stats().live_bytes;
+        let bytes_to_write = WRITE_PATH_SEGMENTS * self.options.segment_size;
+        let mut bytes_written = 0;
+        for _ in 0..WRITE_PATH_OPS_MAX {
+            if bytes_written >= bytes_to_write {
+                break;
+            }
+            let key = self.draw_key(context);
+            let result = match context.rng.gen_range(0..100) {
+                0..=89 => {
+                    let value = self.draw_value(context);
+                    bytes_written += (key.len() + value.len()) as u64;
+                    let group = store.group_of(&key);
+                    let result = store.put(&key, &value);
+                    self.model.history(&key, group).versions.push((Some(value), group));
+                    result
+                }
+                90..=97 => {
+                    let present = self.model.keys.get(&key).is_some_and(|history| history.latest().is_some());
+                    if present {
+                        self.model.keys.get_mut(&key).expect("present").push(None);
+                    }
+                    store.delete(&key)
+                }
+                98 => store.sync(),
+                _ => store.seal_mixed(),
+            };
+            if let Err(error) = result {
+                fail!("a write on a perfect disk failed: {error}");
+            }
+            self.check_sealed(context, store)?;
+            live_bytes_max = live_bytes_max.max(store.stats().live_bytes);
+        }
+        if let Err(error) = store.sync() {
+            fail!("sync on a perfect disk failed: {error}");
+        }
+        self.model.sync_all();
+        let stats = store.stats();
+        let bound = self.write_path_bound(live_bytes_max);
+        context.trace(format_args!(
+            "write path: {} segments at the start, {} now, bound {bound} for {live_bytes_max} live bytes",
+            segments_at_start, stats.segments_total
+        ));
+        if stats.segments_total > segments_at_start.max(bound) {
+            fail!(
+                "with no maintenance the store grew from {segments_at_start} to {} segments for at most \
+                 {live_bytes_max} live bytes (bound {bound})",
+                stats.segments_total
+            );
+        }
+        Ok(())
+    }
+
+    /// Segments the store may span when only its write path reclaims. The store grows only when
+    /// no segment is free, and the write path keeps a reserve free while it has work, so when it
+    /// grows: the sealed group segments number less than 2 × live / (capacity − 2 blocks) + 1
+    /// (no two of them fit in one, or compaction would merge them); every group and the mixed
+    /// writer have a segment open; as many may wait, sealed part full, from a reopen; and a
+    /// step in progress may hold the reserve. A growth adds a data file.
+    fn write_path_bound(&self, live_bytes: u64) -> u64 {
+        let options = &self.options;
+        let capacity = options.segment_size - 4096;
+        let groups = u64::from(options.groups_count);
+        let sealed_max = 2 * live_bytes / (capacity - 2 * 4096) + 1;
+        let reserve = groups + 2 * options.compaction_batch_max as u64;
+        sealed_max + 2 * (groups + 1) + reserve + options.segments_per_file
     }
 }
