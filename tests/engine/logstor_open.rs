@@ -80,28 +80,33 @@ fn segment_range(segment: u64) -> std::ops::Range<usize> {
     start..start + SEGMENT_SIZE as usize
 }
 
-/// The offset of the seal of `segment`, a sealed segment of data file 0.
-fn seal_offset(file: &[u8], segment: u64) -> u64 {
+/// The offset of the seal of `segment` of data file 0, if it is sealed.
+fn seal_offset(file: &[u8], segment: u64) -> Option<u64> {
     let bytes = &file[segment_range(segment)];
-    (0..SEGMENT_SIZE / BLOCK_SIZE)
-        .map(|block| block * BLOCK_SIZE)
-        .find(|&offset| {
-            let at = offset as usize;
-            format::decode_buffer_header(&bytes[at..], segment, offset, SEGMENT_SIZE - offset)
-                .is_ok_and(|header| header.kind == BufferKind::Seal)
-        })
-        .expect("the segment is sealed")
+    (0..SEGMENT_SIZE / BLOCK_SIZE).map(|block| block * BLOCK_SIZE).find(|&offset| {
+        let at = offset as usize;
+        format::decode_buffer_header(&bytes[at..], segment, offset, SEGMENT_SIZE - offset)
+            .is_ok_and(|header| header.kind == BufferKind::Seal)
+    })
 }
 
-/// Turns `write_store`'s store into one a strict open must refuse: segment 0 loses its seal (a
-/// torn segment, which an open seals again) and a record of segment 1, sealed, is damaged.
-fn damage_store(directory: &Path) {
+/// Turns `write_store`'s store into one a strict open must refuse: the first sealed segment of
+/// data file 0 loses its seal (a torn segment, which an open seals again) and a record of the
+/// next sealed one is damaged. (Which segments are sealed depends on what the write path's
+/// reclaiming freed and reused.) Returns the damaged segment.
+fn damage_store(directory: &Path) -> u64 {
     let path = directory.join(format::data_file_name(0));
     let mut file = fs::read(&path).unwrap();
-    let seal = segment_range(0).start + seal_offset(&file, 0) as usize;
+    let sealed: Vec<(u64, u64)> = (0..SEGMENTS_PER_FILE)
+        .filter_map(|segment| Some((segment, seal_offset(&file, segment)?)))
+        .filter(|&(_, seal)| seal > 0)
+        .collect();
+    let [(torn, seal), (damaged, _), ..] = sealed[..] else { panic!("two sealed segments in data file 0: {sealed:?}") };
+    let seal = segment_range(torn).start + seal as usize;
     file[seal..seal + BLOCK_SIZE as usize].fill(0);
-    file[segment_range(1).start + 100] ^= 0x40;
+    file[segment_range(damaged).start + 100] ^= 0x40;
     fs::write(&path, file).unwrap();
+    damaged
 }
 
 #[track_caller]
@@ -279,17 +284,17 @@ fn an_empty_path_is_an_invalid_argument_and_writes_nothing() {
 fn a_strict_open_that_finds_damage_changes_nothing() {
     let directory = tempfile::tempdir().unwrap();
     let model = write_store(directory.path());
-    damage_store(directory.path());
+    let damaged = damage_store(directory.path());
     let data = directory.path().join(format::data_file_name(0));
     check_refused_unchanged(
         directory.path(),
         options(RecoveryMode::Strict),
-        |error| matches!(error, Error::Corruption { file, segment: 1, .. } if *file == data),
+        |error| matches!(error, Error::Corruption { file, segment, .. } if *file == data && *segment == damaged),
     );
     let store = Logstor::open(os(), directory.path(), options(RecoveryMode::Repair)).unwrap();
     let report = store.recovery_report().clone();
-    assert_eq!(report.repair.as_ref().expect("the repair is reported").segment, 1);
-    assert!(report.torn_segments_sealed >= 1, "segment 0 is sealed again: {report:?}");
+    assert_eq!(report.repair.as_ref().expect("the repair is reported").segment, damaged);
+    assert!(report.torn_segments_sealed >= 1, "the unsealed segment is sealed again: {report:?}");
     assert!(!directory.path().join("data-00002.ls.tmp").exists(), "the leftover temp file is removed");
     for (key, value) in contents(&store) {
         assert_eq!(model.get(&key), Some(&value), "what is left is what was written");
@@ -304,7 +309,7 @@ fn a_strict_open_that_finds_damage_changes_nothing() {
 fn a_repair_plan_on_disk_is_resumed_only_by_an_open_that_succeeds() {
     let directory = tempfile::tempdir().unwrap();
     write_store(directory.path());
-    damage_store(directory.path());
+    let damaged_segment = damage_store(directory.path());
     let data = directory.path().join(format::data_file_name(0));
     let damaged = fs::read(&data).unwrap();
     drop(Logstor::open(os(), directory.path(), options(RecoveryMode::Repair)).unwrap());
@@ -321,7 +326,7 @@ fn a_repair_plan_on_disk_is_resumed_only_by_an_open_that_succeeds() {
     let store = Logstor::open(os(), directory.path(), options(RecoveryMode::Strict)).unwrap();
     let repair = store.recovery_report().repair.clone().expect("the resumed repair is reported");
     assert!(repair.resumed);
-    assert_eq!(repair.segment, 1);
+    assert_eq!(repair.segment, damaged_segment);
     assert_ne!(fs::read(&data).unwrap(), damaged, "the open that succeeded carried the plan out");
 }
 
