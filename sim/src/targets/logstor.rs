@@ -10,8 +10,9 @@
 //! delete that fails on damage its reclaiming read must have written nothing and poisoned the
 //! store. A clean reopen closes the store half the time and drops it otherwise.
 //!
-//! The fault-free final phase first writes many segments' worth with no maintenance call and
-//! checks that the write path alone kept the footprint within a bound of the live data; then
+//! The fault-free final phase first (in one seed of ten) writes many segments' worth with no
+//! maintenance call and checks that the write path alone kept the footprint within a bound of
+//! the live data; then
 //! it runs maintenance to quiescence and checks that the space used is bounded by the live
 //! data; then it closes the store and requires `verify` to find no torn segment and no problem,
 //! and the reopen to seal nothing.
@@ -32,6 +33,8 @@ const OPEN_ATTEMPTS_MAX: u32 = 12;
 /// `WRITE_PATH_OPS_MAX` operations (tiny values would take tens of thousands).
 const WRITE_PATH_SEGMENTS: u64 = 40;
 const WRITE_PATH_OPS_MAX: u32 = 5000;
+/// One seed in this many runs the write-path phase.
+const WRITE_PATH_SEEDS_ONE_IN: u32 = 10;
 
 #[derive(Debug, Default)]
 struct History {
@@ -602,7 +605,11 @@ impl Workload {
                 break store;
             }
         };
-        self.write_path_phase(context, &mut store)?;
+        // Four fifths of a seed's time went to this phase when every seed ran it; one seed in
+        // ten still runs it a hundred thousand times in a sweep of a million.
+        if context.rng.gen_ratio(1, WRITE_PATH_SEEDS_ONE_IN) {
+            self.write_path_phase(context, &mut store)?;
+        }
         for _ in 0..20 {
             let key = self.draw_key(context);
             let value = self.draw_value(context);
