@@ -29,20 +29,42 @@ pub enum RecoveryMode {
 }
 
 /// Synced data dropped by a repair, as reported by the open that made or finished it.
+///
+/// `records_dropped` and `bytes_dropped` are exactly what a reader finds in the directory
+/// before the repair minus what it finds after: the units the format verifies, wherever they
+/// lie, after the damage in the damaged segment and in every later segment (a segment whose
+/// header is damaged included). `tests/engine/repair_counts.rs` checks each structure against
+/// a reader of its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Repair {
-    /// The damaged segment (its number, or for the commitlog its first offset).
+    /// The damaged segment (its number, or for the commitlog its first offset). Logstor cuts
+    /// each damaged segment on its own and reports the first, with the counts of all added up.
     pub segment: u64,
-    /// Where in it the damage was found.
+    /// Where in it the damage was found (for logstor, the offset in its data file).
     pub offset: u64,
     /// What was wrong there.
     pub reason: String,
     /// True when this open finished, or reported again, a repair an earlier open began.
     pub resumed: bool,
-    /// Whole records found after the damage and dropped with it (a lower bound: damaged records
-    /// cannot be counted).
+    /// Records that verified and were dropped. A damaged record is not counted: no reader
+    /// could read it before the repair either.
+    /// - WAL: records whose every fragment verifies where it lies.
+    /// - Commitlog: commits (not transactions) that verify where they lie.
+    /// - Logstor: record versions (puts and tombstones, every copy) in data buffers that
+    ///   verify, as [`crate::logstor::RecoveryReport::records_count`] counts them, not keys. A
+    ///   copy a relocation left behind counts though another copy remains, and then nothing is
+    ///   lost; a key whose newest version is dropped reads the newest one left (an older value,
+    ///   or none, and a dropped tombstone brings the value it deleted back).
     pub records_dropped: u64,
+    /// Bytes dropped.
+    /// - WAL and commitlog: the bytes cut off the damaged segment's file plus the lengths of the
+    ///   segment files removed, so the segment files' total length before the repair minus
+    ///   after (a segment rewritten empty keeps its header). The commitlog's index files, which
+    ///   are rebuilt from the segments, are not counted.
+    /// - Logstor, whose data files never shrink: the segment data cut off, from the damage to
+    ///   the segment's seal (the unused space after a seal holds no data).
     pub bytes_dropped: u64,
+    /// Segment files removed. Logstor removes none: a cut segment keeps its place.
     pub segments_removed: u64,
 }
 

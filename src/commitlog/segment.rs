@@ -120,12 +120,14 @@ impl CommitScanner {
         Ok(ScanItem::Commit { position, header })
     }
 
-    /// Counts the commits that can still be verified after damage, by searching forward for
-    /// the next commit magic. Used only to report what a repair drops; never fails on bad bytes.
+    /// Counts the commits that verify from the scanner's position (included) to its limit,
+    /// damage or not, by searching forward for the commit magic: a commit's checksum binds its
+    /// segment and position, so one that verifies was written there. Used only to report what
+    /// a repair drops; never fails on bad bytes.
     pub fn count_commits_after_damage(&mut self, file: &dyn VfsFile, path: &Path) -> Result<u64> {
         let io = Io(file, path);
         let mut count = 0;
-        let mut position = self.position + 1;
+        let mut position = self.position;
         // Each iteration moves `position` forward by at least one byte.
         while position + COMMIT_HEADER_SIZE as u64 <= self.limit {
             let range = self.buffered(io, position, COMMIT_HEADER_SIZE as u64)?;

@@ -69,7 +69,7 @@ use std::sync::{Arc, Mutex};
 
 pub use background::Maintenance;
 use cache::BlockCache;
-use format::{BufferKind, Geometry, Record, BLOCK_SIZE, BUFFER_HEADER_SIZE};
+use format::{BufferHeader, BufferKind, Geometry, Record, BLOCK_SIZE, BUFFER_HEADER_SIZE};
 use key::IndexKey;
 
 use crate::directory::{self, Structure};
@@ -229,6 +229,8 @@ struct Writer {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
     pub segments_used: u64,
+    /// Record versions found: puts and tombstones, every copy of each (the unit of
+    /// [`Repair::records_dropped`]). [`RecoveryReport::keys_count`] counts keys.
     pub records_count: u64,
     pub keys_count: u64,
     /// Segments that were being written when the power failed, sealed at their last whole buffer.
@@ -341,17 +343,23 @@ enum SegmentScan {
         /// Where each record lies in the segment (also its offset), in a buffer that verified.
         records: Vec<Range<usize>>,
     },
+    /// Damage to synced data: a seal follows it.
     Damaged {
         offset: u64,
         reason: CorruptionReason,
+        /// The records a cut at `offset` drops: those in the data buffers between the damage
+        /// and the seal that verify (see [`damaged`]).
         records_after: u64,
+        /// Where the seal lies: the segment's data, which a cut at `offset` shortens to
+        /// `offset`, ends there.
+        sealed_at: u64,
         /// The records in the buffers before the damage, which verified (what a cut keeps).
         records: Vec<Range<usize>>,
     },
 }
 
 /// Finds a valid SEAL of `segment` (of `generation`, if given) at a block boundary after `from`.
-fn find_seal(bytes: &[u8], segment: u64, generation: Option<u64>, from: u64) -> Option<u64> {
+fn find_seal(bytes: &[u8], segment: u64, generation: Option<u64>, from: u64) -> Option<BufferHeader> {
     let mut offset = from.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
     while offset + BLOCK_SIZE <= bytes.len() as u64 {
         let at = usize::try_from(offset).expect("fits");
@@ -360,7 +368,7 @@ fn find_seal(bytes: &[u8], segment: u64, generation: Option<u64>, from: u64) -> 
             let whole = &bytes[at..at + usize::try_from(header.length()).expect("fits")];
             let generation_matches = generation.is_none_or(|generation| generation == header.generation);
             if header.kind == BufferKind::Seal && generation_matches && format::verify_buffer(whole, &header).is_ok() {
-                return Some(offset);
+                return Some(header);
             }
         }
         offset += BLOCK_SIZE;
@@ -382,28 +390,41 @@ fn highest_generation(bytes: &[u8], segment: u64) -> u64 {
     highest
 }
 
-/// Counts whole data buffers' records of `generation` after `from`, resyncing at blocks.
-fn count_records_after(bytes: &[u8], segment: u64, generation: u64, from: u64) -> u64 {
-    let mut count = 0;
-    let mut offset = from.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
-    while offset + BLOCK_SIZE <= bytes.len() as u64 {
-        let at = usize::try_from(offset).expect("fits");
-        let room = bytes.len() as u64 - offset;
-        match format::decode_buffer_header(&bytes[at..], segment, offset, room) {
-            Ok(header) if header.kind == BufferKind::Data && header.generation == generation => {
-                let whole = &bytes[at..at + usize::try_from(header.length()).expect("fits")];
+/// The scan of a segment damaged at `offset`, before `seal`: a cut there drops every record
+/// of the seal's generation in a data buffer that verifies from the block after the damage up to
+/// the seal, found block by block (a damaged buffer's length cannot be trusted).
+///
+/// Regression: a damaged first buffer reported no records dropped, whatever the buffers after
+/// it held, and `bytes_dropped` was the rest of the segment, unused space included, where the
+/// data a reader found ends at the seal (`tests/engine/repair_counts.rs`).
+fn damaged(
+    bytes: &[u8],
+    segment: u64,
+    offset: u64,
+    reason: CorruptionReason,
+    seal: &BufferHeader,
+    records: Vec<Range<usize>>,
+) -> SegmentScan {
+    assert!(offset <= seal.offset, "the seal is looked for from the damage on");
+    let mut records_after = 0;
+    let mut at = (offset + 1).div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+    // Each iteration moves `at` on by at least a block.
+    while at < seal.offset {
+        let start = usize::try_from(at).expect("fits");
+        match format::decode_buffer_header(&bytes[start..], segment, at, bytes.len() as u64 - at) {
+            Ok(header) if header.kind == BufferKind::Data && header.generation == seal.generation => {
+                let whole = &bytes[start..start + usize::try_from(header.length()).expect("fits")];
                 if format::verify_buffer(whole, &header).is_ok() {
-                    count += u64::from(header.records_count);
-                    offset += header.length();
+                    records_after += u64::from(header.records_count);
+                    at += header.length();
                     continue;
                 }
-                offset += BLOCK_SIZE;
             }
-            Ok(header) if header.kind == BufferKind::Seal && header.generation == generation => return count,
-            _ => offset += BLOCK_SIZE,
+            _ => {}
         }
+        at += BLOCK_SIZE;
     }
-    count
+    SegmentScan::Damaged { offset, reason, records_after, sealed_at: seal.offset, records }
 }
 
 /// Scans one segment's bytes (see the module docs for the rules).
@@ -414,8 +435,8 @@ fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
         Err(reason) => {
             // No valid first buffer: free, unless a seal later says the segment was in use and
             // synced, in which case its first buffer was damaged.
-            if find_seal(bytes, segment, None, BLOCK_SIZE).is_some() {
-                return SegmentScan::Damaged { offset: 0, reason, records_after: 0, records: Vec::new() };
+            if let Some(seal) = find_seal(bytes, segment, None, BLOCK_SIZE) {
+                return damaged(bytes, segment, 0, reason, &seal, Vec::new());
             }
             return SegmentScan::Free { generation: highest_generation(bytes, segment) + 1 };
         }
@@ -424,9 +445,9 @@ fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
         // A use of the segment writes its buffers and seal with the generation of the FREE
         // marker it replaced. A seal of that generation after a FREE marker means the first
         // buffer of that use never replaced the marker: synced records are behind it.
-        if find_seal(bytes, segment, Some(first.generation), BLOCK_SIZE).is_some() {
+        if let Some(seal) = find_seal(bytes, segment, Some(first.generation), BLOCK_SIZE) {
             let reason = CorruptionReason::BadFragmentType { fragment_type: 3 };
-            return SegmentScan::Damaged { offset: 0, reason, records_after: 0, records: Vec::new() };
+            return damaged(bytes, segment, 0, reason, &seal, Vec::new());
         }
         // The next use must carry a generation above every buffer left in the segment: a use
         // whose first buffer was lost in a crash may have left later buffers of the marker's
@@ -481,11 +502,9 @@ fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
         }
         offset += header.length();
     };
-    match problem {
-        Some(reason) if find_seal(bytes, segment, Some(generation), offset).is_some() => {
-            let records_after = count_records_after(bytes, segment, generation, offset + 1);
-            SegmentScan::Damaged { offset, reason, records_after, records }
-        }
+    let seal = problem.as_ref().and_then(|_| find_seal(bytes, segment, Some(generation), offset));
+    match (problem, seal) {
+        (Some(reason), Some(seal)) => damaged(bytes, segment, offset, reason, &seal, records),
         // No seal after it: the power failed while this segment was being written.
         _ => SegmentScan::Used { kind, generation, end: offset, sealed_at: None, records },
     }
@@ -527,7 +546,7 @@ impl Segments for LogstorSegments {
     /// buffer), and a FREE marker over the old seal further on, so no stale seal is left.
     fn cut(&self, vfs: &dyn Vfs, directory: &Path, segment: u64, at: u64) -> Result<()> {
         let (path, file, base, bytes) = self.read(vfs, directory, segment)?;
-        let old_seal = find_seal(&bytes, segment, None, at + 1);
+        let old_seal = find_seal(&bytes, segment, None, at + 1).map(|seal| seal.offset);
         let generation = highest_generation(&bytes, segment);
         let at = at / BLOCK_SIZE * BLOCK_SIZE;
         let owner =

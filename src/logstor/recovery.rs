@@ -284,6 +284,8 @@ struct Damage {
     offset: u64,
     reason: CorruptionReason,
     records_after: u64,
+    /// Where the seal lies: the data a cut at `offset` drops ends there.
+    sealed_at: u64,
 }
 
 /// What the scan found, and what the open must still do about it.
@@ -388,9 +390,9 @@ fn scan(
                 scanned.note_groups(&bytes, &records);
             }
             SegmentScan::Free { .. } if planned_cut.is_some() => {}
-            SegmentScan::Damaged { offset, reason, records_after, records } => {
+            SegmentScan::Damaged { offset, reason, records_after, sealed_at, records } => {
                 scanned.note_groups(&bytes, &records);
-                scanned.damaged.push(Damage { segment, offset, reason, records_after });
+                scanned.damaged.push(Damage { segment, offset, reason, records_after, sealed_at });
             }
             scan => scanned.take(segment, &bytes, scan),
         }
@@ -440,7 +442,7 @@ impl Recovering<'_> {
     /// Cuts damaged synced data away through a durable repair plan, and takes what is left.
     fn repair(&self, damage: Damage, scanned: &mut Scanned, report: &mut RecoveryReport) -> Result<()> {
         assert_eq!(self.mode, RecoveryMode::Repair, "a strict open refuses damage before it writes");
-        let Damage { segment, offset, reason, records_after } = damage;
+        let Damage { segment, offset, reason, records_after, sealed_at } = damage;
         let base = place(self.geometry, segment).1;
         let plan = Plan {
             segment,
@@ -448,7 +450,7 @@ impl Recovering<'_> {
             remove: Vec::new(),
             offset: base + offset,
             records_dropped: records_after,
-            bytes_dropped: self.geometry.segment_size - offset,
+            bytes_dropped: sealed_at - offset,
             reason: reason.to_string(),
         };
         repair::write_plan(self.vfs, self.directory, &plan)?;
@@ -474,8 +476,8 @@ impl Recovering<'_> {
         let mut bytes = vec![0u8; usize::try_from(self.geometry.segment_size).expect("fits")];
         read_segment(self.directory, self.files, self.geometry, segment, &mut bytes)?;
         match scan_segment(&bytes, segment) {
-            SegmentScan::Damaged { offset, reason, records_after, .. } => {
-                Ok(Some(Damage { segment, offset, reason, records_after }))
+            SegmentScan::Damaged { offset, reason, records_after, sealed_at, .. } => {
+                Ok(Some(Damage { segment, offset, reason, records_after, sealed_at }))
             }
             scan => {
                 scanned.take(segment, &bytes, scan);

@@ -224,42 +224,21 @@ fn repair(
 ) -> Result<ActiveSegment> {
     let Damage { segment: number, damaged, offset, reason } = damage;
     let page_size = options.page_size;
-    let mut records_dropped = 0u64;
-    let mut bytes_dropped = 0u64;
-    let truncate_at = match &damaged {
+    let (truncate_at, mut dropped) = match &damaged {
         Some(damaged) if damaged.truncate_at >= SEGMENT_HEADER_SIZE as u64 => {
-            records_dropped += count_dropped(
-                damaged.file.as_ref(),
-                &damaged.path,
-                number,
-                page_size,
-                damaged.truncate_at,
-                damaged.length,
-            )?;
-            bytes_dropped += damaged.length - damaged.truncate_at;
-            damaged.truncate_at
+            let DamagedSegment { file, path, length, truncate_at } = damaged;
+            (*truncate_at, count_dropped(file.as_ref(), path, number, page_size, *truncate_at, *length)?)
         }
-        _ => {
-            let path = directory.join(segment_file_name(number));
-            let file = vfs.open(&path, OpenMode::Read).map_err(|error| Error::io(&path, "open", error))?;
-            let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
-            records_dropped +=
-                count_dropped(file.as_ref(), &path, number, page_size, SEGMENT_HEADER_SIZE as u64, length)?;
-            bytes_dropped += length;
-            0
-        }
+        // The header is damaged: the segment is rewritten as an empty one, its header alone.
+        _ => (0, count_dropped_opening(vfs, directory, number, page_size, SEGMENT_HEADER_SIZE as u64)?),
     };
     drop(damaged);
     for later in number + 1..=last {
-        let path = directory.join(segment_file_name(later));
-        let file = vfs.open(&path, OpenMode::Read).map_err(|error| Error::io(&path, "open", error))?;
-        let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
-        bytes_dropped += length;
-        if scan::read_segment_header(file.as_ref(), &path, later, length).is_ok() {
-            records_dropped +=
-                count_dropped(file.as_ref(), &path, later, page_size, SEGMENT_HEADER_SIZE as u64, length)?;
-        }
+        let (records, bytes) = count_dropped_opening(vfs, directory, later, page_size, 0)?;
+        dropped.0 += records;
+        dropped.1 += bytes;
     }
+    let (records_dropped, bytes_dropped) = dropped;
     let plan = Plan {
         segment: number,
         truncate_at,
@@ -279,20 +258,43 @@ fn repair(
     Ok(ActiveSegment::recovered(number, path, file, length, length, header.seals(), options))
 }
 
-/// Counts what a repair at `truncate_at` of segment `number` drops from that segment.
+/// What a repair drops from segment `number` when it keeps its first `kept` bytes: the records
+/// that verify after them (see [`SegmentScanner::count_records_after_damage`]), wherever they lie
+/// and whether or not the segment's header verifies, and the bytes cut off the file. `kept` is
+/// the cut of the damaged segment, the header of one rewritten empty, or zero for one removed.
+///
+/// Regression: a segment rewritten empty counted its new header as dropped, and the records of
+/// a later segment whose header was damaged too were not counted (their fragments verify all
+/// the same); see also [`SegmentScanner::count_records_after_damage`].
 fn count_dropped(
     file: &dyn VfsFile,
     path: &Path,
     number: u64,
     page_size: u32,
-    truncate_at: u64,
+    kept: u64,
     length: u64,
-) -> Result<u64> {
-    if truncate_at < SEGMENT_HEADER_SIZE as u64 || truncate_at >= length {
-        return Ok(0);
-    }
-    let mut scanner = SegmentScanner::new(file, path, number, page_size, truncate_at, length);
-    scanner.count_records_after_damage()
+) -> Result<(u64, u64)> {
+    let start = kept.max(SEGMENT_HEADER_SIZE as u64);
+    let records = if start < length {
+        SegmentScanner::new(file, path, number, page_size, start, length).count_records_after_damage()?
+    } else {
+        0
+    };
+    Ok((records, length.saturating_sub(kept)))
+}
+
+/// [`count_dropped`] for a segment it opens.
+fn count_dropped_opening(
+    vfs: &dyn Vfs,
+    directory: &Path,
+    number: u64,
+    page_size: u32,
+    kept: u64,
+) -> Result<(u64, u64)> {
+    let path = directory.join(segment_file_name(number));
+    let file = vfs.open(&path, OpenMode::Read).map_err(|error| Error::io(&path, "open", error))?;
+    let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
+    count_dropped(file.as_ref(), &path, number, page_size, kept, length)
 }
 
 /// The WAL's segment naming, for the shared repair plan.

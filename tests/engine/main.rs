@@ -16,6 +16,7 @@ mod logstor_format;
 mod logstor_open;
 mod logstor_os;
 mod logstor_space;
+mod repair_counts;
 mod wal_damage;
 mod wal_format;
 mod wal_open;
