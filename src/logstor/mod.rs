@@ -502,7 +502,13 @@ fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
         }
         offset += header.length();
     };
-    let seal = problem.as_ref().and_then(|_| find_seal(bytes, segment, Some(generation), offset));
+    // A first buffer that fails verification vouches for nothing, its generation included: a
+    // flipped generation bit made the scan look for a seal of a generation no buffer has, take
+    // the synced segment for one torn while written, and seal it empty, silently, in a strict
+    // open. As with a first header that does not decode, a seal of any generation says the
+    // segment was in use and synced.
+    let seal_generation = (offset > 0).then_some(generation);
+    let seal = problem.as_ref().and_then(|_| find_seal(bytes, segment, seal_generation, offset));
     match (problem, seal) {
         (Some(reason), Some(seal)) => damaged(bytes, segment, offset, reason, &seal, records),
         // No seal after it: the power failed while this segment was being written.

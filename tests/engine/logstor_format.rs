@@ -177,3 +177,24 @@ fn maintenance_runs_on_a_background_thread() {
         assert_eq!(store.get(&index.to_le_bytes()).unwrap(), Some(4u32.to_le_bytes().repeat(50)));
     }
 }
+
+/// Regression (issue 11, found by the repair-count proptest): one flipped bit in the generation
+/// field of a sealed segment's first buffer. The scan took that generation before verifying the
+/// buffer, looked for a seal of it, found none, and took the synced segment for one torn while
+/// it was written: a strict open succeeded, sealed the segment empty, and the store had lost
+/// every key without an error.
+#[test]
+fn a_damaged_generation_in_a_first_buffer_is_corruption_not_a_torn_segment() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut store = Logstor::open(os(), directory.path(), LogstorOptions::default()).unwrap();
+    for key in 0..10u8 {
+        store.put(&[key], b"synced").unwrap();
+    }
+    store.close().unwrap();
+    let path = directory.path().join("data-00000.ls");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[16] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let strict = Logstor::open(os(), directory.path(), LogstorOptions::default());
+    assert!(matches!(strict, Err(ballast::Error::Corruption { .. })), "{:?}", strict.map(|store| store.len()));
+}
