@@ -100,7 +100,10 @@ impl WriteBudget {
         let capacity = segment_size - BLOCK_SIZE;
         let padding_segments = (u64::from(groups_count) * BLOCK_SIZE).div_ceil(capacity);
         let steps_max = 3 + u32::try_from(padding_segments).expect("groups fit a u32");
-        Self { reserve: u64::from(groups_count) + 2 * batch_max as u64, steps_max }
+        // Saturating: `compaction_batch_max` is any usize of at least 2, and a huge one must
+        // mean "keep a huge reserve", not an overflow panic at the first segment opened.
+        let batches = u64::try_from(batch_max).unwrap_or(u64::MAX).saturating_mul(2);
+        Self { reserve: u64::from(groups_count).saturating_add(batches), steps_max }
     }
 }
 
@@ -167,5 +170,8 @@ mod tests {
         // The example's 64 KiB segments: 16 partial blocks are more than one segment's capacity.
         assert_eq!(WriteBudget::new(16, 4, 64 << 10), WriteBudget { reserve: 24, steps_max: 5 });
         assert_eq!(WriteBudget::new(1, 2, 16 << 10), WriteBudget { reserve: 5, steps_max: 4 });
+        // Any compaction_batch_max of at least 2 passes the options check; a huge one once
+        // overflowed here, a panic at the first segment opened (found in review).
+        assert_eq!(WriteBudget::new(16, usize::MAX, 1 << 20).reserve, u64::MAX);
     }
 }
