@@ -906,8 +906,19 @@ impl Logstor {
             self.geometry.segment_size,
         );
         let capacity = self.geometry.segment_size - BLOCK_SIZE;
+        // A step may open a segment for every group its records go to and for its copies. A
+        // store that cannot grow takes those from its free segments, and running short there
+        // poisons it: a put that a free segment would have taken failed with StorageFull, and
+        // again after every reopen (found in review). Such a store reclaims only while a step
+        // cannot run short; otherwise the put goes ahead as it would without reclaiming.
+        let step_need = u64::from(self.options.groups_count)
+            .saturating_add(u64::try_from(self.options.compaction_batch_max).unwrap_or(u64::MAX));
         for step in 0..budget.steps_max {
             if self.free.len() as u64 >= budget.reserve {
+                return Ok(());
+            }
+            let can_grow = (self.files.len() as u64) < self.options.files_max;
+            if !can_grow && (self.free.len() as u64) < step_need {
                 return Ok(());
             }
             let sources = match reclaim::choose(&self.segments, capacity, self.options.compaction_batch_max, step == 0)

@@ -234,3 +234,41 @@ fn one_put_reclaims_within_its_budget() {
         "a put wrote {written_max} bytes; the budget is {reclaimed_max} + {own}"
     );
 }
+
+/// Found in review: at `files_max`, the write path's reclaiming could take the last free
+/// segments for its own copies (a separator step opens a segment for every group its records
+/// touch) and fail the put with `StorageFull`, poisoning the store, where the put alone would
+/// have fit in a free segment; after a reopen the same put failed the same way.
+#[test]
+fn reclaiming_never_fails_a_put_that_a_free_segment_would_take() {
+    let directory = tempfile::tempdir().unwrap();
+    let options = LogstorOptions {
+        segment_size: 16 << 10,
+        segments_per_file: 12,
+        files_max: 1,
+        groups_count: 8,
+        compaction_batch_max: 2,
+        ..LogstorOptions::default()
+    };
+    let mut store = Logstor::open(os(), directory.path(), options.clone()).unwrap();
+    for round in 0..200u32 {
+        let free_before = store.stats().segments_free;
+        let key = format!("key-{}", round % 40);
+        match store.put(key.as_bytes(), &vec![round as u8; 700]) {
+            Ok(()) => {}
+            Err(error) if error.io_kind() == Some(std::io::ErrorKind::StorageFull) => {
+                assert_eq!(free_before, 0, "round {round}: StorageFull with {free_before} free segments");
+                return;
+            }
+            Err(error) => panic!("round {round}: {error}"),
+        }
+        if round % 5 == 4 {
+            store.sync().unwrap();
+            store.seal_mixed().unwrap();
+        }
+        if round % 25 == 24 {
+            store.close().unwrap();
+            store = Logstor::open(os(), directory.path(), options.clone()).unwrap();
+        }
+    }
+}
