@@ -55,6 +55,7 @@ mod background;
 mod cache;
 pub mod format;
 mod key;
+mod listing;
 mod reclaim;
 mod recovery;
 
