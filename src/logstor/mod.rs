@@ -64,7 +64,7 @@ use std::collections::HashMap;
 use std::collections::{hash_map, BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -359,20 +359,74 @@ enum SegmentScan {
     },
 }
 
-/// Finds a valid SEAL of `segment` (of `generation`, if given) at a block boundary after `from`.
-fn find_seal(bytes: &[u8], segment: u64, generation: Option<u64>, from: u64) -> Option<BufferHeader> {
+/// Every generation a buffer can carry, for [`find_seal`] to accept a seal of any.
+const ANY_GENERATION: RangeInclusive<u64> = 0..=u64::MAX;
+
+/// Finds a valid SEAL of `segment`, of a generation in `generations`, at a block boundary after
+/// `from`.
+fn find_seal(bytes: &[u8], segment: u64, generations: RangeInclusive<u64>, from: u64) -> Option<BufferHeader> {
     let mut offset = from.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
     while offset + BLOCK_SIZE <= bytes.len() as u64 {
         let at = usize::try_from(offset).expect("fits");
         let room = bytes.len() as u64 - offset;
         if let Ok(header) = format::decode_buffer_header(&bytes[at..], segment, offset, room) {
             let whole = &bytes[at..at + usize::try_from(header.length()).expect("fits")];
-            let generation_matches = generation.is_none_or(|generation| generation == header.generation);
-            if header.kind == BufferKind::Seal && generation_matches && format::verify_buffer(whole, &header).is_ok() {
+            if header.kind == BufferKind::Seal
+                && generations.contains(&header.generation)
+                && format::verify_buffer(whole, &header).is_ok()
+            {
                 return Some(header);
             }
         }
         offset += BLOCK_SIZE;
+    }
+    None
+}
+
+/// The generation the next use of a free segment carries: above every generation any header in
+/// it names, so that no buffer left on disk is ever read as part of the new use.
+///
+/// A header is not verified on its own (its checksum covers its records too), so any bytes
+/// can name any generation; at `u64::MAX` the generation stays there rather than overflow.
+fn next_generation(bytes: &[u8], segment: u64) -> u64 {
+    highest_generation(bytes, segment).saturating_add(1)
+}
+
+/// The scan of a segment whose first buffers, of `generation`, end at `offset` with a valid
+/// buffer of a later generation somewhere after them, if there is one: then the segment was
+/// freed and used again, and both the FREE marker and the first buffer of that later use went
+/// astray, leaving an older use's first buffers in front of the later use's.
+///
+/// Those older buffers are stale: every record in them was moved or dead before the segment
+/// was freed. With a seal of a later generation, the later use's records were synced behind
+/// them: damage at offset 0. Without one, the later use was being written when the power failed,
+/// and the segment is free.
+///
+/// Regression (logstor seeds 80241 and 90502 of `ballast-sim`): the scan took the stale
+/// buffers' generation for the segment's, found no seal of it and sealed the segment as torn,
+/// silently hiding the synced records in a strict open; freeing it later gave it a generation
+/// the later use's buffers already carried, which then read back as part of the next use.
+fn stale_first_use(
+    bytes: &[u8],
+    segment: u64,
+    generation: u64,
+    offset: u64,
+    reason: &CorruptionReason,
+) -> Option<SegmentScan> {
+    let later = generation.checked_add(1)?..=u64::MAX;
+    if let Some(seal) = find_seal(bytes, segment, later.clone(), offset) {
+        return Some(damaged(bytes, segment, 0, reason.clone(), &seal, Vec::new()));
+    }
+    let mut at = offset;
+    while at + BLOCK_SIZE <= bytes.len() as u64 {
+        let start = usize::try_from(at).expect("fits");
+        if let Ok(header) = format::decode_buffer_header(&bytes[start..], segment, at, bytes.len() as u64 - at) {
+            let whole = &bytes[start..start + usize::try_from(header.length()).expect("fits")];
+            if later.contains(&header.generation) && format::verify_buffer(whole, &header).is_ok() {
+                return Some(SegmentScan::Free { generation: next_generation(bytes, segment) });
+            }
+        }
+        at += BLOCK_SIZE;
     }
     None
 }
@@ -436,35 +490,48 @@ fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
         Err(reason) => {
             // No valid first buffer: free, unless a seal later says the segment was in use and
             // synced, in which case its first buffer was damaged.
-            if let Some(seal) = find_seal(bytes, segment, None, BLOCK_SIZE) {
+            if let Some(seal) = find_seal(bytes, segment, ANY_GENERATION, BLOCK_SIZE) {
                 return damaged(bytes, segment, 0, reason, &seal, Vec::new());
             }
-            return SegmentScan::Free { generation: highest_generation(bytes, segment) + 1 };
+            return SegmentScan::Free { generation: next_generation(bytes, segment) };
         }
     };
     if first.kind == BufferKind::Free {
         // A use of the segment writes its buffers and seal with the generation of the FREE
-        // marker it replaced. A seal of that generation after a FREE marker means the first
-        // buffer of that use never replaced the marker: synced records are behind it.
-        if let Some(seal) = find_seal(bytes, segment, Some(first.generation), BLOCK_SIZE) {
+        // marker it replaced. A seal of that generation (or a later one: generations only grow)
+        // after a FREE marker means the first buffer of that use never replaced the marker:
+        // synced records are behind it.
+        if let Some(seal) = find_seal(bytes, segment, first.generation..=u64::MAX, BLOCK_SIZE) {
             let reason = CorruptionReason::BadFragmentType { fragment_type: 3 };
             return damaged(bytes, segment, 0, reason, &seal, Vec::new());
         }
         // The next use must carry a generation above every buffer left in the segment: a use
         // whose first buffer was lost in a crash may have left later buffers of the marker's
         // own generation, which a new use of that generation would read as its continuation.
-        return SegmentScan::Free { generation: highest_generation(bytes, segment) + 1 };
+        return SegmentScan::Free { generation: next_generation(bytes, segment) };
     }
     let generation = first.generation;
     let kind = SegmentKind::from_owner(first.owner);
     let mut records = Vec::new();
     let mut offset = 0;
+    // A FREE marker of a later generation where the buffers end is the one freeing writes over
+    // the seal, durably, before the marker at offset 0: the segment was freed, and its records
+    // were moved or dead. Only its header is asked to decode: a stray write that damaged the
+    // rest of it must not bring the records back either.
+    //
+    // Regression (logstor seed 100071 of `ballast-sim`): both markers of a freeing were hit by
+    // misdirected writes, the one at 0 lost and the one over the seal damaged; the scan took
+    // the segment for one torn while written and sealed it again, and after its group was
+    // dropped, a record of that group came back.
     let problem = loop {
         if offset + BLOCK_SIZE > size {
             break None;
         }
         let at = usize::try_from(offset).expect("fits");
         let header = match format::decode_buffer_header(&bytes[at..], segment, offset, size - offset) {
+            Ok(header) if header.kind == BufferKind::Free && header.generation > generation => {
+                return SegmentScan::Free { generation: next_generation(bytes, segment) };
+            }
             Ok(header) if header.generation != generation => {
                 let reason = CorruptionReason::HeaderMismatch {
                     field: "generation",
@@ -508,10 +575,24 @@ fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
     // the synced segment for one torn while written, and seal it empty, silently, in a strict
     // open. As with a first header that does not decode, a seal of any generation says the
     // segment was in use and synced.
-    let seal_generation = (offset > 0).then_some(generation);
-    let seal = problem.as_ref().and_then(|_| find_seal(bytes, segment, seal_generation, offset));
+    let seal_generations = if offset > 0 { generation..=generation } else { ANY_GENERATION };
+    let seal = problem.as_ref().and_then(|_| find_seal(bytes, segment, seal_generations, offset));
+    if let Some(reason) = problem.as_ref().filter(|_| seal.is_none() && offset > 0) {
+        if let Some(stale) = stale_first_use(bytes, segment, generation, offset, reason) {
+            return stale;
+        }
+    }
     match (problem, seal) {
         (Some(reason), Some(seal)) => damaged(bytes, segment, offset, reason, &seal, records),
+        // Not even the first buffer verifies, and no seal says it was synced: the power failed
+        // while it was being written, and the segment holds nothing. It is free, above every
+        // generation in it.
+        //
+        // Regression (logstor seed 102730 of `ballast-sim`): such a segment was sealed empty
+        // with the generation its torn first header named, an older use's; freeing it gave the
+        // next use the generation of the lost use whose later buffers were still on disk, and
+        // they read back as the next use's continuation: a value lost in a crash came back.
+        (Some(_), None) if offset == 0 => SegmentScan::Free { generation: next_generation(bytes, segment) },
         // No seal after it: the power failed while this segment was being written.
         _ => SegmentScan::Used { kind, generation, end: offset, sealed_at: None, records },
     }
@@ -553,13 +634,17 @@ impl Segments for LogstorSegments {
     /// buffer), and a FREE marker over the old seal further on, so no stale seal is left.
     fn cut(&self, vfs: &dyn Vfs, directory: &Path, segment: u64, at: u64) -> Result<()> {
         let (path, file, base, bytes) = self.read(vfs, directory, segment)?;
-        let old_seal = find_seal(&bytes, segment, None, at + 1).map(|seal| seal.offset);
-        let generation = highest_generation(&bytes, segment);
+        let old_seal = find_seal(&bytes, segment, ANY_GENERATION, at + 1).map(|seal| seal.offset);
         let at = at / BLOCK_SIZE * BLOCK_SIZE;
-        let owner =
-            format::decode_buffer_header(&bytes, segment, 0, bytes.len() as u64).map_or(0, |header| header.owner);
-        let (kind, generation) =
-            if at == 0 { (BufferKind::Free, generation + 1) } else { (BufferKind::Seal, generation) };
+        let first = format::decode_buffer_header(&bytes, segment, 0, bytes.len() as u64).ok();
+        let owner = first.as_ref().map_or(0, |header| header.owner);
+        // A cut after the first buffer seals the buffers before it, which all carry the first
+        // one's generation; a cut at 0 frees the segment, above every generation in it.
+        let (kind, generation) = match (at, first) {
+            (0, _) => (BufferKind::Free, next_generation(&bytes, segment)),
+            (_, Some(first)) => (BufferKind::Seal, first.generation),
+            (_, None) => (BufferKind::Seal, highest_generation(&bytes, segment)),
+        };
         // The old seal goes first, durably (see `free_segment`); the plan, still on disk, makes
         // a crash in between finish the cut on the next open.
         if let Some(old_seal) = old_seal.filter(|&old_seal| old_seal > at) {
@@ -1376,13 +1461,13 @@ impl Logstor {
         let state = self.segments[usize::try_from(segment).expect("fits")].clone();
         let SegmentState::Sealed(kind) = state.state else { panic!("only sealed segments are freed") };
         assert_eq!(state.live_bytes, 0, "a freed segment holds nothing the index points to");
-        let generation = state.generation + 1;
+        let generation = state.generation.saturating_add(1);
         let (file_index, base, path) = self.file_of(segment);
         let file = &self.files[file_index];
         // The seal goes first, durably. Were the FREE marker at offset 0 written first and torn
         // by a crash, the old seal after it would pass the torn unsynced write off as damage to
-        // synced data. With the seal gone, a crash in between leaves an unsealed segment of
-        // stale records, which recovery seals again.
+        // synced data. With the seal gone, a crash in between leaves a FREE marker of the new
+        // generation where the buffers end, which recovery takes for the freeing it is.
         let void_seal = || {
             if state.written > 0 {
                 let marker = format::marker(BufferKind::Free, kind.owner(), segment, generation, state.written);

@@ -13,6 +13,7 @@ mod commitlog_open;
 mod commitlog_os;
 mod docs;
 mod logstor_format;
+mod logstor_generations;
 mod logstor_open;
 mod logstor_os;
 mod logstor_space;
