@@ -2,7 +2,7 @@
 //! values, compacted), built once in `bench-data/reopen-store` and then opened 7 times. For
 //! profiling the open alone: `perf record` this example.
 //!
-//! `cargo run --release --manifest-path bench/Cargo.toml --ignore-rust-version --example logstor_reopen`
+//! `cargo run --release --manifest-path bench/Cargo.toml --example logstor_reopen`
 
 use std::sync::Arc;
 use std::time::Instant;

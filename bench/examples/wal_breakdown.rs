@@ -2,7 +2,7 @@
 //! appends (CPU; each timed, so they include about 50 ns of clock reads apiece), the appends
 //! that rotate, syncs, and truncations. Compare the syncs with the `limits` rows run just before.
 //!
-//! `cargo run --release --manifest-path bench/Cargo.toml --ignore-rust-version --example wal_breakdown -- [segment MiB]`
+//! `cargo run --release --manifest-path bench/Cargo.toml --example wal_breakdown -- [segment MiB]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
