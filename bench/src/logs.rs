@@ -181,13 +181,32 @@ pub fn wal(bench: &mut Bench, limits: &Limits) -> io::Result<()> {
     })
 }
 
-fn ballast_commitlog<const N: usize>(count: u64, per_sync: u64) -> Run<'static> {
+/// How ballast's commitlog groups transactions into commits in a case.
+#[derive(Clone, Copy)]
+enum Commits {
+    /// One commit per transaction, as spacetimedb-commitlog 2 writes them.
+    PerTransaction,
+    /// One commit of the transactions one sync makes durable, as spacetimedb-commitlog 1.3
+    /// writes them (`append`, then `flush_and_sync`).
+    PerSync,
+}
+
+fn ballast_commitlog<const N: usize>(count: u64, per_sync: u64, commits: Commits) -> Run<'static> {
     Box::new(move |directory: &Path| {
         let payload = record(7, N);
+        let per_commit = match commits {
+            Commits::PerTransaction => 1,
+            Commits::PerSync => per_sync,
+        };
+        let mut batch: Vec<(u64, &[u8])> = Vec::with_capacity(usize::try_from(per_commit).expect("fits"));
         let started = Instant::now();
         let mut log = Commitlog::open(Arc::new(OsVfs::new()), directory, CommitlogOptions::default()).map_err(other)?;
         for offset in 0..count {
-            log.commit(&[(offset, &payload)]).map_err(other)?;
+            batch.push((offset, &payload));
+            if batch.len() as u64 == per_commit || offset + 1 == count {
+                log.commit(&batch).map_err(other)?;
+                batch.clear();
+            }
             if (offset + 1) % per_sync == 0 {
                 log.sync().map_err(other)?;
             }
@@ -202,10 +221,8 @@ fn stdb_commitlog<const N: usize>(count: u64, per_sync: u64) -> Run<'static> {
         let payload: Box<[u8; N]> = record(7, N).into_boxed_slice().try_into().expect("N bytes");
         let started = Instant::now();
         let options = spacetimedb_commitlog::Options::default();
-        let log = spacetimedb_commitlog::Commitlog::<[u8; N]>::open(
-            CommitLogDir::from_path_unchecked(directory),
-            options,
-        )?;
+        let log =
+            spacetimedb_commitlog::Commitlog::<[u8; N]>::open(CommitLogDir::from_path_unchecked(directory), options)?;
         for offset in 0..count {
             // 1.3's unit of writing is a commit of the transactions appended since the last
             // flush, written with one `write` call; used as its docs intend, a commit holds
@@ -222,27 +239,26 @@ fn stdb_commitlog<const N: usize>(count: u64, per_sync: u64) -> Run<'static> {
 
 pub fn commitlog(bench: &mut Bench, limits: &Limits) -> io::Result<()> {
     let (a, b, c) = (bench.n(1_000_000), bench.n(10_000), bench.n(1024));
-    let cases: Vec<(&str, u64, u64, u64, Run<'static>, Run<'static>)> = vec![
-        (
-            "(a) 1M x 100 B, sync every 1000",
-            a,
-            100,
-            1000,
-            ballast_commitlog::<100>(a, 1000),
-            stdb_commitlog::<100>(a, 1000),
-        ),
-        ("(b) 10k x 100 B, sync each", b, 100, 1, ballast_commitlog::<100>(b, 1), stdb_commitlog::<100>(b, 1)),
-        (
-            "(c) 1024 x 64 KiB, sync every 16",
-            c,
-            65536,
-            16,
-            ballast_commitlog::<65536>(c, 16),
-            stdb_commitlog::<65536>(c, 16),
-        ),
+    let cases = [
+        ("(a) 1M x 100 B, sync every 1000", a, 100, 1000),
+        ("(b) 10k x 100 B, sync each", b, 100, 1),
+        ("(c) 1024 x 64 KiB, sync every 16", c, 65536, 16),
     ];
-    for (name, count, size, per_sync, ours, theirs) in cases {
+    for (name, count, size, per_sync) in cases {
         let limit_seconds = limits.time(count * size, count / per_sync);
+        let engines: Vec<(&str, Run<'static>)> = if size == 100 {
+            vec![
+                ("ballast", ballast_commitlog::<100>(count, per_sync, Commits::PerTransaction)),
+                ("spacetimedb-commitlog 1.3", stdb_commitlog::<100>(count, per_sync)),
+                ("ballast, a commit per sync", ballast_commitlog::<100>(count, per_sync, Commits::PerSync)),
+            ]
+        } else {
+            vec![
+                ("ballast", ballast_commitlog::<65536>(count, per_sync, Commits::PerTransaction)),
+                ("spacetimedb-commitlog 1.3", stdb_commitlog::<65536>(count, per_sync)),
+                ("ballast, a commit per sync", ballast_commitlog::<65536>(count, per_sync, Commits::PerSync)),
+            ]
+        };
         let count = count as f64;
         bench.measure(Case {
             suite: "commitlog",
@@ -251,27 +267,30 @@ pub fn commitlog(bench: &mut Bench, limits: &Limits) -> io::Result<()> {
             higher_is_better: true,
             figure: Box::new(move |seconds| count / seconds),
             limit: Some(count / limit_seconds),
-            engines: vec![("ballast", ours), ("spacetimedb-commitlog 1.3", theirs)],
+            engines,
         })?;
     }
     // Traversal of every transaction, and seeking near the end, after shape (a).
     for (name, seek) in [("traverse (a) from 0", false), ("seek near the end of (a)", true)] {
         let from = if seek { a - a / 1000 } else { 0 };
-        let ours: Run<'_> = Box::new(move |directory: &Path| {
-            ballast_commitlog::<100>(a, 1000)(directory)?;
-            let log = Commitlog::open(Arc::new(OsVfs::new()), directory, CommitlogOptions::default()).map_err(other)?;
-            let started = Instant::now();
-            let mut count = 0u64;
-            for item in log.transactions_from(from) {
-                item.map_err(other)?;
-                count += 1;
-                if seek {
-                    break;
+        let ours = |commits: Commits| -> Run<'static> {
+            Box::new(move |directory: &Path| {
+                ballast_commitlog::<100>(a, 1000, commits)(directory)?;
+                let log =
+                    Commitlog::open(Arc::new(OsVfs::new()), directory, CommitlogOptions::default()).map_err(other)?;
+                let started = Instant::now();
+                let mut count = 0u64;
+                for item in log.transactions_from(from) {
+                    item.map_err(other)?;
+                    count += 1;
+                    if seek {
+                        break;
+                    }
                 }
-            }
-            assert!(count >= 1);
-            Ok(started.elapsed().as_secs_f64())
-        });
+                assert!(count >= 1);
+                Ok(started.elapsed().as_secs_f64())
+            })
+        };
         let theirs: Run<'_> = Box::new(move |directory: &Path| {
             stdb_commitlog::<100>(a, 1000)(directory)?;
             let options = spacetimedb_commitlog::Options::default();
@@ -298,7 +317,11 @@ pub fn commitlog(bench: &mut Bench, limits: &Limits) -> io::Result<()> {
             higher_is_better: false,
             figure: Box::new(|seconds| seconds * 1e3),
             limit: None,
-            engines: vec![("ballast", ours), ("spacetimedb-commitlog 1.3", theirs)],
+            engines: vec![
+                ("ballast", ours(Commits::PerTransaction)),
+                ("spacetimedb-commitlog 1.3", theirs),
+                ("ballast, a commit per sync", ours(Commits::PerSync)),
+            ],
         })?;
     }
     Ok(())
