@@ -13,12 +13,12 @@
 use std::path::Path;
 
 use super::format::{self, BufferKind, Geometry, Meta};
+use super::index::{build_index, Entry, Index};
 use super::key::IndexKey;
 use super::listing::{list, Listing};
-use super::{
-    build_index, io_error, place, scan_segment, Entry, Index, LogstorOptions, LogstorSegments, RecoveryReport, Segment,
-    SegmentKind, SegmentScan, SegmentState,
-};
+use super::scan::{scan_segment, SegmentScan};
+use super::segment::{place, LogstorSegments, Segment, SegmentKind, SegmentState};
+use super::{io_error, LogstorOptions, RecoveryReport};
 use crate::error::{CorruptionReason, Error, Result};
 use crate::repair::{self, Plan, RecoveryMode};
 use crate::vfs::{self, OpenMode, Vfs, VfsFile};
