@@ -9,11 +9,11 @@
 
 use std::path::Path;
 
+use super::listing::{recycle_file_name, segment_file_name, Listing};
 use super::scan::{self, SegmentScanner};
-use super::{
-    create_segment, open_segment, recycle_file_name, scan_segment, segment_file_name, ActiveSegment, Ending, Listing,
-    RecoveryReport, SegmentFile, TornTail, WalOptions, SEGMENT_HEADER_SIZE,
-};
+use super::segment::{open_segment, scan_segment, Ending, SegmentFile};
+use super::write::{create_segment, ActiveSegment};
+use super::{RecoveryReport, TornTail, WalOptions, SEGMENT_HEADER_SIZE};
 use crate::error::{CorruptionReason, Error, Result};
 use crate::repair::{self, Plan, RecoveryMode, Segments};
 use crate::vfs::{self, OpenMode, Vfs, VfsFile};
