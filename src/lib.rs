@@ -14,6 +14,7 @@ mod codec;
 pub mod commitlog;
 mod directory;
 mod error;
+mod listing;
 pub mod logstor;
 mod repair;
 pub mod vfs;

@@ -7,7 +7,7 @@ use super::format::{self, FileName, IndexEntry, SEGMENT_HEADER_SIZE};
 use super::open_file;
 use super::segment::{self, CommitScanner, ScanItem};
 use crate::error::{CorruptionReason, Error, Result};
-use crate::repair;
+use crate::listing;
 use crate::vfs::{self, OpenMode, Vfs};
 
 /// The files found in a commitlog directory.
@@ -21,30 +21,13 @@ pub(super) struct Listing {
 }
 
 pub(super) fn list_directory(vfs: &dyn Vfs, directory: &Path) -> Result<Listing> {
-    let names = vfs.read_dir(directory).map_err(|error| Error::io(directory, "read_dir", error))?;
-    let mut listing = Listing::default();
-    for name in names {
-        if name == vfs::LOCK_FILE_NAME {
-            continue;
-        }
-        if name == repair::PLAN_FILE_NAME {
-            listing.repair_plan = true;
-            continue;
-        }
-        // Only temp files of names the commitlog creates atomically: any other name is a file
-        // the commitlog does not own, and it must neither remove it nor open over it.
-        let is_temp_file = name
-            .strip_suffix(".tmp")
-            .is_some_and(|created| created == repair::PLAN_FILE_NAME || format::parse_file_name(created).is_some());
-        if is_temp_file {
-            listing.temp_files.push(name);
-            continue;
-        }
-        match format::parse_file_name(&name) {
-            Some(FileName::Segment(offset)) => listing.segments.push(offset),
-            Some(FileName::Index(offset)) => listing.indexes.push(offset),
-            Some(FileName::Snapshot(offset)) => listing.snapshots.push(offset),
-            None => return Err(Error::BadFileName { file: directory.join(name) }),
+    let listed = listing::list(vfs, directory, format::parse_file_name)?;
+    let mut listing = Listing { temp_files: listed.temp_files, repair_plan: listed.repair_plan, ..Listing::default() };
+    for file in listed.files {
+        match file {
+            FileName::Segment(offset) => listing.segments.push(offset),
+            FileName::Index(offset) => listing.indexes.push(offset),
+            FileName::Snapshot(offset) => listing.snapshots.push(offset),
         }
     }
     listing.segments.sort_unstable();

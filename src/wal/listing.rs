@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
-use crate::repair;
-use crate::vfs::{self, Vfs};
+use crate::error::Result;
+use crate::listing;
+use crate::vfs::Vfs;
 
 /// File name of segment `number`: at least eight decimal digits, so names sort by number.
 pub fn segment_file_name(number: u64) -> String {
@@ -42,37 +42,34 @@ pub(super) struct Listing {
     pub(super) repair_plan: bool,
 }
 
+/// A file the WAL writes.
+enum WalFile {
+    Segment(u64),
+    Recycled(u64),
+}
+
+fn parse_file_name(name: &str) -> Option<WalFile> {
+    parse_recycle_file_name(name).map(WalFile::Recycled).or_else(|| parse_segment_file_name(name).map(WalFile::Segment))
+}
+
+/// Lists the directory, refusing a file the WAL does not write ([`Error::BadFileName`]) and a
+/// hole in the segments' numbering ([`Error::SegmentGap`]).
 pub(super) fn list_directory(vfs: &dyn Vfs, directory: &Path) -> Result<Listing> {
-    let names = vfs.read_dir(directory).map_err(|error| Error::io(directory, "read_dir", error))?;
-    let mut listing =
-        Listing { segments: Vec::new(), recycled: Vec::new(), temp_files: Vec::new(), repair_plan: false };
-    for name in names {
-        if name == vfs::LOCK_FILE_NAME {
-            continue;
-        }
-        if name == repair::PLAN_FILE_NAME {
-            listing.repair_plan = true;
-            continue;
-        }
-        if name.ends_with(".tmp") {
-            listing.temp_files.push(name);
-            continue;
-        }
-        if let Some(number) = parse_recycle_file_name(&name) {
-            listing.recycled.push(number);
-            continue;
-        }
-        match parse_segment_file_name(&name) {
-            Some(number) => listing.segments.push(number),
-            None => return Err(Error::BadFileName { file: directory.join(name) }),
+    let listed = listing::list(vfs, directory, parse_file_name)?;
+    let mut listing = Listing {
+        segments: Vec::new(),
+        recycled: Vec::new(),
+        temp_files: listed.temp_files,
+        repair_plan: listed.repair_plan,
+    };
+    for file in listed.files {
+        match file {
+            WalFile::Segment(number) => listing.segments.push(number),
+            WalFile::Recycled(number) => listing.recycled.push(number),
         }
     }
     listing.segments.sort_unstable();
     listing.recycled.sort_unstable();
-    for pair in listing.segments.windows(2) {
-        if pair[1] != pair[0] + 1 {
-            return Err(Error::SegmentGap { directory: directory.to_path_buf(), missing: pair[0] + 1 });
-        }
-    }
+    listing::check_contiguous(directory, &listing.segments, None)?;
     Ok(listing)
 }

@@ -225,6 +225,27 @@ fn a_wal_open_refuses_other_structures_directories_and_junk() {
     }
 }
 
+/// Regression (issue 12, found when the three structures' listings became one): the WAL took
+/// any `*.tmp` name for a temp file of its own, so an open deleted a user's `notes.tmp` left in
+/// its directory, where the commitlog and logstor refused it. A temp file is the WAL's only if
+/// it is named after a file the WAL creates atomically (a segment or the repair plan).
+#[test]
+fn a_wal_open_leaves_a_temp_file_it_did_not_create_alone() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut wal = open(directory.path(), RecoveryMode::Strict).unwrap();
+    wal.append(b"a record").unwrap();
+    wal.close().unwrap();
+    fs::write(directory.path().join("notes.tmp"), b"the user's").unwrap();
+    for recovery_mode in MODES {
+        let before = digest(directory.path());
+        match open(directory.path(), recovery_mode) {
+            Err(Error::BadFileName { file }) => assert_eq!(file, directory.path().join("notes.tmp")),
+            other => panic!("{recovery_mode:?} open gave {other:?}"),
+        }
+        assert_eq!(digest(directory.path()), before, "{recovery_mode:?} open changed the directory");
+    }
+}
+
 /// Issue 11: an empty path put `LOCK` and a segment in the process's working directory.
 #[test]
 fn an_empty_path_is_an_invalid_argument() {
