@@ -1,5 +1,6 @@
 //! The closed-segment check: every record of a sealed segment is what the index points to or
-//! is superseded by a newer one (the write gate, see the module docs).
+//! is superseded by a newer one (the write gate, see the module docs). Hooks for checkers,
+//! behind the `checks` feature: the simulator's oracle calls them at every seal.
 
 use super::format;
 use super::scan::{scan_segment, SegmentScan};

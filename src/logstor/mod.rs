@@ -25,7 +25,8 @@
 //!
 //! The index is updated as each record is buffered, before its segment can be sealed, so a
 //! sealed segment is fully indexed: every record in it is what the index points to or is
-//! superseded by a newer record. [`Logstor::check_segment_indexed`] checks it.
+//! superseded by a newer record. The simulator checks it at every seal (`check.rs`, behind the
+//! `checks` feature).
 //!
 //! # Space
 //!
@@ -53,6 +54,7 @@
 
 mod background;
 mod cache;
+#[cfg(feature = "checks")]
 mod check;
 pub mod format;
 mod index;
@@ -101,6 +103,9 @@ pub struct RecoveryReport {
     pub keys_count: u64,
     /// Segments that were being written when the power failed, sealed at their last whole buffer.
     pub torn_segments_sealed: u64,
+    /// Free segments whose first buffers were an older use's, left by a freeing cut short (or
+    /// whose FREE marker went astray), given the FREE marker that finishes the freeing.
+    pub frees_finished: u64,
     pub repair: Option<Repair>,
 }
 
@@ -167,6 +172,8 @@ pub struct Logstor {
     writers: BTreeMap<SegmentKind, Writer>,
     next_sequence: u64,
     dirty_files: BTreeSet<u64>,
+    /// Segments sealed since the checker last took them (see `check.rs`).
+    #[cfg(feature = "checks")]
     sealed_since_check: Vec<u64>,
     health: repair::Health,
     report: RecoveryReport,
@@ -241,6 +248,7 @@ impl Logstor {
             writers: BTreeMap::new(),
             next_sequence: loaded.next_sequence,
             dirty_files: BTreeSet::new(),
+            #[cfg(feature = "checks")]
             sealed_since_check: Vec::new(),
             health: repair::Health::new(report.repair.is_some()),
             report,

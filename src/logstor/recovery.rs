@@ -97,6 +97,10 @@ fn write(
         recovering.seal(torn)?;
         report.torn_segments_sealed += 1;
     }
+    for (segment, generation) in std::mem::take(&mut scanned.unfinished_frees) {
+        recovering.finish_freeing(segment, generation)?;
+        report.frees_finished += 1;
+    }
     report.records_count = scanned.found.len() as u64;
     let index = build_index(scanned.found);
     let mut segments = scanned.segments;
@@ -248,6 +252,9 @@ struct Scanned {
     found: Vec<(IndexKey, Entry)>,
     next_sequence: u64,
     torn: Vec<Torn>,
+    /// Free segments whose freeing the open finishes: `(segment, generation)` (see
+    /// [`SegmentScan::Free`]).
+    unfinished_frees: Vec<(u64, u64)>,
     damaged: Vec<Damage>,
     /// The highest group any record kept names (see [`check_groups`]).
     group_max: Option<u32>,
@@ -259,8 +266,11 @@ impl Scanned {
     fn take(&mut self, segment: u64, bytes: &[u8], scan: SegmentScan) {
         let slot = usize::try_from(segment).expect("fits");
         let (kind, generation, end, sealed_at, records) = match scan {
-            SegmentScan::Free { generation } => {
+            SegmentScan::Free { generation, unfinished } => {
                 self.segments[slot] = Segment { state: SegmentState::Free, generation, written: 0, live_bytes: 0 };
+                if unfinished {
+                    self.unfinished_frees.push((segment, generation));
+                }
                 return;
             }
             SegmentScan::Used { kind, generation, end, sealed_at, records } => {
@@ -321,6 +331,7 @@ fn scan(
         found: Vec::new(),
         next_sequence: 1,
         torn: Vec::new(),
+        unfinished_frees: Vec::new(),
         damaged: Vec::new(),
         group_max: None,
     };
@@ -445,6 +456,17 @@ impl Recovering<'_> {
             offset: base + damage.offset,
             reason: damage.reason,
         }
+    }
+
+    /// Writes the FREE marker at offset 0 that a freeing cut short (or gone astray) left
+    /// unwritten, durably, with the generation the segment's next use will carry.
+    fn finish_freeing(&self, segment: u64, generation: u64) -> Result<()> {
+        let (file_index, base) = place(self.geometry, segment);
+        let path = self.directory.join(format::data_file_name(file_index));
+        let file = &self.files[usize::try_from(file_index).expect("fits")];
+        let marker = format::marker(BufferKind::Free, 0, segment, generation, 0);
+        file.write_at(&marker, base).map_err(io_error(&path, "write_at"))?;
+        file.sync_data().map_err(io_error(&path, "sync_data"))
     }
 
     /// Seals a torn segment at its last whole buffer, durably, so that what lies after is never

@@ -41,11 +41,6 @@ impl Logstor {
         }
     }
 
-    /// Work for maintenance: sealed mixed segments, or group segments compaction would take.
-    pub fn maintenance_pending(&self) -> bool {
-        self.segments.iter().any(|segment| segment.state == SegmentState::Sealed(SegmentKind::Mixed))
-    }
-
     /// Seals the open mixed segment, so the separator can take everything written so far.
     pub fn seal_mixed(&mut self) -> Result<()> {
         self.begin_write()?;

@@ -13,6 +13,17 @@ use crate::error::CorruptionReason;
 pub(super) enum SegmentScan {
     Free {
         generation: u64,
+        /// An older use's buffers, which verify, still start the segment: its freeing was cut
+        /// short, or its FREE marker at offset 0 went astray, and only what lies after them
+        /// (a later FREE marker or buffer) says they are stale. The open finishes the freeing
+        /// with a FREE marker at 0, so that damage to that evidence later cannot bring them back.
+        ///
+        /// Regression (logstor seed 43505 of `ballast-sim`): a freeing cut short by a write error
+        /// left a partial FREE marker over the seal and none at 0; the scan took the segment
+        /// for free but wrote nothing, and after a latent sector error took that marker's
+        /// header, a later open read the stale buffers back as a torn use and served a value a
+        /// reported repair had dropped.
+        unfinished: bool,
     },
     /// `sealed_at` is the seal's offset, or `None` if the segment was torn at `end`.
     Used {
@@ -107,7 +118,7 @@ fn stale_first_use(
         if let Ok(header) = format::decode_buffer_header(&bytes[start..], segment, at, bytes.len() as u64 - at) {
             let whole = &bytes[start..start + usize::try_from(header.length()).expect("fits")];
             if later.contains(&header.generation) && format::verify_buffer(whole, &header).is_ok() {
-                return Some(SegmentScan::Free { generation: next_generation(bytes, segment) });
+                return Some(SegmentScan::Free { generation: next_generation(bytes, segment), unfinished: true });
             }
         }
         at += BLOCK_SIZE;
@@ -176,7 +187,7 @@ pub(super) fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
             if let Some(seal) = find_seal(bytes, segment, ANY_GENERATION, BLOCK_SIZE) {
                 return damaged(bytes, segment, 0, reason, &seal, Vec::new());
             }
-            return SegmentScan::Free { generation: next_generation(bytes, segment) };
+            return SegmentScan::Free { generation: next_generation(bytes, segment), unfinished: false };
         }
     };
     if first.kind == BufferKind::Free {
@@ -191,7 +202,7 @@ pub(super) fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
         // The next use must carry a generation above every buffer left in the segment: a use
         // whose first buffer was lost in a crash may have left later buffers of the marker's
         // own generation, which a new use of that generation would read as its continuation.
-        return SegmentScan::Free { generation: next_generation(bytes, segment) };
+        return SegmentScan::Free { generation: next_generation(bytes, segment), unfinished: false };
     }
     let kind = SegmentKind::from_owner(first.owner);
     let Chain { end, offset, records } = walk_chain(bytes, segment, &first);
@@ -199,7 +210,7 @@ pub(super) fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
         ChainEnd::Sealed => {
             SegmentScan::Used { kind, generation: first.generation, end: offset, sealed_at: Some(offset), records }
         }
-        ChainEnd::Freed => SegmentScan::Free { generation: next_generation(bytes, segment) },
+        ChainEnd::Freed => SegmentScan::Free { generation: next_generation(bytes, segment), unfinished: true },
         ChainEnd::Stopped(problem) => stopped(bytes, segment, &first, Chain { end: problem, offset, records }),
     }
 }
@@ -311,7 +322,7 @@ fn stopped(bytes: &[u8], segment: u64, first: &BufferHeader, chain: Chain<Option
         // with the generation its torn first header named, an older use's; freeing it gave the
         // next use the generation of the lost use whose later buffers were still on disk, and
         // they read back as the next use's continuation: a value lost in a crash came back.
-        return SegmentScan::Free { generation: next_generation(bytes, segment) };
+        return SegmentScan::Free { generation: next_generation(bytes, segment), unfinished: false };
     }
     if let Some(stale) = stale_first_use(bytes, segment, generation, offset, &reason) {
         return stale;

@@ -276,6 +276,7 @@ impl Logstor {
             return Err(self.poison(error));
         }
         self.segment_mut(segment).state = SegmentState::Sealed(kind);
+        #[cfg(feature = "checks")]
         self.sealed_since_check.push(segment);
         Ok(())
     }
@@ -330,6 +331,7 @@ impl Logstor {
             }
             self.dirty_files.insert(file_index as u64);
             self.segment_mut(segment).state = SegmentState::Sealed(kind);
+            #[cfg(feature = "checks")]
             self.sealed_since_check.push(segment);
         }
         self.sync_dirty()

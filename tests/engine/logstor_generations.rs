@@ -123,3 +123,28 @@ fn a_header_of_the_highest_generation_does_not_panic_the_open() {
     assert_eq!(store.segment_state(0), Some(SegmentState::Free));
     assert!(!store.contains(b"k"));
 }
+
+/// Regression (logstor seed 43505 of `ballast-sim`): a freeing cut short by a write error left
+/// its FREE marker over the seal (generation 2) and none at offset 0. The open took segment 0
+/// for free, rightly, but wrote nothing: the stale buffers at 0 stayed valid, and once a latent
+/// sector error took the marker over the seal, the next open read them back as a torn use and
+/// served a value a reported repair had dropped. The open now finishes the freeing.
+#[test]
+fn an_open_finishes_a_freeing_cut_short_so_later_damage_cannot_undo_it() {
+    let directory = tempfile::tempdir().unwrap();
+    let void_seal = format::marker(BufferKind::Free, 0, 0, 2, BLOCK_SIZE);
+    store_with_segment_0(directory.path(), &[data_buffer(1, 0, b"dead", 1), void_seal]);
+    let store = open(directory.path());
+    assert_eq!(store.segment_state(0), Some(SegmentState::Free));
+    assert_eq!(store.recovery_report().frees_finished, 1);
+    drop(store);
+    // The marker over the seal is lost: only the finished freeing at 0 still says "free".
+    let path = directory.path().join(format::data_file_name(0));
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[BLOCK_SIZE as usize..2 * BLOCK_SIZE as usize].fill(0xee);
+    fs::write(&path, bytes).unwrap();
+    let store = open(directory.path());
+    assert_eq!(store.segment_state(0), Some(SegmentState::Free));
+    assert!(!store.contains(b"dead"), "a freed segment's records never come back");
+    assert_eq!(store.recovery_report().frees_finished, 0, "a finished freeing is not finished again");
+}

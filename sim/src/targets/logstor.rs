@@ -254,6 +254,9 @@ impl Workload {
         if report.torn_segments_sealed > 0 {
             context.note("torn_segment_sealed");
         }
+        if report.frees_finished > 0 {
+            context.note("free_finished");
+        }
         if let Some(repair) = &report.repair {
             context.note(if repair.resumed { "repair_resumed" } else { "repair" });
         }
