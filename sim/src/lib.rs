@@ -4,14 +4,14 @@
 //! against a model.
 
 pub mod clock;
+pub mod disk;
 pub mod faults;
 pub mod trace;
-pub mod vfs;
 
 pub use clock::SimClock;
+pub use disk::{Damage, SimVfs};
 pub use faults::{FaultConfig, FaultCounts, FaultKind};
 pub use trace::Trace;
-pub use vfs::{Damage, SimVfs};
 pub mod runner;
 pub mod shrink;
 pub mod targets;
