@@ -14,6 +14,7 @@ mod codec;
 pub mod commitlog;
 mod directory;
 mod error;
+mod health;
 mod listing;
 pub mod logstor;
 mod repair;

@@ -48,7 +48,7 @@ use write::{Active, WRITE_BUFFER_PREALLOCATED_MAX};
 
 use crate::directory::{self, Structure};
 use crate::error::{Error, Result};
-use crate::repair;
+use crate::health::Health;
 pub use crate::repair::{RecoveryMode, Repair};
 use crate::vfs::{self, OpenMode, Vfs, VfsFile, VfsLock};
 
@@ -143,7 +143,7 @@ pub struct Commitlog {
     /// The offset the next commit must start at.
     next_offset: u64,
     epoch: u64,
-    health: repair::Health,
+    health: Health,
     report: RecoveryReport,
     transactions_since_snapshot: u64,
     rotated_since_snapshot: bool,
@@ -221,7 +221,7 @@ impl Commitlog {
             buffer: Vec::with_capacity(options.write_buffer_size.min(WRITE_BUFFER_PREALLOCATED_MAX)),
             next_offset: state.next_offset,
             epoch: state.epoch,
-            health: repair::Health::new(report.repair.is_some()),
+            health: Health::new(report.repair.is_some()),
             report,
             transactions_since_snapshot,
             rotated_since_snapshot: false,

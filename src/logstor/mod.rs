@@ -89,7 +89,7 @@ use write::Writer;
 
 use crate::directory::{self, Structure};
 use crate::error::{Error, Result};
-use crate::repair;
+use crate::health::Health;
 pub use crate::repair::{RecoveryMode, Repair};
 use crate::vfs::{self, Vfs, VfsFile, VfsLock};
 
@@ -175,7 +175,7 @@ pub struct Logstor {
     /// Segments sealed since the checker last took them (see `check.rs`).
     #[cfg(feature = "checks")]
     sealed_since_check: Vec<u64>,
-    health: repair::Health,
+    health: Health,
     report: RecoveryReport,
     /// Behind a lock so that gets keep taking `&self`; the store itself spawns no threads.
     cache: Mutex<BlockCache>,
@@ -250,7 +250,7 @@ impl Logstor {
             dirty_files: BTreeSet::new(),
             #[cfg(feature = "checks")]
             sealed_since_check: Vec::new(),
-            health: repair::Health::new(report.repair.is_some()),
+            health: Health::new(report.repair.is_some()),
             report,
             cache,
         })

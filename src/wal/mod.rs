@@ -79,6 +79,7 @@ use write::ActiveSegment;
 
 use crate::directory::{self, Structure};
 use crate::error::{Error, Result};
+use crate::health::Health;
 use crate::repair;
 pub use crate::repair::{RecoveryMode, Repair};
 use crate::vfs::{self, Vfs, VfsLock};
@@ -161,7 +162,7 @@ pub struct Wal {
     first_segment: u64,
     active: ActiveSegment,
     buffer: Vec<u8>,
-    health: repair::Health,
+    health: Health,
     report: RecoveryReport,
     /// Numbers of the truncated segments whose files wait to be reused, ascending.
     recycled: Vec<u64>,
@@ -234,7 +235,7 @@ impl Wal {
             first_segment,
             active,
             buffer: Vec::new(),
-            health: repair::Health::new(report.repair.is_some()),
+            health: Health::new(report.repair.is_some()),
             report,
             recycled,
         })
