@@ -212,12 +212,7 @@ pub(crate) fn read_plan(vfs: &dyn Vfs, directory: &Path) -> Result<Plan> {
 /// step may already have been done by an earlier, interrupted attempt.
 pub(crate) fn carry_out(vfs: &dyn Vfs, directory: &Path, segments: &dyn Segments, plan: &Plan) -> Result<()> {
     for &segment in &plan.remove {
-        let path = directory.join(segments.file_name(segment));
-        match vfs.remove_file(&path) {
-            Ok(()) => vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => return Err(Error::io(&path, "remove_file", error)),
-        }
+        vfs::remove_durably(vfs, directory, &segments.file_name(segment))?;
     }
     segments.cut(vfs, directory, plan.segment, plan.truncate_at)?;
     Ok(())

@@ -1,13 +1,12 @@
 //! Recovery: what an open does to bring a commitlog directory to a consistent state and load it.
 
 use std::collections::BTreeSet;
-use std::io;
 use std::path::Path;
 
 use super::format::{self, SEGMENT_HEADER_SIZE};
 use super::inspect::{count_dropped, inspect, list_directory, Cut, Damage, Inspection, Listing, Scope, SegmentScan};
 use super::{io_error, open_file, snapshot, Active, CommitlogOptions, RecoveryReport, Sealed, TornTail};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::repair::{self, RecoveryMode, Segments};
 use crate::vfs::{self, OpenMode, Vfs};
 
@@ -137,14 +136,7 @@ pub(super) fn recover(
 }
 
 fn remove_temp_files(vfs: &dyn Vfs, directory: &Path, names: &[String], report: &mut RecoveryReport) -> Result<()> {
-    for name in names {
-        let path = directory.join(name);
-        vfs.remove_file(&path).map_err(io_error(&path, "remove_file"))?;
-        report.temp_files_removed += 1;
-    }
-    if !names.is_empty() {
-        vfs.sync_dir(directory).map_err(io_error(directory, "sync_dir"))?;
-    }
+    report.temp_files_removed += vfs::remove_all_durably(vfs, directory, names.iter().map(String::as_str))?;
     Ok(())
 }
 
@@ -202,12 +194,7 @@ fn restart_after_snapshot(vfs: &dyn Vfs, directory: &Path, listing: &Listing, sn
     // Newest first, each removal durable; a crash part way is finished by the next open.
     for &min_offset in listing.segments.iter().rev() {
         for name in [format::segment_file_name(min_offset), format::index_file_name(min_offset)] {
-            let path = directory.join(name);
-            match vfs.remove_file(&path) {
-                Ok(()) => vfs.sync_dir(directory).map_err(io_error(directory, "sync_dir"))?,
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => return Err(Error::io(&path, "remove_file", error)),
-            }
+            vfs::remove_durably(vfs, directory, &name)?;
         }
     }
     create_empty_segment(vfs, directory, snapshot + 1)?;

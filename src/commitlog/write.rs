@@ -1,7 +1,6 @@
 //! The write path: commits into the active segment's buffer, flush, sync, rotation with the
 //! offset index, and `reset_to`.
 
-use std::io;
 use std::path::PathBuf;
 
 use super::format::{self, IndexEntry, SEGMENT_HEADER_SIZE};
@@ -198,12 +197,7 @@ impl Commitlog {
         // Newest first, each removal durable, so a crash part way leaves a prefix of the log.
         for &min_offset in segments[keep + 1..].iter().rev() {
             for name in [format::segment_file_name(min_offset), format::index_file_name(min_offset)] {
-                let path = directory.join(name);
-                match vfs.remove_file(&path) {
-                    Ok(()) => vfs.sync_dir(&directory).map_err(io_error(&directory, "sync_dir"))?,
-                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                    Err(error) => return Err(Error::io(&path, "remove_file", error)),
-                }
+                vfs::remove_durably(vfs, &directory, &name)?;
             }
         }
         let min_offset = segments[keep];

@@ -213,14 +213,7 @@ fn read_plan(vfs: &dyn Vfs, directory: &Path, segments_total: u64) -> Result<Pla
 }
 
 fn remove_temp_files(vfs: &dyn Vfs, directory: &Path, names: &[String]) -> Result<()> {
-    for name in names {
-        let path = directory.join(name);
-        vfs.remove_file(&path).map_err(io_error(&path, "remove_file"))?;
-    }
-    if !names.is_empty() {
-        vfs.sync_dir(directory).map_err(io_error(directory, "sync_dir"))?;
-    }
-    Ok(())
+    vfs::remove_all_durably(vfs, directory, names.iter().map(String::as_str)).map(drop)
 }
 
 /// A segment that was being written when the power failed, to be sealed at its last whole buffer.

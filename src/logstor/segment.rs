@@ -1,13 +1,12 @@
 //! Segments: what each holds and where it lives, the data files they are carved from, and how
 //! the shared repair plan cuts one.
 
-use std::io;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, BufferKind, Geometry, BLOCK_SIZE};
 use super::io_error;
 use super::scan::{find_seal, highest_generation, next_generation, ANY_GENERATION};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::repair::Segments;
 use crate::vfs::{self, OpenMode, Vfs, VfsFile};
 
@@ -131,11 +130,7 @@ pub(super) fn create_data_file(
     let name = format::data_file_name(index);
     let temp_path = directory.join(format!("{name}.tmp"));
     let path = directory.join(&name);
-    match vfs.remove_file(&temp_path) {
-        Ok(()) => {}
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-        Err(error) => return Err(Error::io(&temp_path, "remove_file", error)),
-    }
+    vfs::remove_if_present(vfs, &temp_path)?;
     let file = vfs.open(&temp_path, OpenMode::CreateNew).map_err(io_error(&temp_path, "open"))?;
     file.allocate(geometry.file_size()).map_err(io_error(&temp_path, "allocate"))?;
     file.sync_data().map_err(io_error(&temp_path, "sync_data"))?;

@@ -147,20 +147,12 @@ pub(super) fn remove_leftovers(
     recycle_segments: usize,
     report: &mut RecoveryReport,
 ) -> Result<Vec<u64>> {
-    for name in &listing.temp_files {
-        let path = directory.join(name);
-        vfs.remove_file(&path).map_err(|error| Error::io(&path, "remove_file", error))?;
-        report.temp_files_removed += 1;
-    }
     let mut recycled = listing.recycled.clone();
-    let surplus = recycled.split_off(recycled.len().min(recycle_segments));
-    for &number in &surplus {
-        let path = directory.join(recycle_file_name(number));
-        vfs.remove_file(&path).map_err(|error| Error::io(&path, "remove_file", error))?;
-    }
-    if !listing.temp_files.is_empty() || !surplus.is_empty() {
-        vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
-    }
+    let surplus: Vec<String> =
+        recycled.split_off(recycled.len().min(recycle_segments)).into_iter().map(recycle_file_name).collect();
+    let names = listing.temp_files.iter().chain(&surplus).map(String::as_str);
+    vfs::remove_all_durably(vfs, directory, names)?;
+    report.temp_files_removed += listing.temp_files.len() as u64;
     Ok(recycled)
 }
 

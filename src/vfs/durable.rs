@@ -1,0 +1,121 @@
+//! Durable steps on files and directories, each made of `Vfs` calls in the one order that is
+//! safe against a crash between any two of them: atomic creation, removal, truncation, and the
+//! locked open of a structure's directory.
+
+use std::io;
+use std::path::Path;
+
+use super::{read_exact_retrying, OpenMode, Vfs, VfsFile, VfsLock};
+use crate::error::Error;
+
+/// Creates `directory/name` holding `contents`, atomically (invariant 7 of ARCHITECTURE.md): write a temp
+/// file `name.tmp`, sync it, read it back and compare, rename it into place, sync the
+/// directory. Returns the new file opened for reading and writing.
+///
+/// The read-back catches a write the disk put somewhere else: a file created this way is
+/// trusted by every later open, so it must be right before its name exists. A leftover temp
+/// file of the same name is replaced.
+pub fn create_file_atomically(
+    vfs: &dyn Vfs,
+    directory: &Path,
+    name: &str,
+    contents: &[u8],
+) -> crate::Result<Box<dyn VfsFile>> {
+    let temp_path = directory.join(format!("{name}.tmp"));
+    let path = directory.join(name);
+    remove_if_present(vfs, &temp_path)?;
+    let file = vfs.open(&temp_path, OpenMode::CreateNew).map_err(|error| Error::io(&temp_path, "open", error))?;
+    if let Err(error) = write_synced_and_verified(file.as_ref(), &temp_path, contents, 0) {
+        if matches!(error, Error::Io { operation: "verify", .. }) {
+            drop(file);
+            vfs.remove_file(&temp_path).map_err(|error| Error::io(&temp_path, "remove_file", error))?;
+        }
+        return Err(error);
+    }
+    vfs.rename(&temp_path, &path).map_err(|error| Error::io(&temp_path, "rename", error))?;
+    vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
+    Ok(file)
+}
+
+/// Writes `contents` at `offset` of `file`, syncs, and reads them back. A write the disk lost
+/// or put elsewhere is an [`Error::Io`](crate::Error::Io) whose operation is `"verify"`, instead
+/// of a file that looks right until the next crash.
+pub fn write_synced_and_verified(file: &dyn VfsFile, path: &Path, contents: &[u8], offset: u64) -> crate::Result<()> {
+    file.write_at(contents, offset).map_err(|error| Error::io(path, "write_at", error))?;
+    file.sync_data().map_err(|error| Error::io(path, "sync_data", error))?;
+    let mut read_back = vec![0u8; contents.len()];
+    read_exact_retrying(file, path, &mut read_back, offset)?;
+    if read_back != contents {
+        let error = io::Error::other("file read back differs from what was written");
+        return Err(Error::io(path, "verify", error));
+    }
+    Ok(())
+}
+
+/// Truncates (or extends) `file` to `length` and syncs it.
+pub fn truncate_durably(file: &dyn VfsFile, path: &Path, length: u64) -> crate::Result<()> {
+    file.set_len(length).map_err(|error| Error::io(path, "set_len", error))?;
+    file.sync_data().map_err(|error| Error::io(path, "sync_data", error))
+}
+
+/// Creates `directory` if it is missing (making its entry durable in the parent), then takes
+/// its exclusive lock. A lock held elsewhere is [`crate::Error::Locked`] naming the directory.
+pub fn open_directory_locked(vfs: &dyn Vfs, directory: &Path) -> crate::Result<Box<dyn VfsLock>> {
+    match vfs.read_dir(directory) {
+        Ok(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            vfs.create_dir_all(directory).map_err(|error| Error::io(directory, "create_dir_all", error))?;
+            let parent = match directory.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                _ => std::path::PathBuf::from("."),
+            };
+            vfs.sync_dir(&parent).map_err(|error| Error::io(&parent, "sync_dir", error))?;
+        }
+        Err(error) => return Err(Error::io(directory, "read_dir", error)),
+    }
+    vfs.lock_dir(directory).map_err(|error| {
+        if error.kind() == io::ErrorKind::WouldBlock {
+            Error::Locked { directory: directory.to_path_buf() }
+        } else {
+            Error::io(directory, "lock_dir", error)
+        }
+    })
+}
+
+/// Removes `path`; a file already gone is no error. Returns whether there was one to remove.
+/// Nothing is durable until the directory is synced.
+pub fn remove_if_present(vfs: &dyn Vfs, path: &Path) -> crate::Result<bool> {
+    match vfs.remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(Error::io(path, "remove_file", error)),
+    }
+}
+
+/// Removes `directory/name` durably (the directory synced after it), if it is there: one step
+/// of a removal that a crash may interrupt and a later open finish.
+pub fn remove_durably(vfs: &dyn Vfs, directory: &Path, name: &str) -> crate::Result<()> {
+    if remove_if_present(vfs, &directory.join(name))? {
+        vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
+    }
+    Ok(())
+}
+
+/// Removes every file `names` lists from `directory` (each must be there), then syncs the
+/// directory once if there was any.
+pub fn remove_all_durably<'a>(
+    vfs: &dyn Vfs,
+    directory: &Path,
+    names: impl IntoIterator<Item = &'a str>,
+) -> crate::Result<u64> {
+    let mut removed = 0;
+    for name in names {
+        let path = directory.join(name);
+        vfs.remove_file(&path).map_err(|error| Error::io(&path, "remove_file", error))?;
+        removed += 1;
+    }
+    if removed > 0 {
+        vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
+    }
+    Ok(removed)
+}
