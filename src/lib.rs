@@ -18,6 +18,7 @@ mod health;
 mod listing;
 pub mod logstor;
 mod repair;
+mod segment_writer;
 pub mod vfs;
 pub mod wal;
 

@@ -43,7 +43,7 @@ impl Commits<'_> {
             if self.scanner.is_none() {
                 let limit = if is_active {
                     self.file = None;
-                    log.active.end
+                    log.active.writer.end
                 } else {
                     let (file, _) = open_file(log.vfs.as_ref(), &path, OpenMode::Read)?;
                     self.file = Some(file);
@@ -53,7 +53,7 @@ impl Commits<'_> {
             }
             let file: &dyn VfsFile = match &self.file {
                 Some(file) => file.as_ref(),
-                None => log.active.file.as_ref(),
+                None => log.active.writer.file.as_ref(),
             };
             let scanner = self.scanner.as_mut().expect("created above");
             match scanner.next_item(file, &path)? {
@@ -160,7 +160,7 @@ impl Commitlog {
         let segment = segments.iter().rposition(|&min_offset| min_offset <= offset).unwrap_or(0);
         let (index, limit) = match self.sealed.get(segment) {
             Some(sealed) => (&sealed.index, sealed.length),
-            None => (&self.active.index, self.active.end),
+            None => (&self.active.index, self.active.writer.end),
         };
         let start = IndexEntry { offset: segments[segment], position: SEGMENT_HEADER_SIZE as u64 };
         let entry = index

@@ -8,6 +8,7 @@ use super::inspect::{count_dropped, inspect, list_directory, Cut, Damage, Inspec
 use super::{io_error, open_file, snapshot, Active, CommitlogOptions, RecoveryReport, Sealed, TornTail};
 use crate::error::Result;
 use crate::repair::{self, RecoveryMode, Segments};
+use crate::segment_writer::SegmentWriter;
 use crate::vfs::{self, OpenMode, Vfs};
 
 /// The commitlog's segment naming, for the shared repair plan.
@@ -244,7 +245,8 @@ fn load(
         sealed_counts(&inspection.scans, |scan| scan.transactions_count) + last.transactions_count;
     let epoch = inspection.scans.iter().map(|scan| scan.epoch).chain([last.epoch]).max().unwrap_or(0);
     let end = last.end.min(length);
-    let active = Active { min_offset: last.min_offset, path: last_path, file, end, index: last.index };
+    let writer = SegmentWriter::new(last_path, file, end, end);
+    let active = Active { min_offset: last.min_offset, writer, index: last.index };
     Ok(State { sealed, active, next_offset, epoch, snapshots })
 }
 

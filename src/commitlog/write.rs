@@ -1,20 +1,17 @@
 //! The write path: commits into the active segment's buffer, flush, sync, rotation with the
 //! offset index, and `reset_to`.
 
-use std::path::PathBuf;
-
 use super::format::{self, IndexEntry, SEGMENT_HEADER_SIZE};
 use super::segment::{CommitScanner, ScanItem};
 use super::{io_error, open_file, Commitlog, Sealed};
 use crate::error::{CorruptionReason, Error, Result};
-use crate::vfs::{self, OpenMode, VfsFile};
+use crate::segment_writer::SegmentWriter;
+use crate::vfs::{self, OpenMode};
 
 pub(super) struct Active {
     pub(super) min_offset: u64,
-    pub(super) path: PathBuf,
-    pub(super) file: Box<dyn VfsFile>,
-    /// Bytes written to the OS; readers stop here.
-    pub(super) end: u64,
+    /// Its file; readers stop at `writer.end`, the bytes written to the OS.
+    pub(super) writer: SegmentWriter,
     pub(super) index: Vec<IndexEntry>,
 }
 
@@ -60,10 +57,12 @@ impl Commitlog {
         self.begin_write()?;
         let size = format::COMMIT_HEADER_SIZE as u64 + u64::from(payload_length);
         let active_has_commits = self.next_offset > self.active.min_offset;
-        if active_has_commits && self.active.end + self.buffer.len() as u64 + size > self.options.segment_size_max {
+        if active_has_commits
+            && self.active.writer.end + self.buffer.len() as u64 + size > self.options.segment_size_max
+        {
             self.rotate_inner()?;
         }
-        let position = self.active.end + self.buffer.len() as u64;
+        let position = self.active.writer.end + self.buffer.len() as u64;
         let index_due =
             self.active.index.last().is_none_or(|last| position - last.position >= self.options.index_interval_bytes);
         if index_due {
@@ -96,11 +95,9 @@ impl Commitlog {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        if let Err(error) = self.active.file.write_at(&self.buffer, self.active.end) {
-            let error = Error::io(&self.active.path, "write_at", error);
+        if let Err(error) = self.active.writer.write(&self.buffer) {
             return Err(self.poison(error));
         }
-        self.active.end += self.buffer.len() as u64;
         self.buffer.clear();
         Ok(())
     }
@@ -109,8 +106,7 @@ impl Commitlog {
     pub fn sync(&mut self) -> Result<()> {
         self.begin_write()?;
         self.flush_inner()?;
-        if let Err(error) = self.active.file.sync_data() {
-            let error = Error::io(&self.active.path, "sync_data", error);
+        if let Err(error) = self.active.writer.sync() {
             return Err(self.poison(error));
         }
         Ok(())
@@ -128,7 +124,7 @@ impl Commitlog {
 
     pub(super) fn rotate_inner(&mut self) -> Result<()> {
         self.sync()?;
-        let index = format::encode_index(self.active.min_offset, self.active.end, &self.active.index);
+        let index = format::encode_index(self.active.min_offset, self.active.writer.end, &self.active.index);
         let index_name = format::index_file_name(self.active.min_offset);
         let next_name = format::segment_file_name(self.next_offset);
         let header = format::encode_segment_header(self.next_offset);
@@ -138,18 +134,17 @@ impl Commitlog {
             Ok(file) => file,
             Err(error) => return Err(self.poison(error)),
         };
+        let end = SEGMENT_HEADER_SIZE as u64;
         let next = Active {
             min_offset: self.next_offset,
-            path: self.directory.join(next_name),
-            file,
-            end: SEGMENT_HEADER_SIZE as u64,
+            writer: SegmentWriter::new(self.directory.join(next_name), file, end, end),
             index: Vec::new(),
         };
         let old = std::mem::replace(&mut self.active, next);
         self.sealed.push(Sealed {
             min_offset: old.min_offset,
             next_offset: self.next_offset,
-            length: old.end,
+            length: old.writer.end,
             index: old.index,
         });
         self.rotated_since_snapshot = true;
@@ -245,7 +240,7 @@ impl Commitlog {
             self.snapshots.retain(|&kept| kept != snapshot);
         }
         self.sealed.truncate(keep);
-        self.active = Active { min_offset, path, file, end: cut, index };
+        self.active = Active { min_offset, writer: SegmentWriter::new(path, file, cut, cut), index };
         self.next_offset = next_offset;
         self.transactions_since_snapshot = 0;
         Ok(next_offset)

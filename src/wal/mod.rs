@@ -174,7 +174,7 @@ impl fmt::Debug for Wal {
             .field("directory", &self.directory)
             .field("first_segment", &self.first_segment)
             .field("active_segment", &self.active.number)
-            .field("end", &self.active.end)
+            .field("end", &self.active.writer.end)
             .field("poisoned", &self.health.is_poisoned())
             .finish()
     }
@@ -257,7 +257,7 @@ impl Wal {
 
     /// Where the next record will be written (if it fits in the active segment).
     pub fn end(&self) -> Position {
-        Position { segment: self.active.number, offset: self.active.end + self.buffer.len() as u64 }
+        Position { segment: self.active.number, offset: self.active.writer.end + self.buffer.len() as u64 }
     }
 
     /// The largest record this log's geometry holds.

@@ -93,9 +93,9 @@ impl Records<'_> {
             if self.state.is_none() {
                 self.state = Some(if is_active {
                     OpenedSegment {
-                        path: wal.active.path.clone(),
+                        path: wal.active.writer.path.clone(),
                         file: None,
-                        limit: wal.active.end + wal.buffer.len() as u64,
+                        limit: wal.active.writer.end + wal.buffer.len() as u64,
                         ending: Ending::Open,
                     }
                 } else {
@@ -110,8 +110,11 @@ impl Records<'_> {
                 });
             }
             let state = self.state.as_ref().expect("opened above");
-            let overlay =
-                BufferedTail { file: wal.active.file.as_ref(), tail: &wal.buffer, tail_offset: wal.active.end };
+            let overlay = BufferedTail {
+                file: wal.active.writer.file.as_ref(),
+                tail: &wal.buffer,
+                tail_offset: wal.active.writer.end,
+            };
             let file: &dyn VfsFile = match &state.file {
                 Some(file) => file.as_ref(),
                 None => &overlay,

@@ -8,17 +8,15 @@ use super::listing::{recycle_file_name, segment_file_name};
 use super::options::WalOptions;
 use super::{Position, Wal};
 use crate::error::{Error, Result};
+use crate::segment_writer::SegmentWriter;
 use crate::vfs::{self, OpenMode, Vfs, VfsFile};
 
 pub(super) struct ActiveSegment {
     pub(super) number: u64,
-    pub(super) path: PathBuf,
-    pub(super) file: Box<dyn VfsFile>,
-    /// Where the buffered records start: everything before was written to the OS.
-    pub(super) end: u64,
-    /// The file's length: `end` plus zeros preallocated for the records to come, or the bytes a
-    /// reused file held before.
-    pub(super) allocated: u64,
+    /// Its file; `writer.end` is where the buffered records start (everything before was
+    /// written to the OS), and `writer.allocated` the records plus zeros preallocated for those
+    /// to come, or the bytes a reused file held before.
+    pub(super) writer: SegmentWriter,
     /// A reused file's old bytes lie in `end..stale_until`: fragments of another segment, which
     /// fail verification here. Sealing cuts them off. Equal to `end` or below in a new file.
     pub(super) stale_until: u64,
@@ -50,7 +48,7 @@ impl ActiveSegment {
     ) -> Self {
         let sealed_end = format::seal_offset(end, u64::from(options.page_size)) + FRAGMENT_HEADER_SIZE as u64;
         let segment_size = options.segment_size.max(sealed_end);
-        Self { number, path, file, end, allocated, stale_until: end, seals, segment_size }
+        Self { number, writer: SegmentWriter::new(path, file, end, allocated), stale_until: end, seals, segment_size }
     }
 }
 
@@ -107,10 +105,7 @@ pub(super) fn create_segment(
     let end = SEGMENT_HEADER_SIZE as u64;
     Ok(ActiveSegment {
         number,
-        path: directory.join(name),
-        file,
-        end,
-        allocated: end,
+        writer: SegmentWriter::new(directory.join(name), file, end, end),
         stale_until: end,
         seals: true,
         segment_size: options.segment_size,
@@ -145,10 +140,7 @@ pub(super) fn reuse_segment_file(
     let end = SEGMENT_HEADER_SIZE as u64;
     Ok(ActiveSegment {
         number,
-        path,
-        file,
-        end,
-        allocated: length.max(end),
+        writer: SegmentWriter::new(path, file, end, length.max(end)),
         stale_until: length,
         seals: true,
         segment_size: options.segment_size,
@@ -189,11 +181,11 @@ impl Wal {
 
     pub(super) fn append_one(&mut self, record: &[u8]) -> Result<Position> {
         let page_size = u64::from(self.options.page_size);
-        let at = self.active.end + self.buffer.len() as u64;
+        let at = self.active.writer.end + self.buffer.len() as u64;
         if !format::record_fits(at, record.len(), page_size, self.active.segment_size) {
             self.rotate_inner()?;
         }
-        let position = encode_record(&mut self.buffer, self.active.number, self.active.end, record, page_size);
+        let position = encode_record(&mut self.buffer, self.active.number, self.active.writer.end, record, page_size);
         if self.buffer.len() >= WRITE_BUFFER_MAX {
             self.flush_buffer()?;
         }
@@ -205,41 +197,31 @@ impl Wal {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let buffer = std::mem::take(&mut self.buffer);
-        let result = self.write_buffer(&buffer, self.active.end);
-        self.buffer = buffer;
+        let result = self.write_out_buffer();
+        // A failed write poisons the log; the buffer goes either way.
         self.buffer.clear();
         result
     }
 
-    pub(super) fn write_buffer(&mut self, buffer: &[u8], offset: u64) -> Result<()> {
-        assert_eq!(offset, self.active.end, "writes are sequential");
-        if buffer.is_empty() {
-            return Ok(());
-        }
-        let end = offset + buffer.len() as u64;
+    fn write_out_buffer(&mut self) -> Result<()> {
+        let end = self.active.writer.end + self.buffer.len() as u64;
         // Recovery tells preallocated zeros from records because a fragment's type is never 0.
-        if end > self.active.allocated && self.options.preallocate > 0 {
+        if end > self.active.writer.allocated && self.options.preallocate > 0 {
             let allocated = end.next_multiple_of(self.options.preallocate).min(self.active.segment_size);
             self.set_active_len(allocated)?;
         }
-        if let Err(error) = self.active.file.write_at(buffer, offset) {
-            let error = Error::io(&self.active.path, "write_at", error);
+        if let Err(error) = self.active.writer.write(&self.buffer) {
             return Err(self.poison(error));
         }
-        self.active.end += buffer.len() as u64;
-        assert!(self.active.end <= self.active.segment_size, "a segment never grows past its size");
+        assert!(self.active.writer.end <= self.active.segment_size, "a segment never grows past its size");
         Ok(())
     }
 
     /// Sets the active segment file's length (zeros past the records), poisoning on failure.
     pub(super) fn set_active_len(&mut self, length: u64) -> Result<()> {
-        debug_assert!(length >= self.active.end, "never cuts written records");
-        if let Err(error) = self.active.file.set_len(length) {
-            let error = Error::io(&self.active.path, "set_len", error);
+        if let Err(error) = self.active.writer.set_len(length) {
             return Err(self.poison(error));
         }
-        self.active.allocated = length;
         Ok(())
     }
 
@@ -254,8 +236,7 @@ impl Wal {
     pub fn sync(&mut self) -> Result<()> {
         self.begin_write()?;
         self.flush_buffer()?;
-        if let Err(error) = self.active.file.sync_data() {
-            let error = Error::io(&self.active.path, "sync_data", error);
+        if let Err(error) = self.active.writer.sync() {
             return Err(self.poison(error));
         }
         Ok(())
@@ -278,13 +259,13 @@ impl Wal {
         // end (simulator, wal seed 126). Preallocated zeros past the padding stay, so that a
         // record write that went astray into them is found as non-zero bytes after the end.
         // A reused file's old bytes after the records are cut off first, for the same reason.
-        let end = self.active.end;
+        let end = self.active.writer.end;
         if self.active.stale_until > end {
             self.set_active_len(end)?;
             self.active.stale_until = end;
         }
         let padded_end = end.next_multiple_of(u64::from(self.options.page_size));
-        if self.active.allocated < padded_end {
+        if self.active.writer.allocated < padded_end {
             self.set_active_len(padded_end)?;
         }
         self.sync()?;
@@ -309,7 +290,7 @@ impl Wal {
     /// next page); it reaches the file in the same write as the last records.
     pub(super) fn buffer_seal(&mut self) {
         let page_size = u64::from(self.options.page_size);
-        let at = self.active.end + self.buffer.len() as u64;
+        let at = self.active.writer.end + self.buffer.len() as u64;
         let seal_at = format::seal_offset(at, page_size);
         self.buffer.resize(self.buffer.len() + usize::try_from(seal_at - at).expect("within a page"), 0);
         format::encode_fragment(&mut self.buffer, self.active.number, seal_at, FragmentType::Seal, &[]);
@@ -356,8 +337,8 @@ impl Wal {
     pub fn close(mut self) -> Result<()> {
         self.begin_write()?;
         self.flush_buffer()?;
-        if self.active.allocated > self.active.end {
-            let end = self.active.end;
+        if self.active.writer.allocated > self.active.writer.end {
+            let end = self.active.writer.end;
             self.set_active_len(end)?;
         }
         self.sync()
