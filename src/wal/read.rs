@@ -2,58 +2,14 @@
 //! tail from its buffer.
 
 use std::fmt;
-use std::io;
 use std::path::PathBuf;
 
 use super::format::SEGMENT_HEADER_SIZE;
-use super::scan::{ScanItem, SegmentScanner};
+use super::scan::{ScanItem, SegmentScanner, Source};
 use super::segment::{check_sealed, open_segment, Ending, SegmentFile};
 use super::{Position, Wal};
 use crate::error::{CorruptionReason, Error, Result};
 use crate::vfs::{OpenMode, VfsFile};
-
-/// The active segment as readers see it: the file, then the records still in the write buffer.
-#[derive(Debug)]
-pub(super) struct BufferedTail<'a> {
-    pub(super) file: &'a dyn VfsFile,
-    pub(super) tail: &'a [u8],
-    pub(super) tail_offset: u64,
-}
-
-impl VfsFile for BufferedTail<'_> {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        if offset < self.tail_offset {
-            // Never read across into the buffered part: the file may hold stale bytes there.
-            let room = usize::try_from(self.tail_offset - offset).unwrap_or(usize::MAX).min(buf.len());
-            return self.file.read_at(&mut buf[..room], offset);
-        }
-        let start = usize::try_from(offset - self.tail_offset).unwrap_or(usize::MAX);
-        let Some(tail) = self.tail.get(start..) else { return Ok(0) };
-        let count = tail.len().min(buf.len());
-        buf[..count].copy_from_slice(&tail[..count]);
-        Ok(count)
-    }
-
-    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "a reader's view is read-only"))
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "a reader's view is read-only"))
-    }
-
-    fn len(&self) -> io::Result<u64> {
-        Ok(self.tail_offset + self.tail.len() as u64)
-    }
-
-    fn set_len(&self, _len: u64) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "a reader's view is read-only"))
-    }
-
-    fn allocate(&self, _len: u64) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "a reader's view is read-only"))
-    }
-}
 
 /// Iterator over records, returned by [`Wal::records_from`]. Yields `(position, record)`; after
 /// an error it yields nothing more.
@@ -110,18 +66,17 @@ impl Records<'_> {
                 });
             }
             let state = self.state.as_ref().expect("opened above");
-            let overlay = BufferedTail {
-                file: wal.active.writer.file.as_ref(),
-                tail: &wal.buffer,
-                tail_offset: wal.active.writer.end,
-            };
-            let file: &dyn VfsFile = match &state.file {
-                Some(file) => file.as_ref(),
-                None => &overlay,
+            let source = match &state.file {
+                Some(file) => Source::File(file.as_ref()),
+                None => Source::BufferedTail {
+                    file: wal.active.writer.file.as_ref(),
+                    tail: &wal.buffer,
+                    tail_offset: wal.active.writer.end,
+                },
             };
             let chunk = std::mem::take(&mut self.chunk);
             let mut scanner = SegmentScanner::resume(
-                file,
+                source,
                 &state.path,
                 self.segment,
                 wal.options.page_size,

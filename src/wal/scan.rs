@@ -1,6 +1,7 @@
 //! Sequential verification of one segment file: the one decoder used by recovery, readers and
 //! `verify`, so that all three agree on what is valid.
 
+use std::io;
 use std::path::Path;
 
 use super::format::{self, FragmentType, SegmentHeader, FRAGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE};
@@ -25,9 +26,56 @@ pub enum ScanItem {
     Damage { offset: u64, record_offset: u64, reason: CorruptionReason },
 }
 
+/// Where a scanner reads a segment's bytes.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    /// The segment's file.
+    File(&'a dyn VfsFile),
+    /// The active segment as its readers see it: the file below `tail_offset` (what was written
+    /// to the OS), then the records still in the write buffer, `tail`. The file is never read
+    /// from `tail_offset` on: it may hold a reused file's stale bytes there.
+    BufferedTail { file: &'a dyn VfsFile, tail: &'a [u8], tail_offset: u64 },
+}
+
+impl<'a> From<&'a dyn VfsFile> for Source<'a> {
+    fn from(file: &'a dyn VfsFile) -> Self {
+        Self::File(file)
+    }
+}
+
+impl Source<'_> {
+    /// Reads `buf.len()` bytes at `offset`, retrying the file's transient errors
+    /// ([`read_exact_retrying`]); bytes past the end are an `UnexpectedEof` error.
+    fn read_exact(&self, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
+        let (file, tail, tail_offset) = match *self {
+            Self::File(file) => return read_exact_retrying(file, path, buf, offset),
+            Self::BufferedTail { file, tail, tail_offset } => (file, tail, tail_offset),
+        };
+        let in_file = usize::try_from(tail_offset.saturating_sub(offset)).unwrap_or(usize::MAX).min(buf.len());
+        let (from_file, from_tail) = buf.split_at_mut(in_file);
+        if !from_file.is_empty() {
+            read_exact_retrying(file, path, from_file, offset)?;
+        }
+        if from_tail.is_empty() {
+            return Ok(());
+        }
+        let start = usize::try_from(offset + in_file as u64 - tail_offset).unwrap_or(usize::MAX);
+        match tail.get(start..start.saturating_add(from_tail.len())) {
+            Some(bytes) => {
+                from_tail.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => {
+                let error = io::Error::new(io::ErrorKind::UnexpectedEof, "file ends early");
+                Err(Error::io(path, "read_at", error))
+            }
+        }
+    }
+}
+
 /// Walks one segment's fragments from a record boundary up to `limit`.
 pub struct SegmentScanner<'a> {
-    file: &'a dyn VfsFile,
+    source: Source<'a>,
     path: &'a Path,
     segment: u64,
     page_size: u64,
@@ -42,11 +90,18 @@ pub struct SegmentScanner<'a> {
 impl<'a> SegmentScanner<'a> {
     /// A scanner over `[start, limit)` of `file`. `start` must be a record boundary at or after
     /// the segment header.
-    pub fn new(file: &'a dyn VfsFile, path: &'a Path, segment: u64, page_size: u32, start: u64, limit: u64) -> Self {
+    pub fn new(
+        source: impl Into<Source<'a>>,
+        path: &'a Path,
+        segment: u64,
+        page_size: u32,
+        start: u64,
+        limit: u64,
+    ) -> Self {
         assert!(start >= SEGMENT_HEADER_SIZE as u64, "scan starts after the segment header");
         assert!(format::page_size_is_valid(page_size), "page size was validated");
         Self {
-            file,
+            source: source.into(),
             path,
             segment,
             page_size: u64::from(page_size),
@@ -62,7 +117,7 @@ impl<'a> SegmentScanner<'a> {
     /// Like [`Self::new`], reusing a chunk an earlier scanner of the same file read, so that a
     /// reader stepping record by record reads each block once.
     pub fn resume(
-        file: &'a dyn VfsFile,
+        source: Source<'a>,
         path: &'a Path,
         segment: u64,
         page_size: u32,
@@ -70,7 +125,7 @@ impl<'a> SegmentScanner<'a> {
         limit: u64,
         (chunk, chunk_offset): (Vec<u8>, u64),
     ) -> Self {
-        Self { chunk, chunk_offset, ..Self::new(file, path, segment, page_size, start, limit) }
+        Self { chunk, chunk_offset, ..Self::new(source, path, segment, page_size, start, limit) }
     }
 
     /// The chunk read so far, for [`Self::resume`].
@@ -100,7 +155,7 @@ impl<'a> SegmentScanner<'a> {
             let size = usize::try_from(read_end - page_start).expect("chunk fits in memory");
             self.chunk.resize(size, 0);
             self.chunk_offset = page_start;
-            if let Err(error) = read_exact_retrying(self.file, self.path, &mut self.chunk, page_start) {
+            if let Err(error) = self.source.read_exact(self.path, &mut self.chunk, page_start) {
                 self.chunk.clear();
                 return Err(error);
             }
