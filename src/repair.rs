@@ -68,38 +68,46 @@ pub struct Repair {
     pub segments_removed: u64,
 }
 
-/// How a structure names its segments and what an empty one holds.
+/// How a structure names the files its segments live in and cuts a damaged one.
 pub(crate) trait Segments {
+    /// The file segment `segment` lives in: its own file, or the data file that holds it.
     fn file_name(&self, segment: u64) -> String;
-    /// The bytes of an empty segment `segment`: its header.
-    fn empty(&self, segment: u64) -> Vec<u8>;
-    /// Bytes before the first record; a cut below this rewrites the segment empty.
-    fn header_size(&self) -> u64;
 
     /// Cuts `segment` at `at`, durably, so that nothing from `at` on is read again. Must be
-    /// idempotent, and do nothing if the segment no longer exists. The default truncates the
-    /// segment's file, or rewrites it empty when `at` is within its header.
-    fn cut(&self, vfs: &dyn Vfs, directory: &Path, segment: u64, at: u64) -> Result<()> {
-        let name = self.file_name(segment);
-        let path = directory.join(&name);
-        // A later step of recovery may have removed the damaged segment itself (the commitlog
-        // restarting after a snapshot); then there is nothing left to cut, and it must not return.
-        let file = match vfs.open(&path, OpenMode::ReadWrite) {
-            Ok(file) => file,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(error) => return Err(Error::io(&path, "open", error)),
-        };
-        if at >= self.header_size() {
-            let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
-            if length > at {
-                vfs::truncate_durably(file.as_ref(), &path, at)?;
-            }
-            return Ok(());
+    /// idempotent, and do nothing if the segment no longer exists.
+    fn cut(&self, vfs: &dyn Vfs, directory: &Path, segment: u64, at: u64) -> Result<()>;
+}
+
+/// The cut of a log whose every segment is a file of its own that starts with a header (the
+/// WAL's and the commitlog's): truncates `directory/name` at `at`, or, when `at` is within the
+/// `header_size` bytes of its header, replaces it atomically with `empty`, the segment's
+/// header alone. A file already gone is left so.
+pub(crate) fn cut_segment_file(
+    vfs: &dyn Vfs,
+    directory: &Path,
+    name: &str,
+    at: u64,
+    header_size: u64,
+    empty: &[u8],
+) -> Result<()> {
+    let path = directory.join(name);
+    // A later step of recovery may have removed the damaged segment itself (the commitlog
+    // restarting after a snapshot); then there is nothing left to cut, and it must not return.
+    let file = match vfs.open(&path, OpenMode::ReadWrite) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(Error::io(&path, "open", error)),
+    };
+    if at >= header_size {
+        let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
+        if length > at {
+            vfs::truncate_durably(file.as_ref(), &path, at)?;
         }
-        // The header itself is damaged: replace the segment with an empty one, atomically.
-        drop(file);
-        vfs::create_file_atomically(vfs, directory, &name, &self.empty(segment)).map(drop)
+        return Ok(());
     }
+    // The header itself is damaged: replace the segment with an empty one, atomically.
+    drop(file);
+    vfs::create_file_atomically(vfs, directory, name, empty).map(drop)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

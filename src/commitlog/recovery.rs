@@ -19,12 +19,10 @@ impl Segments for CommitlogSegments {
         format::segment_file_name(segment)
     }
 
-    fn empty(&self, segment: u64) -> Vec<u8> {
-        format::encode_segment_header(segment).to_vec()
-    }
-
-    fn header_size(&self) -> u64 {
-        SEGMENT_HEADER_SIZE as u64
+    fn cut(&self, vfs: &dyn Vfs, directory: &Path, segment: u64, at: u64) -> Result<()> {
+        let empty = format::encode_segment_header(segment);
+        let name = format::segment_file_name(segment);
+        repair::cut_segment_file(vfs, directory, &name, at, SEGMENT_HEADER_SIZE as u64, &empty)
     }
 }
 

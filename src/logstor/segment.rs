@@ -84,14 +84,6 @@ impl Segments for LogstorSegments {
         format::data_file_name(place(self.geometry, segment).0)
     }
 
-    fn empty(&self, segment: u64) -> Vec<u8> {
-        format::marker(BufferKind::Free, 0, segment, 1, 0)
-    }
-
-    fn header_size(&self) -> u64 {
-        BLOCK_SIZE
-    }
-
     /// Cuts by writing markers: a SEAL at `at` (or a FREE marker at 0, for a damaged first
     /// buffer), and a FREE marker over the old seal further on, so no stale seal is left.
     fn cut(&self, vfs: &dyn Vfs, directory: &Path, segment: u64, at: u64) -> Result<()> {

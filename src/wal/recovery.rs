@@ -299,11 +299,8 @@ impl Segments for WalSegments {
         segment_file_name(segment)
     }
 
-    fn empty(&self, segment: u64) -> Vec<u8> {
-        super::format::encode_segment_header(segment, self.page_size).to_vec()
-    }
-
-    fn header_size(&self) -> u64 {
-        SEGMENT_HEADER_SIZE as u64
+    fn cut(&self, vfs: &dyn Vfs, directory: &Path, segment: u64, at: u64) -> Result<()> {
+        let empty = super::format::encode_segment_header(segment, self.page_size);
+        repair::cut_segment_file(vfs, directory, &segment_file_name(segment), at, SEGMENT_HEADER_SIZE as u64, &empty)
     }
 }
