@@ -1,7 +1,7 @@
 //! Byte layout of commitlog files: segments, commits, offset indexes and snapshots.
 //! `docs/format.md` draws the same layout as tables.
 
-use crate::codec::{u16_at, u32_at, u64_at};
+use crate::codec::{put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
 use crate::error::CorruptionReason;
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"BLSTCLG\0";
@@ -18,6 +18,49 @@ pub const INDEX_ENTRY_SIZE: usize = 16;
 pub const SNAPSHOT_HEADER_SIZE: usize = 32;
 /// Each transaction in a commit's payload is its length (u32) and its bytes.
 pub const TRANSACTION_HEADER_SIZE: usize = 4;
+
+/// Where a segment header keeps each field (the tables in docs/format.md).
+mod segment_at {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 8;
+    pub const CHECKSUM_ALGORITHM: usize = 10;
+    /// Reserved: 11..16 and 24..28.
+    pub const RESERVED: usize = 11;
+    pub const MIN_OFFSET: usize = 16;
+    pub const RESERVED_AFTER_MIN_OFFSET: usize = 24;
+    /// The CRC of the bytes before it.
+    pub const CHECKSUM: usize = 28;
+}
+const _: () = assert!(segment_at::CHECKSUM + 4 == SEGMENT_HEADER_SIZE, "the checksum ends the header");
+
+/// Where a commit header keeps each field.
+mod commit_at {
+    pub const MAGIC: usize = 0;
+    pub const TRANSACTIONS_COUNT: usize = 4;
+    pub const FIRST_OFFSET: usize = 8;
+    pub const EPOCH: usize = 16;
+    pub const PAYLOAD_LENGTH: usize = 24;
+    /// The CRC of the segment's first offset, the commit's position, the bytes before it and
+    /// the payload.
+    pub const CHECKSUM: usize = 28;
+}
+const _: () = assert!(commit_at::CHECKSUM + 4 == COMMIT_HEADER_SIZE, "the checksum ends the header");
+
+/// Where an index file's header keeps each field; its entries follow, then a CRC of it all.
+mod index_at {
+    pub const ENTRIES_COUNT: usize = 12;
+    pub const MIN_OFFSET: usize = 16;
+    pub const SEGMENT_LENGTH: usize = 24;
+}
+const _: () = assert!(index_at::SEGMENT_LENGTH + 8 == INDEX_HEADER_SIZE, "the segment length ends the header");
+
+/// Where a snapshot's header keeps each field; its data follows, then a CRC of it all.
+mod snapshot_at {
+    pub const VERSION: usize = 8;
+    pub const OFFSET: usize = 16;
+    pub const DATA_LENGTH: usize = 24;
+}
+const _: () = assert!(snapshot_at::DATA_LENGTH + 8 == SNAPSHOT_HEADER_SIZE, "the data length ends the header");
 
 fn checksum_error(stored: u32, computed: u32) -> CorruptionReason {
     CorruptionReason::Checksum { expected: stored, found: computed }
@@ -60,12 +103,12 @@ pub fn parse_file_name(name: &str) -> Option<FileName> {
 
 pub fn encode_segment_header(min_offset: u64) -> [u8; SEGMENT_HEADER_SIZE] {
     let mut header = [0u8; SEGMENT_HEADER_SIZE];
-    header[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    header[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header[10] = CHECKSUM_CRC32;
-    header[16..24].copy_from_slice(&min_offset.to_le_bytes());
-    let checksum = crate::codec::crc32(&header[0..28]);
-    header[28..32].copy_from_slice(&checksum.to_le_bytes());
+    header[segment_at::MAGIC..segment_at::VERSION].copy_from_slice(&SEGMENT_MAGIC);
+    put_u16(&mut header, segment_at::VERSION, FORMAT_VERSION);
+    header[segment_at::CHECKSUM_ALGORITHM] = CHECKSUM_CRC32;
+    put_u64(&mut header, segment_at::MIN_OFFSET, min_offset);
+    let checksum = crate::codec::crc32(&header[..segment_at::CHECKSUM]);
+    put_u32(&mut header, segment_at::CHECKSUM, checksum);
     header
 }
 
@@ -74,28 +117,32 @@ pub fn decode_segment_header(bytes: &[u8], min_offset: u64) -> Result<(), Corrup
     if bytes.len() < SEGMENT_HEADER_SIZE {
         return Err(CorruptionReason::Truncated { length: bytes.len() as u64 });
     }
-    if bytes[0..8] != SEGMENT_MAGIC {
+    if bytes[segment_at::MAGIC..segment_at::VERSION] != SEGMENT_MAGIC {
         return Err(CorruptionReason::BadMagic);
     }
-    let (stored, computed) = (u32_at(bytes, 28), crate::codec::crc32(&bytes[0..28]));
+    let checksummed = &bytes[..segment_at::CHECKSUM];
+    let (stored, computed) = (u32_at(bytes, segment_at::CHECKSUM), crate::codec::crc32(checksummed));
     if stored != computed {
         return Err(checksum_error(stored, computed));
     }
-    let version = u16_at(bytes, 8);
+    let version = u16_at(bytes, segment_at::VERSION);
     if version != FORMAT_VERSION {
         return Err(CorruptionReason::UnsupportedVersion { version });
     }
-    if bytes[10] != CHECKSUM_CRC32 {
+    if bytes[segment_at::CHECKSUM_ALGORITHM] != CHECKSUM_CRC32 {
         return Err(CorruptionReason::HeaderMismatch {
             field: "checksum_algorithm",
             expected: u64::from(CHECKSUM_CRC32),
-            found: u64::from(bytes[10]),
+            found: u64::from(bytes[segment_at::CHECKSUM_ALGORITHM]),
         });
     }
-    if bytes[11..16].iter().chain(&bytes[24..28]).any(|&byte| byte != 0) {
+    let mut reserved = bytes[segment_at::RESERVED..segment_at::MIN_OFFSET]
+        .iter()
+        .chain(&bytes[segment_at::RESERVED_AFTER_MIN_OFFSET..segment_at::CHECKSUM]);
+    if reserved.any(|&byte| byte != 0) {
         return Err(CorruptionReason::NonZeroReserved);
     }
-    let found = u64_at(bytes, 16);
+    let found = u64_at(bytes, segment_at::MIN_OFFSET);
     if found != min_offset {
         return Err(CorruptionReason::HeaderMismatch { field: "min_offset", expected: min_offset, found });
     }
@@ -155,14 +202,14 @@ pub fn encode_commit<'a>(
         buffer.extend_from_slice(transaction);
     }
     let checksum = commit_checksum(segment_min_offset, position, &buffer[start..]);
-    buffer[start + 28..start + 32].copy_from_slice(&checksum.to_le_bytes());
+    put_u32(&mut buffer[start..], commit_at::CHECKSUM, checksum);
 }
 
 fn commit_checksum(segment_min_offset: u64, position: u64, commit: &[u8]) -> u32 {
     let mut hasher = crate::codec::crc32_hasher();
     hasher.update(&segment_min_offset.to_le_bytes());
     hasher.update(&position.to_le_bytes());
-    hasher.update(&commit[0..28]);
+    hasher.update(&commit[..commit_at::CHECKSUM]);
     hasher.update(&commit[COMMIT_HEADER_SIZE..]);
     hasher.finalize()
 }
@@ -173,14 +220,14 @@ pub fn decode_commit_header(bytes: &[u8], available: u64) -> Result<CommitHeader
     if bytes.len() < COMMIT_HEADER_SIZE {
         return Err(CorruptionReason::Truncated { length: bytes.len() as u64 });
     }
-    if bytes[0..4] != COMMIT_MAGIC {
+    if bytes[commit_at::MAGIC..commit_at::TRANSACTIONS_COUNT] != COMMIT_MAGIC {
         return Err(CorruptionReason::BadMagic);
     }
     let header = CommitHeader {
-        transactions_count: u32_at(bytes, 4),
-        first_offset: u64_at(bytes, 8),
-        epoch: u64_at(bytes, 16),
-        payload_length: u32_at(bytes, 24),
+        transactions_count: u32_at(bytes, commit_at::TRANSACTIONS_COUNT),
+        first_offset: u64_at(bytes, commit_at::FIRST_OFFSET),
+        epoch: u64_at(bytes, commit_at::EPOCH),
+        payload_length: u32_at(bytes, commit_at::PAYLOAD_LENGTH),
     };
     if header.transactions_count == 0
         || u64::from(header.payload_length) < u64::from(header.transactions_count) * TRANSACTION_HEADER_SIZE as u64
@@ -199,11 +246,12 @@ pub fn decode_commit_header(bytes: &[u8], available: u64) -> Result<CommitHeader
 /// Verifies a whole commit (header and payload) found at `position` of the segment starting at
 /// `segment_min_offset`, and that its payload splits into exactly its transactions.
 pub fn verify_commit(commit: &[u8], segment_min_offset: u64, position: u64) -> Result<(), CorruptionReason> {
-    let (stored, computed) = (u32_at(commit, 28), commit_checksum(segment_min_offset, position, commit));
+    let (stored, computed) =
+        (u32_at(commit, commit_at::CHECKSUM), commit_checksum(segment_min_offset, position, commit));
     if stored != computed {
         return Err(checksum_error(stored, computed));
     }
-    let count = u32_at(commit, 4);
+    let count = u32_at(commit, commit_at::TRANSACTIONS_COUNT);
     let mut at = COMMIT_HEADER_SIZE;
     for _ in 0..count {
         if at + TRANSACTION_HEADER_SIZE > commit.len() {
@@ -224,7 +272,7 @@ pub fn verify_commit(commit: &[u8], segment_min_offset: u64, position: u64) -> R
 
 /// The transactions of a verified commit, in order.
 pub fn transactions(commit: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let count = u32_at(commit, 4);
+    let count = u32_at(commit, commit_at::TRANSACTIONS_COUNT);
     let mut at = COMMIT_HEADER_SIZE;
     (0..count).map(move |_| {
         let length = u32_at(commit, at) as usize;
@@ -271,11 +319,11 @@ pub fn decode_index(bytes: &[u8], segment_min_offset: u64) -> Result<(u64, Vec<I
     if stored != computed {
         return Err(checksum_error(stored, computed));
     }
-    let count = u32_at(body, 12) as usize;
+    let count = u32_at(body, index_at::ENTRIES_COUNT) as usize;
     if INDEX_HEADER_SIZE + count * INDEX_ENTRY_SIZE != body.len() {
         return Err(CorruptionReason::BadLength { length: count as u64 });
     }
-    let found = u64_at(body, 16);
+    let found = u64_at(body, index_at::MIN_OFFSET);
     if found != segment_min_offset {
         return Err(CorruptionReason::HeaderMismatch { field: "min_offset", expected: segment_min_offset, found });
     }
@@ -285,7 +333,7 @@ pub fn decode_index(bytes: &[u8], segment_min_offset: u64) -> Result<(u64, Vec<I
             IndexEntry { offset: u64_at(body, at), position: u64_at(body, at + 8) }
         })
         .collect();
-    Ok((u64_at(body, 24), entries))
+    Ok((u64_at(body, index_at::SEGMENT_LENGTH), entries))
 }
 
 pub fn encode_snapshot(offset: u64, data: &[u8]) -> Vec<u8> {
@@ -314,15 +362,15 @@ pub fn decode_snapshot(bytes: &[u8], offset: u64) -> Result<&[u8], CorruptionRea
     if stored != computed {
         return Err(checksum_error(stored, computed));
     }
-    let version = u16_at(body, 8);
+    let version = u16_at(body, snapshot_at::VERSION);
     if version != FORMAT_VERSION {
         return Err(CorruptionReason::UnsupportedVersion { version });
     }
-    let found = u64_at(body, 16);
+    let found = u64_at(body, snapshot_at::OFFSET);
     if found != offset {
         return Err(CorruptionReason::HeaderMismatch { field: "offset", expected: offset, found });
     }
-    let length = u64_at(body, 24);
+    let length = u64_at(body, snapshot_at::DATA_LENGTH);
     if SNAPSHOT_HEADER_SIZE as u64 + length != body.len() as u64 {
         return Err(CorruptionReason::BadLength { length });
     }

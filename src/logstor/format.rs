@@ -1,7 +1,7 @@
 //! Byte layout of logstor files: the meta file, buffers and records. `docs/format.md` draws the
 //! same layout as tables.
 
-use crate::codec::{u16_at, u32_at, u64_at};
+use crate::codec::{put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
 use crate::error::CorruptionReason;
 
 /// Every buffer is a whole number of blocks and starts on a block boundary.
@@ -174,6 +174,28 @@ pub fn blocks_for(data_length: usize) -> u32 {
     u32::try_from(blocks).expect("a buffer fits a segment")
 }
 
+/// Where a buffer header keeps each field (the table in docs/format.md).
+mod header_at {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 4;
+    pub const KIND: usize = 6;
+    /// One reserved byte, then twelve more from `RESERVED`.
+    pub const RESERVED_BYTE: usize = 7;
+    pub const SEGMENT: usize = 8;
+    pub const GENERATION: usize = 16;
+    pub const OFFSET: usize = 24;
+    pub const DATA_LENGTH: usize = 32;
+    pub const RECORDS_COUNT: usize = 36;
+    pub const BLOCKS: usize = 40;
+    pub const OWNER: usize = 44;
+    pub const RESERVED: usize = 48;
+    /// The CRC of the bytes before it and of the records: the header's last field.
+    pub const CHECKSUM: usize = 60;
+}
+const _: () = assert!(header_at::CHECKSUM + 4 == BUFFER_HEADER_SIZE, "the checksum ends the header");
+const _: () = assert!(header_at::OWNER + 4 == header_at::RESERVED && header_at::RESERVED + 12 == header_at::CHECKSUM);
+const _: () = assert!(BUFFER_HEADER_SIZE as u64 <= BLOCK_SIZE, "a marker is one block");
+
 /// Fills in the header of a buffer whose records are already at `buffer[BUFFER_HEADER_SIZE..]`,
 /// and pads it with zeros to whole blocks.
 pub fn seal_buffer(
@@ -188,23 +210,23 @@ pub fn seal_buffer(
     assert!(buffer.len() >= BUFFER_HEADER_SIZE, "the buffer reserves room for its header");
     let data_length = buffer.len() - BUFFER_HEADER_SIZE;
     let blocks = blocks_for(data_length);
-    buffer[0..4].copy_from_slice(&BUFFER_MAGIC);
-    buffer[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    buffer[6] = kind.byte();
-    buffer[7] = 0;
-    buffer[8..16].copy_from_slice(&segment.to_le_bytes());
-    buffer[16..24].copy_from_slice(&generation.to_le_bytes());
-    buffer[24..32].copy_from_slice(&offset.to_le_bytes());
-    buffer[32..36].copy_from_slice(&u32::try_from(data_length).expect("fits a segment").to_le_bytes());
-    buffer[36..40].copy_from_slice(&records_count.to_le_bytes());
-    buffer[40..44].copy_from_slice(&blocks.to_le_bytes());
-    buffer[44..48].copy_from_slice(&owner.to_le_bytes());
-    buffer[48..60].fill(0);
+    buffer[header_at::MAGIC..header_at::VERSION].copy_from_slice(&BUFFER_MAGIC);
+    put_u16(buffer, header_at::VERSION, FORMAT_VERSION);
+    buffer[header_at::KIND] = kind.byte();
+    buffer[header_at::RESERVED_BYTE] = 0;
+    put_u64(buffer, header_at::SEGMENT, segment);
+    put_u64(buffer, header_at::GENERATION, generation);
+    put_u64(buffer, header_at::OFFSET, offset);
+    put_u32(buffer, header_at::DATA_LENGTH, u32::try_from(data_length).expect("fits a segment"));
+    put_u32(buffer, header_at::RECORDS_COUNT, records_count);
+    put_u32(buffer, header_at::BLOCKS, blocks);
+    put_u32(buffer, header_at::OWNER, owner);
+    buffer[header_at::RESERVED..header_at::CHECKSUM].fill(0);
     let mut hasher = crate::codec::crc32_hasher();
-    hasher.update(&buffer[0..60]);
+    hasher.update(&buffer[..header_at::CHECKSUM]);
     hasher.update(&buffer[BUFFER_HEADER_SIZE..]);
     let checksum = hasher.finalize();
-    buffer[60..64].copy_from_slice(&checksum.to_le_bytes());
+    put_u32(buffer, header_at::CHECKSUM, checksum);
     buffer.resize(usize::try_from(u64::from(blocks) * BLOCK_SIZE).expect("fits"), 0);
 }
 
@@ -225,27 +247,28 @@ pub fn decode_buffer_header(
     if bytes.len() < BUFFER_HEADER_SIZE {
         return Err(CorruptionReason::Truncated { length: bytes.len() as u64 });
     }
-    if bytes[0..4] != BUFFER_MAGIC {
+    if bytes[header_at::MAGIC..header_at::VERSION] != BUFFER_MAGIC {
         return Err(CorruptionReason::BadMagic);
     }
-    let version = u16_at(bytes, 4);
+    let version = u16_at(bytes, header_at::VERSION);
     if version != FORMAT_VERSION {
         return Err(CorruptionReason::UnsupportedVersion { version });
     }
-    let Some(kind) = BufferKind::from_byte(bytes[6]) else {
-        return Err(CorruptionReason::BadFragmentType { fragment_type: bytes[6] });
+    let Some(kind) = BufferKind::from_byte(bytes[header_at::KIND]) else {
+        return Err(CorruptionReason::BadFragmentType { fragment_type: bytes[header_at::KIND] });
     };
     let header = BufferHeader {
         kind,
-        segment: u64_at(bytes, 8),
-        generation: u64_at(bytes, 16),
-        offset: u64_at(bytes, 24),
-        data_length: u32_at(bytes, 32),
-        records_count: u32_at(bytes, 36),
-        blocks: u32_at(bytes, 40),
-        owner: u32_at(bytes, 44),
+        segment: u64_at(bytes, header_at::SEGMENT),
+        generation: u64_at(bytes, header_at::GENERATION),
+        offset: u64_at(bytes, header_at::OFFSET),
+        data_length: u32_at(bytes, header_at::DATA_LENGTH),
+        records_count: u32_at(bytes, header_at::RECORDS_COUNT),
+        blocks: u32_at(bytes, header_at::BLOCKS),
+        owner: u32_at(bytes, header_at::OWNER),
     };
-    if bytes[48..60].iter().any(|&byte| byte != 0) || bytes[7] != 0 {
+    let reserved = &bytes[header_at::RESERVED..header_at::CHECKSUM];
+    if reserved.iter().any(|&byte| byte != 0) || bytes[header_at::RESERVED_BYTE] != 0 {
         return Err(CorruptionReason::NonZeroReserved);
     }
     if header.segment != segment {
@@ -265,9 +288,9 @@ pub fn decode_buffer_header(
 pub fn verify_buffer(buffer: &[u8], header: &BufferHeader) -> Result<(), (usize, CorruptionReason)> {
     let data_end = BUFFER_HEADER_SIZE + header.data_length as usize;
     let mut hasher = crate::codec::crc32_hasher();
-    hasher.update(&buffer[0..60]);
+    hasher.update(&buffer[..header_at::CHECKSUM]);
     hasher.update(&buffer[BUFFER_HEADER_SIZE..data_end]);
-    let (stored, computed) = (u32_at(buffer, 60), hasher.finalize());
+    let (stored, computed) = (u32_at(buffer, header_at::CHECKSUM), hasher.finalize());
     if stored != computed {
         return Err((0, CorruptionReason::Checksum { expected: stored, found: computed }));
     }
@@ -286,6 +309,19 @@ pub fn verify_buffer(buffer: &[u8], header: &BufferHeader) -> Result<(), (usize,
     }
     Ok(())
 }
+
+/// Where a record header keeps each field (the table in docs/format.md).
+mod record_at {
+    /// The CRC of everything after it: the header's other fields, the key and the value.
+    pub const CHECKSUM: usize = 0;
+    pub const KEY_LENGTH: usize = 4;
+    pub const FLAGS: usize = 6;
+    pub const RESERVED: usize = 7;
+    pub const GROUP: usize = 8;
+    pub const VALUE_LENGTH: usize = 12;
+    pub const SEQUENCE: usize = 16;
+}
+const _: () = assert!(record_at::SEQUENCE + 8 == RECORD_HEADER_SIZE, "the sequence ends the record header");
 
 /// A record, borrowed from the bytes it was decoded from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -309,20 +345,20 @@ pub fn record_size(key: &[u8], value: Option<&[u8]>) -> usize {
 
 pub fn encode_record(buffer: &mut Vec<u8>, record: &Record<'_>) {
     let start = buffer.len();
-    buffer.extend_from_slice(&[0; 4]);
-    buffer.extend_from_slice(&u16::try_from(record.key.len()).expect("key length was checked").to_le_bytes());
-    buffer.push(if record.value.is_none() { TOMBSTONE_FLAG } else { 0 });
-    buffer.push(0);
-    buffer.extend_from_slice(&record.group.to_le_bytes());
+    buffer.resize(start + RECORD_HEADER_SIZE, 0);
+    let header = &mut buffer[start..];
+    put_u16(header, record_at::KEY_LENGTH, u16::try_from(record.key.len()).expect("key length was checked"));
+    header[record_at::FLAGS] = if record.value.is_none() { TOMBSTONE_FLAG } else { 0 };
+    put_u32(header, record_at::GROUP, record.group);
     let value_length = record.value.map_or(0, <[u8]>::len);
-    buffer.extend_from_slice(&u32::try_from(value_length).expect("value length was checked").to_le_bytes());
-    buffer.extend_from_slice(&record.sequence.to_le_bytes());
+    put_u32(header, record_at::VALUE_LENGTH, u32::try_from(value_length).expect("value length was checked"));
+    put_u64(header, record_at::SEQUENCE, record.sequence);
     buffer.extend_from_slice(record.key);
     if let Some(value) = record.value {
         buffer.extend_from_slice(value);
     }
-    let checksum = crate::codec::crc32(&buffer[start + 4..]);
-    buffer[start..start + 4].copy_from_slice(&checksum.to_le_bytes());
+    let checksum = crate::codec::crc32(&buffer[start + record_at::KEY_LENGTH..]);
+    put_u32(&mut buffer[start..], record_at::CHECKSUM, checksum);
 }
 
 /// Decodes and verifies the record at the start of `bytes`.
@@ -341,12 +377,12 @@ fn decode_record_checking(bytes: &[u8], check_checksum: bool) -> Result<Record<'
     if bytes.len() < RECORD_HEADER_SIZE {
         return Err(CorruptionReason::Truncated { length: bytes.len() as u64 });
     }
-    let key_length = usize::from(u16_at(bytes, 4));
-    let flags = bytes[6];
-    if flags & !TOMBSTONE_FLAG != 0 || bytes[7] != 0 {
+    let key_length = usize::from(u16_at(bytes, record_at::KEY_LENGTH));
+    let flags = bytes[record_at::FLAGS];
+    if flags & !TOMBSTONE_FLAG != 0 || bytes[record_at::RESERVED] != 0 {
         return Err(CorruptionReason::NonZeroReserved);
     }
-    let value_length = u32_at(bytes, 12) as usize;
+    let value_length = u32_at(bytes, record_at::VALUE_LENGTH) as usize;
     let tombstone = flags & TOMBSTONE_FLAG != 0;
     if tombstone && value_length != 0 {
         return Err(CorruptionReason::BadLength { length: value_length as u64 });
@@ -356,12 +392,13 @@ fn decode_record_checking(bytes: &[u8], check_checksum: bool) -> Result<Record<'
         return Err(CorruptionReason::BadLength { length: size as u64 });
     }
     if check_checksum {
-        let (stored, computed) = (u32_at(bytes, 0), crate::codec::crc32(&bytes[4..size]));
+        let checksummed = &bytes[record_at::KEY_LENGTH..size];
+        let (stored, computed) = (u32_at(bytes, record_at::CHECKSUM), crate::codec::crc32(checksummed));
         if stored != computed {
             return Err(CorruptionReason::Checksum { expected: stored, found: computed });
         }
     }
     let key = &bytes[RECORD_HEADER_SIZE..RECORD_HEADER_SIZE + key_length];
     let value = (!tombstone).then(|| &bytes[RECORD_HEADER_SIZE + key_length..size]);
-    Ok(Record { key, value, group: u32_at(bytes, 8), sequence: u64_at(bytes, 16) })
+    Ok(Record { key, value, group: u32_at(bytes, record_at::GROUP), sequence: u64_at(bytes, record_at::SEQUENCE) })
 }
