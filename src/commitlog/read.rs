@@ -169,6 +169,7 @@ impl Commitlog {
             .last()
             .copied()
             .unwrap_or(start);
+        assert!(entry.position >= SEGMENT_HEADER_SIZE as u64, "an index entry points past the segment header");
         (segment, entry)
     }
 

@@ -63,6 +63,7 @@ impl Commitlog {
             self.rotate_inner()?;
         }
         let position = self.active.writer.end + self.buffer.len() as u64;
+        assert!(position >= SEGMENT_HEADER_SIZE as u64, "commits follow the segment header");
         let index_due =
             self.active.index.last().is_none_or(|last| position - last.position >= self.options.index_interval_bytes);
         if index_due {
@@ -123,6 +124,7 @@ impl Commitlog {
     }
 
     pub(super) fn rotate_inner(&mut self) -> Result<()> {
+        assert!(self.next_offset > self.active.min_offset, "only a segment holding a commit is sealed");
         self.sync()?;
         let index = format::encode_index(self.active.min_offset, self.active.writer.end, &self.active.index);
         let index_name = format::index_file_name(self.active.min_offset);
@@ -141,6 +143,10 @@ impl Commitlog {
             index: Vec::new(),
         };
         let old = std::mem::replace(&mut self.active, next);
+        assert!(
+            self.sealed.last().is_none_or(|last| last.next_offset == old.min_offset),
+            "sealed segments run on one from the other"
+        );
         self.sealed.push(Sealed {
             min_offset: old.min_offset,
             next_offset: self.next_offset,
@@ -239,6 +245,7 @@ impl Commitlog {
             vfs.sync_dir(&directory).map_err(io_error(&directory, "sync_dir"))?;
             self.snapshots.retain(|&kept| kept != snapshot);
         }
+        assert!(next_offset <= offset + 1 && next_offset >= min_offset, "the reset keeps a prefix up to offset");
         self.sealed.truncate(keep);
         self.active = Active { min_offset, writer: SegmentWriter::new(path, file, cut, cut), index };
         self.next_offset = next_offset;
