@@ -12,9 +12,11 @@ pub use clock::SimClock;
 pub use disk::{Damage, SimVfs};
 pub use faults::{FaultConfig, FaultCounts, FaultKind};
 pub use trace::Trace;
+pub mod harness;
 pub mod runner;
 pub mod shrink;
 pub mod targets;
 
-pub use runner::{run_seed, Canary, RunOptions, SeedOutcome, Target};
+pub use harness::Canary;
+pub use runner::{run_seed, RunOptions, SeedOutcome, Target};
 pub use shrink::{shrink, Shrunk};
