@@ -6,6 +6,7 @@
 //! the byte offset it was written for, so a fragment found anywhere else (a misdirected write, a
 //! stale page of another segment) fails verification.
 
+use crate::codec::{put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
 use crate::error::CorruptionReason;
 
 /// Magic bytes at the start of every segment file.
@@ -54,17 +55,40 @@ impl FragmentType {
     }
 }
 
+/// Where a segment header keeps each field (the table in docs/format.md).
+mod segment_at {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 8;
+    /// Reserved, zero: 10..12 and 24..28.
+    pub const RESERVED: usize = 10;
+    pub const PAGE_SIZE: usize = 12;
+    pub const SEGMENT: usize = 16;
+    pub const RESERVED_AFTER_SEGMENT: usize = 24;
+    /// The CRC of the bytes before it.
+    pub const CHECKSUM: usize = 28;
+}
+const _: () = assert!(segment_at::CHECKSUM + 4 == SEGMENT_HEADER_SIZE, "the checksum ends the header");
+
+/// Where a fragment header keeps each field; the payload follows.
+mod fragment_at {
+    pub const TYPE: usize = 0;
+    pub const RESERVED: usize = 1;
+    pub const LENGTH: usize = 2;
+    /// The CRC of the segment number, the fragment's offset, the bytes before it and the
+    /// payload.
+    pub const CHECKSUM: usize = 4;
+}
+const _: () = assert!(fragment_at::CHECKSUM + 4 == FRAGMENT_HEADER_SIZE, "the checksum ends the header");
+
 /// Encodes the header of segment `segment` written with `page_size`.
 pub fn encode_segment_header(segment: u64, page_size: u32) -> [u8; SEGMENT_HEADER_SIZE] {
     let mut header = [0u8; SEGMENT_HEADER_SIZE];
-    header[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    header[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    // 10..12 reserved, zero.
-    header[12..16].copy_from_slice(&page_size.to_le_bytes());
-    header[16..24].copy_from_slice(&segment.to_le_bytes());
-    // 24..28 reserved, zero.
-    let checksum = crate::codec::crc32(&header[0..28]);
-    header[28..32].copy_from_slice(&checksum.to_le_bytes());
+    header[segment_at::MAGIC..segment_at::VERSION].copy_from_slice(&SEGMENT_MAGIC);
+    put_u16(&mut header, segment_at::VERSION, FORMAT_VERSION);
+    put_u32(&mut header, segment_at::PAGE_SIZE, page_size);
+    put_u64(&mut header, segment_at::SEGMENT, segment);
+    let checksum = crate::codec::crc32(&header[..segment_at::CHECKSUM]);
+    put_u32(&mut header, segment_at::CHECKSUM, checksum);
     header
 }
 
@@ -87,22 +111,24 @@ pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<SegmentHeader
     if bytes.len() < SEGMENT_HEADER_SIZE {
         return Err(CorruptionReason::Truncated { length: bytes.len() as u64 });
     }
-    if bytes[0..8] != SEGMENT_MAGIC {
+    if bytes[segment_at::MAGIC..segment_at::VERSION] != SEGMENT_MAGIC {
         return Err(CorruptionReason::BadMagic);
     }
-    let stored = u32::from_le_bytes(bytes[28..32].try_into().expect("slice of 4"));
-    let computed = crate::codec::crc32(&bytes[0..28]);
+    let stored = u32_at(bytes, segment_at::CHECKSUM);
+    let computed = crate::codec::crc32(&bytes[..segment_at::CHECKSUM]);
     if stored != computed {
         return Err(CorruptionReason::Checksum { expected: stored, found: computed });
     }
-    let version = u16::from_le_bytes(bytes[8..10].try_into().expect("slice of 2"));
+    let version = u16_at(bytes, segment_at::VERSION);
     if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
         return Err(CorruptionReason::UnsupportedVersion { version });
     }
-    if bytes[10..12] != [0, 0] || bytes[24..28] != [0, 0, 0, 0] {
+    let reserved =
+        [segment_at::RESERVED..segment_at::PAGE_SIZE, segment_at::RESERVED_AFTER_SEGMENT..segment_at::CHECKSUM];
+    if reserved.into_iter().any(|range| bytes[range].iter().any(|&byte| byte != 0)) {
         return Err(CorruptionReason::NonZeroReserved);
     }
-    let page_size = u32::from_le_bytes(bytes[12..16].try_into().expect("slice of 4"));
+    let page_size = u32_at(bytes, segment_at::PAGE_SIZE);
     if !page_size_is_valid(page_size) {
         return Err(CorruptionReason::HeaderMismatch {
             field: "page_size",
@@ -110,7 +136,7 @@ pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<SegmentHeader
             found: u64::from(page_size),
         });
     }
-    let found_segment = u64::from_le_bytes(bytes[16..24].try_into().expect("slice of 8"));
+    let found_segment = u64_at(bytes, segment_at::SEGMENT);
     if found_segment != segment {
         return Err(CorruptionReason::HeaderMismatch { field: "segment", expected: segment, found: found_segment });
     }
@@ -140,11 +166,10 @@ pub fn fragment_checksum(segment: u64, offset: u64, header_prefix: &[u8], payloa
 pub fn encode_fragment(buffer: &mut Vec<u8>, segment: u64, offset: u64, fragment_type: FragmentType, payload: &[u8]) {
     let length = u16::try_from(payload.len()).expect("fragment payload fits a page");
     let mut header = [0u8; FRAGMENT_HEADER_SIZE];
-    header[0] = fragment_type as u8;
-    // header[1] is reserved, zero.
-    header[2..4].copy_from_slice(&length.to_le_bytes());
-    let checksum = fragment_checksum(segment, offset, &header[0..4], payload);
-    header[4..8].copy_from_slice(&checksum.to_le_bytes());
+    header[fragment_at::TYPE] = fragment_type as u8;
+    put_u16(&mut header, fragment_at::LENGTH, length);
+    let checksum = fragment_checksum(segment, offset, &header[..fragment_at::CHECKSUM], payload);
+    put_u32(&mut header, fragment_at::CHECKSUM, checksum);
     buffer.extend_from_slice(&header);
     buffer.extend_from_slice(payload);
 }
@@ -163,19 +188,19 @@ pub fn decode_fragment(bytes: &[u8], segment: u64, offset: u64) -> Result<Fragme
     if bytes.len() < FRAGMENT_HEADER_SIZE {
         return Err(CorruptionReason::Truncated { length: bytes.len() as u64 });
     }
-    let Some(fragment_type) = FragmentType::from_byte(bytes[0]) else {
-        return Err(CorruptionReason::BadFragmentType { fragment_type: bytes[0] });
+    let Some(fragment_type) = FragmentType::from_byte(bytes[fragment_at::TYPE]) else {
+        return Err(CorruptionReason::BadFragmentType { fragment_type: bytes[fragment_at::TYPE] });
     };
-    if bytes[1] != 0 {
+    if bytes[fragment_at::RESERVED] != 0 {
         return Err(CorruptionReason::NonZeroReserved);
     }
-    let payload_length = usize::from(u16::from_le_bytes([bytes[2], bytes[3]]));
+    let payload_length = usize::from(u16_at(bytes, fragment_at::LENGTH));
     if FRAGMENT_HEADER_SIZE + payload_length > bytes.len() {
         return Err(CorruptionReason::BadLength { length: payload_length as u64 });
     }
-    let stored = u32::from_le_bytes(bytes[4..8].try_into().expect("slice of 4"));
+    let stored = u32_at(bytes, fragment_at::CHECKSUM);
     let payload = &bytes[FRAGMENT_HEADER_SIZE..FRAGMENT_HEADER_SIZE + payload_length];
-    let computed = fragment_checksum(segment, offset, &bytes[0..4], payload);
+    let computed = fragment_checksum(segment, offset, &bytes[..fragment_at::CHECKSUM], payload);
     if stored != computed {
         return Err(CorruptionReason::Checksum { expected: stored, found: computed });
     }
