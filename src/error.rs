@@ -39,6 +39,11 @@ pub enum CorruptionReason {
     /// A sealed segment's data ends without the seal that marks where it was sealed: records
     /// written at its end are missing (a write the disk put somewhere else).
     Unsealed,
+    /// A logstor FREE marker stands where a segment in use has data: at offset 0 before that
+    /// use's seal, or among its buffers. The first buffer of a synced use never replaced it.
+    FreeMarkerInUse,
+    /// A file the directory must hold is gone: `logstor.meta`, beside data files that need it.
+    MissingFile,
     /// A commit's first offset leaves a gap after the offsets before it.
     OutOfOrder { expected: u64, found: u64 },
     /// A commit claims offsets that earlier commits already hold: the history forked.
@@ -67,6 +72,8 @@ impl fmt::Display for CorruptionReason {
             Self::NonZeroPadding => write!(f, "padding or data past the end is not zero"),
             Self::Truncated { length } => write!(f, "file truncated at {length} bytes"),
             Self::Unsealed => write!(f, "sealed segment's data ends before its seal"),
+            Self::FreeMarkerInUse => write!(f, "a free marker where a segment in use has data"),
+            Self::MissingFile => write!(f, "the file is missing"),
             Self::OutOfOrder { expected, found } => write!(f, "offset {found} where {expected} was expected"),
             Self::Forked { expected, found } => {
                 write!(f, "offset {found} again where {expected} was expected: the history forked")

@@ -121,7 +121,7 @@ fn read_meta(vfs: &dyn Vfs, directory: &Path, listing: &Listing, options: &Logst
         if listing.data_files_count == 0 && !listing.has_plan {
             return Ok(None);
         }
-        let reason = CorruptionReason::Truncated { length: 0 };
+        let reason = CorruptionReason::MissingFile;
         return Err(Error::Corruption { file: path, segment: 0, offset: 0, reason });
     }
     let file = vfs.open(&path, OpenMode::Read).map_err(io_error(&path, "open"))?;

@@ -64,7 +64,7 @@ impl Logstor {
                     return Err(Error::Corruption { file: path, segment, offset: base + offset, reason });
                 }
                 other => {
-                    let reason = CorruptionReason::Truncated { length: 0 };
+                    let reason = CorruptionReason::Unsealed;
                     tracing::error!(segment, ?other, "a sealed segment does not read back sealed");
                     return Err(Error::Corruption { file: path, segment, offset: base, reason });
                 }

@@ -196,7 +196,7 @@ pub(super) fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
         // after a FREE marker means the first buffer of that use never replaced the marker:
         // synced records are behind it.
         if let Some(seal) = find_seal(bytes, segment, first.generation..=u64::MAX, BLOCK_SIZE) {
-            let reason = CorruptionReason::BadFragmentType { fragment_type: 3 };
+            let reason = CorruptionReason::FreeMarkerInUse;
             return damaged(bytes, segment, 0, reason, &seal, Vec::new());
         }
         // The next use must carry a generation above every buffer left in the segment: a use
@@ -281,7 +281,7 @@ fn walk_chain(bytes: &[u8], segment: u64, first: &BufferHeader) -> Chain<ChainEn
         }
         match header.kind {
             BufferKind::Seal => break ChainEnd::Sealed,
-            BufferKind::Free => break ChainEnd::Stopped(Some(CorruptionReason::BadFragmentType { fragment_type: 3 })),
+            BufferKind::Free => break ChainEnd::Stopped(Some(CorruptionReason::FreeMarkerInUse)),
             BufferKind::Data => {}
         }
         let mut record_at = BUFFER_HEADER_SIZE;

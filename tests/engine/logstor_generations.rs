@@ -148,3 +148,23 @@ fn an_open_finishes_a_freeing_cut_short_so_later_damage_cannot_undo_it() {
     assert!(!store.contains(b"dead"), "a freed segment's records never come back");
     assert_eq!(store.recovery_report().frees_finished, 0, "a finished freeing is not finished again");
 }
+
+/// A FREE marker at offset 0 before a seal of its own generation: the first buffer of a synced
+/// use never replaced the marker. Corruption at 0, named for what it is (it was reported as an
+/// unknown fragment type 3 before the reason existed).
+#[test]
+fn a_free_marker_before_a_seal_of_its_generation_is_corruption_named_so() {
+    let directory = tempfile::tempdir().unwrap();
+    store_with_segment_0(
+        directory.path(),
+        &[
+            format::marker(BufferKind::Free, 0, 0, 1, 0),
+            data_buffer(1, BLOCK_SIZE, b"synced", 5),
+            format::marker(BufferKind::Seal, 0, 0, 1, 2 * BLOCK_SIZE),
+        ],
+    );
+    match Logstor::open(os(), directory.path(), options()) {
+        Err(Error::Corruption { offset: 0, reason: ballast::CorruptionReason::FreeMarkerInUse, .. }) => {}
+        other => panic!("expected a free marker in use at 0, got {:?}", other.map(|store| store.len())),
+    }
+}

@@ -10,7 +10,7 @@ use std::path::Path;
 use ballast::commitlog::{Commitlog, CommitlogOptions};
 use ballast::logstor::format::{self, BufferKind, BLOCK_SIZE};
 use ballast::logstor::{Logstor, LogstorOptions};
-use ballast::{Error, RecoveryMode};
+use ballast::{CorruptionReason, Error, RecoveryMode};
 
 use crate::{digest, os, write_log};
 
@@ -342,7 +342,7 @@ fn data_files_without_a_meta_file_are_refused_in_every_mode() {
         check_refused_unchanged(
             directory.path(),
             options(mode),
-            |error| matches!(error, Error::Corruption { file, .. } if *file == meta),
+            |error| matches!(error, Error::Corruption { file, reason: CorruptionReason::MissingFile, .. } if *file == meta),
         );
     }
 }
