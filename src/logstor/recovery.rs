@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use super::format::{self, BufferKind, Geometry, Meta};
+use super::format::{self, BufferKind, Geometry, Meta, BLOCK_SIZE};
 use super::index::{build_index, Entry, Index};
 use super::key::IndexKey;
 use super::listing::{list, Listing};
@@ -64,7 +64,7 @@ fn check(vfs: &dyn Vfs, directory: &Path, options: &LogstorOptions) -> Result<Ch
     let geometry = meta.map_or(wanted, |meta| meta.geometry);
     let files = open_data_files(vfs, directory, listing.data_files_count, geometry)?;
     let segments_total = listing.data_files_count * geometry.segments_per_file;
-    let plan = if listing.has_plan { Some(read_plan(vfs, directory, segments_total)?) } else { None };
+    let plan = if listing.has_plan { Some(read_plan(vfs, directory, segments_total, geometry)?) } else { None };
     let scanned = scan(directory, &files, geometry, plan.as_ref(), options.recovery_mode)?;
     if let Some(meta) = meta {
         check_groups(directory, meta, &scanned, options)?;
@@ -202,12 +202,23 @@ fn open_data_files(vfs: &dyn Vfs, directory: &Path, count: u64, geometry: Geomet
 
 /// Reads the repair plan an earlier open left, refusing one that names a segment this store
 /// does not have (logstor never removes a data file, so no plan of its own can).
-fn read_plan(vfs: &dyn Vfs, directory: &Path, segments_total: u64) -> Result<Plan> {
+/// Reads the repair plan left on disk and checks that it names a place in this store: a plan
+/// is checksummed, but a cut outside the segment (from a crafted or foreign file) must be a
+/// typed error, not a seal written into the next segment or an overflow.
+fn read_plan(vfs: &dyn Vfs, directory: &Path, segments_total: u64, geometry: Geometry) -> Result<Plan> {
     let plan = repair::read_plan(vfs, directory)?;
+    let file = directory.join(repair::PLAN_FILE_NAME);
     if plan.segment >= segments_total {
         let reason =
             CorruptionReason::HeaderMismatch { field: "segment", expected: segments_total, found: plan.segment };
-        return Err(Error::Corruption { file: directory.join(repair::PLAN_FILE_NAME), segment: 0, offset: 8, reason });
+        return Err(Error::Corruption { file, segment: 0, offset: 8, reason });
+    }
+    // A cut lands before the segment's last block, which is kept for the seal.
+    let cut_max = geometry.segment_size - BLOCK_SIZE;
+    if plan.truncate_at >= cut_max {
+        let reason =
+            CorruptionReason::HeaderMismatch { field: "truncate_at", expected: cut_max, found: plan.truncate_at };
+        return Err(Error::Corruption { file, segment: plan.segment, offset: 16, reason });
     }
     Ok(plan)
 }
@@ -276,7 +287,8 @@ impl Scanned {
         }
         for range in &records {
             let record = format::decode_verified_record(&bytes[range.clone()]).expect("verified by the scan");
-            self.next_sequence = self.next_sequence.max(record.sequence + 1);
+            // Saturating: a record's checksum does not make its sequence sane.
+            self.next_sequence = self.next_sequence.max(record.sequence.saturating_add(1));
             self.group_max = self.group_max.max(Some(record.group));
             let entry = Entry {
                 segment,

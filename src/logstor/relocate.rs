@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::format::{self, BufferKind, BLOCK_SIZE};
 use super::index::Entry;
-use super::scan::{scan_segment, SegmentScan};
+use super::scan::{highest_generation, scan_segment, SegmentScan};
 use super::segment::{Segment, SegmentKind, SegmentState};
 use super::{io_error, reclaim, Logstor, StepReport};
 use crate::error::{CorruptionReason, Error, Result};
@@ -129,20 +129,27 @@ impl Logstor {
                 entry.stale_copies -= 1;
             }
         }
-        for &segment in sources {
-            self.free_segment(segment)?;
+        for (segment, bytes, _) in &found {
+            self.free_segment(*segment, highest_generation(bytes, *segment))?;
             report.segments_freed += 1;
         }
         Ok(report)
     }
 
     /// Frees a sealed segment durably: FREE markers, with the generation bumped, over its first
-    /// buffer and its seal, then a sync.
-    pub(super) fn free_segment(&mut self, segment: u64) -> Result<()> {
+    /// buffer and its seal, then a sync. `highest_on_disk` is the highest generation any header
+    /// in the segment names (see `scan::highest_generation`): the next use's generation is above
+    /// it as well as above the segment's own, so that no buffer left on disk is ever read as
+    /// part of that use.
+    ///
+    /// Found in review: two misdirected writes in one freeing (both FREE markers) could leave
+    /// a segment whose own generation was below a buffer of a lost later use; freeing it again
+    /// with its generation + 1 reused that later use's generation.
+    pub(super) fn free_segment(&mut self, segment: u64, highest_on_disk: u64) -> Result<()> {
         let state = self.segments[usize::try_from(segment).expect("fits")].clone();
         let SegmentState::Sealed(kind) = state.state else { panic!("only sealed segments are freed") };
         assert_eq!(state.live_bytes, 0, "a freed segment holds nothing the index points to");
-        let generation = state.generation.saturating_add(1);
+        let generation = state.generation.max(highest_on_disk).saturating_add(1);
         let (file_index, base, path) = self.file_of(segment);
         let file = &self.files[file_index];
         // The seal goes first, durably. Were the FREE marker at offset 0 written first and torn

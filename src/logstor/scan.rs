@@ -92,6 +92,9 @@ pub(super) fn next_generation(bytes: &[u8], segment: u64) -> u64 {
 /// freed and used again, and both the FREE marker and the first buffer of that later use went
 /// astray, leaving an older use's first buffers in front of the later use's.
 ///
+/// A seal of the older buffers' own generation does not make them current (their freeing's
+/// marker over it may have gone astray too), so this is asked before any seal of theirs.
+///
 /// Those older buffers are stale: every record in them was moved or dead before the segment
 /// was freed. With a seal of a later generation, the later use's records were synced behind
 /// them: damage at offset 0. Without one, the later use was being written when the power failed,
@@ -101,16 +104,12 @@ pub(super) fn next_generation(bytes: &[u8], segment: u64) -> u64 {
 /// buffers' generation for the segment's, found no seal of it and sealed the segment as torn,
 /// silently hiding the synced records in a strict open; freeing it later gave it a generation
 /// the later use's buffers already carried, which then read back as part of the next use.
-fn stale_first_use(
-    bytes: &[u8],
-    segment: u64,
-    generation: u64,
-    offset: u64,
-    reason: &CorruptionReason,
-) -> Option<SegmentScan> {
+fn stale_first_use(bytes: &[u8], segment: u64, generation: u64, offset: u64) -> Option<SegmentScan> {
     let later = generation.checked_add(1)?..=u64::MAX;
     if let Some(seal) = find_seal(bytes, segment, later.clone(), offset) {
-        return Some(damaged(bytes, segment, 0, reason.clone(), &seal, Vec::new()));
+        let reason =
+            CorruptionReason::HeaderMismatch { field: "generation", expected: generation, found: seal.generation };
+        return Some(damaged(bytes, segment, 0, reason, &seal, Vec::new()));
     }
     let mut at = offset;
     while at + BLOCK_SIZE <= bytes.len() as u64 {
@@ -207,9 +206,12 @@ pub(super) fn scan_segment(bytes: &[u8], segment: u64) -> SegmentScan {
     let kind = SegmentKind::from_owner(first.owner);
     let Chain { end, offset, records } = walk_chain(bytes, segment, &first);
     match end {
-        ChainEnd::Sealed => {
-            SegmentScan::Used { kind, generation: first.generation, end: offset, sealed_at: Some(offset), records }
-        }
+        ChainEnd::Sealed => match stale_first_use(bytes, segment, first.generation, offset) {
+            Some(stale) => stale,
+            None => {
+                SegmentScan::Used { kind, generation: first.generation, end: offset, sealed_at: Some(offset), records }
+            }
+        },
         ChainEnd::Freed => SegmentScan::Free { generation: next_generation(bytes, segment), unfinished: true },
         ChainEnd::Stopped(problem) => stopped(bytes, segment, &first, Chain { end: problem, offset, records }),
     }
@@ -309,6 +311,11 @@ fn stopped(bytes: &[u8], segment: u64, first: &BufferHeader, chain: Chain<Option
     // the synced segment for one torn while written, and seal it empty, silently, in a strict
     // open. As with a first header that does not decode, a seal of any generation says the
     // segment was in use and synced.
+    if offset > 0 {
+        if let Some(stale) = stale_first_use(bytes, segment, generation, offset) {
+            return stale;
+        }
+    }
     let seal_generations = if offset > 0 { generation..=generation } else { ANY_GENERATION };
     if let Some(seal) = find_seal(bytes, segment, seal_generations, offset) {
         return damaged(bytes, segment, offset, reason, &seal, records);
@@ -323,9 +330,6 @@ fn stopped(bytes: &[u8], segment: u64, first: &BufferHeader, chain: Chain<Option
         // next use the generation of the lost use whose later buffers were still on disk, and
         // they read back as the next use's continuation: a value lost in a crash came back.
         return SegmentScan::Free { generation: next_generation(bytes, segment), unfinished: false };
-    }
-    if let Some(stale) = stale_first_use(bytes, segment, generation, offset, &reason) {
-        return stale;
     }
     // No seal after it: the power failed while this segment was being written.
     SegmentScan::Used { kind, generation, end: offset, sealed_at: None, records }

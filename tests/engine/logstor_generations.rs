@@ -168,3 +168,78 @@ fn a_free_marker_before_a_seal_of_its_generation_is_corruption_named_so() {
         other => panic!("expected a free marker in use at 0, got {:?}", other.map(|store| store.len())),
     }
 }
+
+/// Found in review: a freeing whose two FREE markers both went astray left segment 0's older
+/// use (generation 1) whole, its seal included, and a later use (generation 2) that lost its
+/// first buffer wrote beyond that seal. The scan stopped at the old seal and served the old
+/// use's records. A valid buffer of a later generation anywhere after the old use's buffers
+/// makes them stale, sealed or not.
+#[test]
+fn a_later_use_beyond_an_older_seal_makes_the_older_use_stale() {
+    let directory = tempfile::tempdir().unwrap();
+    store_with_segment_0(
+        directory.path(),
+        &[
+            data_buffer(1, 0, b"stale", 1),
+            format::marker(BufferKind::Seal, 0, 0, 1, BLOCK_SIZE),
+            data_buffer(2, 2 * BLOCK_SIZE, b"lost", 5),
+        ],
+    );
+    let store = open(directory.path());
+    assert_eq!(store.segment_state(0), Some(SegmentState::Free));
+    assert!(!store.contains(b"stale") && !store.contains(b"lost"));
+    assert_eq!(store.recovery_report().frees_finished, 1);
+}
+
+/// Found in review: freeing a segment gave the next use the segment's own generation + 1, even
+/// where a header on disk named a higher one (a torn buffer of a lost later use), so that use's
+/// buffers could read back as the next use's. The next use now carries a generation above
+/// every header in the segment.
+#[test]
+fn freeing_a_segment_goes_above_every_generation_on_disk() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut torn_later_use = data_buffer(5, 2 * BLOCK_SIZE, b"torn", 9);
+    torn_later_use[BUFFER_HEADER_SIZE + 20] ^= 0xff;
+    store_with_segment_0(
+        directory.path(),
+        &[data_buffer(1, 0, b"key", 1), format::marker(BufferKind::Seal, 0, 0, 1, BLOCK_SIZE), torn_later_use],
+    );
+    let mut store = open(directory.path());
+    assert_eq!(store.segment_state(0), Some(SegmentState::Sealed(ballast::logstor::SegmentKind::Mixed)));
+    store.put(b"key", b"superseded").unwrap();
+    store.maintain_to_quiescence().unwrap();
+    assert_eq!(store.segment_state(0), Some(SegmentState::Free), "segment 0 holds nothing live");
+    drop(store);
+    let bytes = fs::read(directory.path().join(format::data_file_name(0))).unwrap();
+    let marker = format::decode_buffer_header(&bytes, 0, 0, BLOCK_SIZE).unwrap();
+    assert_eq!(marker.kind, BufferKind::Free);
+    assert!(marker.generation > 5, "generation {} is not above the torn header's 5", marker.generation);
+}
+
+/// Found in review: a repair plan names the offset its cut lands at, and logstor trusted it;
+/// one past the segment wrote a seal into the next segment, and `u64::MAX` overflowed. A plan
+/// whose cut lies outside its segment is corruption of the plan, and the open changes nothing.
+#[test]
+fn a_repair_plan_cutting_outside_its_segment_is_corruption() {
+    let directory = tempfile::tempdir().unwrap();
+    store_with_segment_0(directory.path(), &[data_buffer(1, 0, b"key", 1)]);
+    for truncate_at in [options().segment_size, u64::MAX] {
+        let mut plan = b"BLSTRPR\0".to_vec();
+        for field in [0u64, truncate_at, 0, 0, 0] {
+            plan.extend_from_slice(&field.to_le_bytes());
+        }
+        plan.extend_from_slice(&0u32.to_le_bytes());
+        plan.extend_from_slice(&6u32.to_le_bytes());
+        plan.extend_from_slice(b"reason");
+        let checksum = crc32fast::hash(&plan);
+        plan.extend_from_slice(&checksum.to_le_bytes());
+        fs::write(directory.path().join("REPAIR"), &plan).unwrap();
+        let before = crate::digest(directory.path());
+        let repair = LogstorOptions { recovery_mode: RecoveryMode::Repair, ..options() };
+        match Logstor::open(os(), directory.path(), repair) {
+            Err(Error::Corruption { file, offset: 16, .. }) => assert_eq!(file, directory.path().join("REPAIR")),
+            other => panic!("expected corruption of the plan's cut, got {:?}", other.map(|store| store.len())),
+        }
+        assert_eq!(crate::digest(directory.path()), before, "a refused open changes nothing");
+    }
+}
