@@ -37,7 +37,44 @@ pub(super) struct OpenedSegment {
     pub(super) ending: Ending,
 }
 
+/// Where a reader reads `state`'s bytes: its file, or for the active segment, the file up to
+/// what was written to the OS and the write buffer after it.
+fn source_of<'b>(wal: &'b Wal, state: &'b OpenedSegment) -> Source<'b> {
+    match &state.file {
+        Some(file) => Source::File(file.as_ref()),
+        None => Source::BufferedTail {
+            file: wal.active.writer.file.as_ref(),
+            tail: &wal.buffer,
+            tail_offset: wal.active.writer.end,
+        },
+    }
+}
+
 impl Records<'_> {
+    /// The segment the reader is in, as it reads it: the active one through its write buffer,
+    /// any other opened from its file.
+    fn open_current(&self, is_active: bool) -> Result<OpenedSegment> {
+        let wal = self.wal;
+        if is_active {
+            return Ok(OpenedSegment {
+                path: wal.active.writer.path.clone(),
+                file: None,
+                limit: wal.active.writer.end + wal.buffer.len() as u64,
+                ending: Ending::Open,
+            });
+        }
+        let SegmentFile { path, file, length, header } =
+            open_segment(wal.vfs.as_ref(), &wal.directory, self.segment, OpenMode::Read, wal.options.page_size)?;
+        Ok(OpenedSegment { path, file: Some(file), limit: length, ending: Ending::of(true, header) })
+    }
+
+    fn move_to_next_segment(&mut self) {
+        self.segment += 1;
+        self.offset = SEGMENT_HEADER_SIZE as u64;
+        self.state = None;
+        self.chunk = (Vec::new(), 0);
+    }
+
     pub(super) fn next_record(&mut self) -> Result<Option<(Position, Vec<u8>)>> {
         let wal = self.wal;
         // Bounded by the number of segments: each iteration either returns or moves to the next.
@@ -47,33 +84,10 @@ impl Records<'_> {
             }
             let is_active = self.segment == wal.active.number;
             if self.state.is_none() {
-                self.state = Some(if is_active {
-                    OpenedSegment {
-                        path: wal.active.writer.path.clone(),
-                        file: None,
-                        limit: wal.active.writer.end + wal.buffer.len() as u64,
-                        ending: Ending::Open,
-                    }
-                } else {
-                    let SegmentFile { path, file, length, header } = open_segment(
-                        wal.vfs.as_ref(),
-                        &wal.directory,
-                        self.segment,
-                        OpenMode::Read,
-                        wal.options.page_size,
-                    )?;
-                    OpenedSegment { path, file: Some(file), limit: length, ending: Ending::of(true, header) }
-                });
+                self.state = Some(self.open_current(is_active)?);
             }
             let state = self.state.as_ref().expect("opened above");
-            let source = match &state.file {
-                Some(file) => Source::File(file.as_ref()),
-                None => Source::BufferedTail {
-                    file: wal.active.writer.file.as_ref(),
-                    tail: &wal.buffer,
-                    tail_offset: wal.active.writer.end,
-                },
-            };
+            let source = source_of(wal, state);
             let chunk = std::mem::take(&mut self.chunk);
             let mut scanner = SegmentScanner::resume(
                 source,
@@ -123,10 +137,7 @@ impl Records<'_> {
                             });
                         }
                     }
-                    self.segment += 1;
-                    self.offset = SEGMENT_HEADER_SIZE as u64;
-                    self.state = None;
-                    self.chunk = (Vec::new(), 0);
+                    self.move_to_next_segment();
                 }
                 ScanItem::Damage { offset, reason, .. } => {
                     return Err(Error::Corruption { file: state.path.clone(), segment: self.segment, offset, reason });
