@@ -464,14 +464,20 @@ impl Recovering<'_> {
     }
 
     /// Writes the FREE marker at offset 0 that a freeing cut short (or gone astray) left
-    /// unwritten, durably, with the generation the segment's next use will carry.
+    /// unwritten, durably, with the generation the segment's next use will carry, and reads it
+    /// back: a copy gone astray may have damaged the very evidence that told this open the
+    /// segment was freed, so it is written again until it is in place.
+    ///
+    /// Regression (logstor seed 35298 of `ballast-sim`): this marker went astray within its
+    /// segment and wiped the header of the FREE marker over the seal; the next open found
+    /// nothing saying the segment was freed, sealed it as torn and served a value a reported
+    /// repair had dropped.
     fn finish_freeing(&self, segment: u64, generation: u64) -> Result<()> {
         let (file_index, base) = place(self.geometry, segment);
         let path = self.directory.join(format::data_file_name(file_index));
         let file = &self.files[usize::try_from(file_index).expect("fits")];
         let marker = format::marker(BufferKind::Free, 0, segment, generation, 0);
-        file.write_at(&marker, base).map_err(io_error(&path, "write_at"))?;
-        file.sync_data().map_err(io_error(&path, "sync_data"))
+        vfs::write_verified_rewriting(file.as_ref(), &path, &marker, base)
     }
 
     /// Seals a torn segment at its last whole buffer, durably, so that what lies after is never

@@ -7,7 +7,7 @@ use super::format::{self, BufferKind, BLOCK_SIZE};
 use super::index::Entry;
 use super::scan::{highest_generation, scan_segment, SegmentScan};
 use super::segment::{Segment, SegmentKind, SegmentState};
-use super::{io_error, reclaim, Logstor, StepReport};
+use super::{reclaim, Logstor, StepReport};
 use crate::error::{CorruptionReason, Error, Result};
 use crate::vfs;
 
@@ -156,18 +156,18 @@ impl Logstor {
         // by a crash, the old seal after it would pass the torn unsynced write off as damage to
         // synced data. With the seal gone, a crash in between leaves a FREE marker of the new
         // generation where the buffers end, which recovery takes for the freeing it is.
-        let void_seal = || {
-            if state.written > 0 {
-                let marker = format::marker(BufferKind::Free, kind.owner(), segment, generation, state.written);
-                file.write_at(&marker, base + state.written)?;
-                file.sync_data()?;
-            }
+        //
+        // Each marker is read back and written again if it went astray (see
+        // `vfs::write_verified_rewriting`): a stray copy of one may damage the other, and the
+        // two are all that say the segment's records are stale (logstor seed 35298).
+        let void_seal = format::marker(BufferKind::Free, kind.owner(), segment, generation, state.written);
+        let free_at_0 = format::marker(BufferKind::Free, kind.owner(), segment, generation, 0);
+        let result = (if state.written > 0 {
+            vfs::write_verified_rewriting(file.as_ref(), &path, &void_seal, base + state.written)
+        } else {
             Ok(())
-        };
-        let result = void_seal()
-            .and_then(|()| file.write_at(&format::marker(BufferKind::Free, kind.owner(), segment, generation, 0), base))
-            .and_then(|()| file.sync_data())
-            .map_err(io_error(&path, "free_segment"));
+        })
+        .and_then(|()| vfs::write_verified_rewriting(file.as_ref(), &path, &free_at_0, base));
         if let Err(error) = result {
             return Err(self.poison(error));
         }

@@ -82,6 +82,28 @@ pub fn open_directory_locked(vfs: &dyn Vfs, directory: &Path) -> crate::Result<B
     })
 }
 
+/// How many times [`write_verified_rewriting`] writes again a write that read back different.
+pub const MISDIRECTED_REWRITES_MAX: u32 = 3;
+
+/// [`write_synced_and_verified`], writing again (up to [`MISDIRECTED_REWRITES_MAX`] times) when
+/// the bytes read back different: the disk put the write somewhere else and the intended place
+/// kept its old bytes. For a marker whose absence would undo a step already durable, where the
+/// stray copy may have damaged whatever else said the step had happened, so that failing
+/// alone would leave the next open to undo it. An I/O error is returned at once, never retried
+/// (invariant 2 of ARCHITECTURE.md).
+pub fn write_verified_rewriting(file: &dyn VfsFile, path: &Path, contents: &[u8], offset: u64) -> crate::Result<()> {
+    let mut rewrites = 0;
+    loop {
+        match write_synced_and_verified(file, path, contents, offset) {
+            Err(Error::Io { operation: "verify", .. }) if rewrites < MISDIRECTED_REWRITES_MAX => {
+                tracing::warn!(path = %path.display(), offset, "a write read back different; writing it again");
+                rewrites += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Removes `path`; a file already gone is no error. Returns whether there was one to remove.
 /// Nothing is durable until the directory is synced.
 pub fn remove_if_present(vfs: &dyn Vfs, path: &Path) -> crate::Result<bool> {
@@ -118,4 +140,80 @@ pub fn remove_all_durably<'a>(
         vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A file whose first `astray` writes report success but land nowhere: what a misdirected
+    /// write looks like from the place it was meant for.
+    #[derive(Debug)]
+    struct StrayingFile {
+        bytes: Mutex<Vec<u8>>,
+        astray: Mutex<u32>,
+    }
+
+    impl VfsFile for StrayingFile {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            let bytes = self.bytes.lock().unwrap();
+            let start = usize::try_from(offset).unwrap().min(bytes.len());
+            let count = buf.len().min(bytes.len() - start);
+            buf[..count].copy_from_slice(&bytes[start..start + count]);
+            Ok(count)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+            let mut astray = self.astray.lock().unwrap();
+            if *astray > 0 {
+                *astray -= 1;
+                return Ok(());
+            }
+            let start = usize::try_from(offset).unwrap();
+            let mut bytes = self.bytes.lock().unwrap();
+            bytes[start..start + buf.len()].copy_from_slice(buf);
+            Ok(())
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn len(&self) -> io::Result<u64> {
+            Ok(self.bytes.lock().unwrap().len() as u64)
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.bytes.lock().unwrap().resize(usize::try_from(len).unwrap(), 0);
+            Ok(())
+        }
+        fn allocate(&self, len: u64) -> io::Result<()> {
+            let mut bytes = self.bytes.lock().unwrap();
+            let len = usize::try_from(len).unwrap().max(bytes.len());
+            bytes.resize(len, 0);
+            Ok(())
+        }
+    }
+
+    fn file(astray: u32) -> StrayingFile {
+        StrayingFile { bytes: Mutex::new(vec![0; 64]), astray: Mutex::new(astray) }
+    }
+
+    #[test]
+    fn a_write_gone_astray_is_written_again_until_it_reads_back() {
+        let path = Path::new("segment");
+        let straying = file(2);
+        write_verified_rewriting(&straying, path, b"marker", 8).unwrap();
+        assert_eq!(&straying.bytes.lock().unwrap()[8..14], b"marker");
+        // Without the rewrites, the same disk leaves the marker missing: an error, nothing more.
+        let straying = file(1);
+        let error = write_synced_and_verified(&straying, path, b"marker", 8).unwrap_err();
+        assert!(matches!(error, Error::Io { operation: "verify", .. }), "{error:?}");
+    }
+
+    #[test]
+    fn a_disk_that_keeps_losing_the_write_is_an_error_after_the_rewrites() {
+        let straying = file(MISDIRECTED_REWRITES_MAX + 1);
+        let error = write_verified_rewriting(&straying, Path::new("segment"), b"marker", 8).unwrap_err();
+        assert!(matches!(error, Error::Io { operation: "verify", .. }), "{error:?}");
+        assert_eq!(*straying.astray.lock().unwrap(), 0, "every allowed attempt was made");
+    }
 }
