@@ -237,6 +237,26 @@ fn stdb_commitlog<const N: usize>(count: u64, per_sync: u64) -> Run<'static> {
     })
 }
 
+/// Seconds to read the items `read` starts (the seek included): all of them, or only the first
+/// when `seek`. At least one must come.
+fn time_reading<I, T, E>(read: impl FnOnce() -> I, seek: bool) -> io::Result<f64>
+where
+    I: Iterator<Item = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let started = Instant::now();
+    let mut count = 0u64;
+    for item in read() {
+        item.map_err(other)?;
+        count += 1;
+        if seek {
+            break;
+        }
+    }
+    assert!(count >= 1, "the log holds what was written");
+    Ok(started.elapsed().as_secs_f64())
+}
+
 pub fn commitlog(bench: &mut Bench, limits: &Limits) -> io::Result<()> {
     let (a, b, c) = (bench.n(1_000_000), bench.n(10_000), bench.n(1024));
     let cases = [
@@ -278,17 +298,7 @@ pub fn commitlog(bench: &mut Bench, limits: &Limits) -> io::Result<()> {
                 ballast_commitlog::<100>(a, 1000, commits)(directory)?;
                 let log =
                     Commitlog::open(Arc::new(OsVfs::new()), directory, CommitlogOptions::default()).map_err(other)?;
-                let started = Instant::now();
-                let mut count = 0u64;
-                for item in log.transactions_from(from) {
-                    item.map_err(other)?;
-                    count += 1;
-                    if seek {
-                        break;
-                    }
-                }
-                assert!(count >= 1);
-                Ok(started.elapsed().as_secs_f64())
+                time_reading(|| log.transactions_from(from), seek)
             })
         };
         let theirs: Run<'_> = Box::new(move |directory: &Path| {
@@ -298,17 +308,7 @@ pub fn commitlog(bench: &mut Bench, limits: &Limits) -> io::Result<()> {
                 CommitLogDir::from_path_unchecked(directory),
                 options,
             )?;
-            let started = Instant::now();
-            let mut count = 0u64;
-            for item in log.transactions_from(from, &ArrayDecoder::<100>) {
-                item.map_err(other)?;
-                count += 1;
-                if seek {
-                    break;
-                }
-            }
-            assert!(count >= 1);
-            Ok(started.elapsed().as_secs_f64())
+            time_reading(|| log.transactions_from(from, &ArrayDecoder::<100>), seek)
         });
         bench.measure(Case {
             suite: "commitlog",
