@@ -60,6 +60,18 @@ impl Context {
     pub fn trace(&self, event: fmt::Arguments<'_>) {
         self.vfs.trace_event(event);
     }
+
+    /// Adds to `seen` the damage the disk holds now and `seen` lacks. An open gathers it before
+    /// every attempt: an attempt that fails can leave damage behind (its own write misdirected
+    /// onto synced data), and the next attempt, writing over it, heals the ledger; the loss
+    /// that damage caused must still be excused (logstor seed 324636).
+    pub fn gather_damage(&self, seen: &mut Vec<crate::Damage>) {
+        for damage in self.vfs.damage() {
+            if !seen.contains(&damage) {
+                seen.push(damage);
+            }
+        }
+    }
 }
 
 /// A violated invariant: a sentence saying what broke.

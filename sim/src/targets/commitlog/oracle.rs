@@ -18,15 +18,13 @@ impl Workload {
         after_crash: bool,
     ) -> Result<Option<Commitlog>, Failure> {
         context.arm_crash_in_recovery(after_crash, 8);
-        let damage: Vec<(u64, FaultKind)> = context
-            .vfs
-            .damage()
-            .into_iter()
-            .filter_map(|damage| Some((segment_of(&damage.path)?, damage.kind)))
-            .collect();
+        let mut seen = Vec::new();
         let last_on_disk = files(context).0.last().copied();
         let mut mode = RecoveryMode::Strict;
         for _ in 0..OPEN_ATTEMPTS_MAX {
+            context.gather_damage(&mut seen);
+            let damage: Vec<(u64, FaultKind)> =
+                seen.iter().filter_map(|damage| Some((segment_of(&damage.path)?, damage.kind))).collect();
             let options = CommitlogOptions { recovery_mode: mode, ..self.options.clone() };
             context.trace(format_args!("op open {mode:?}"));
             match Commitlog::open(context.vfs_handle.clone(), DIRECTORY, options) {

@@ -17,9 +17,10 @@ impl Workload {
         after_crash: bool,
     ) -> Result<Option<Logstor>, Failure> {
         context.arm_crash_in_recovery(after_crash, 8);
-        let damaged = !context.vfs.damage().is_empty();
+        let mut seen = Vec::new();
         let mut mode = RecoveryMode::Strict;
         for attempt in 0..OPEN_ATTEMPTS_MAX {
+            context.gather_damage(&mut seen);
             if attempt >= OPEN_ATTEMPTS_MAX / 2 {
                 context.ease_io_errors();
             }
@@ -31,7 +32,7 @@ impl Workload {
                         fail!("open returned Ok although power failed during it");
                     }
                     context.vfs.disarm_crash();
-                    if !self.check_recovered(context, &store, damaged, after_crash)? {
+                    if !self.check_recovered(context, &store, !seen.is_empty(), after_crash)? {
                         // Damage met while reading back: open again, to report or repair it.
                         return Ok(None);
                     }
@@ -44,7 +45,7 @@ impl Workload {
                 }
                 Err(error @ Error::Io { .. }) => context.open_failed(&error, 2 * self.options.segment_size),
                 Err(Error::Corruption { file, offset, reason, .. }) if mode == RecoveryMode::Strict => {
-                    if !context.vfs.damage().iter().any(|damage| damage.path == file) {
+                    if !seen.iter().any(|damage| damage.path == file) {
                         fail!(
                             "strict open reported corruption in {} at {offset} ({reason}) with no damage there",
                             file.display()

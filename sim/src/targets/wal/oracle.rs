@@ -23,18 +23,18 @@ impl Workload {
     /// `None` if power failed during recovery; the caller crashes and tries again.
     pub(super) fn open_and_check(&mut self, context: &mut Context, after_crash: bool) -> Result<Option<Wal>, Failure> {
         context.arm_crash_in_recovery(after_crash, 6);
-        let damage: Vec<Damaged> = context
-            .vfs
-            .damage()
-            .into_iter()
-            .filter_map(|damage| {
-                let segment = segment_of(&damage.path)?;
-                Some(Damaged { segment, at: damage.offset..damage.offset + damage.length, kind: damage.kind })
-            })
-            .collect();
+        let mut seen = Vec::new();
         let last_on_disk = segments_on_disk(context).last().copied();
         let mut mode = RecoveryMode::Strict;
         for _ in 0..OPEN_ATTEMPTS_MAX {
+            context.gather_damage(&mut seen);
+            let damage: Vec<Damaged> = seen
+                .iter()
+                .filter_map(|damage| {
+                    let segment = segment_of(&damage.path)?;
+                    Some(Damaged { segment, at: damage.offset..damage.offset + damage.length, kind: damage.kind })
+                })
+                .collect();
             let options = WalOptions { recovery_mode: mode, ..self.geometry.options.clone() };
             context.trace(format_args!("op open {mode:?}"));
             match Wal::open(context.vfs_handle.clone(), DIRECTORY, options) {
