@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::faults::{FaultConfig, FaultCounts};
 // Re-exported: `RunOptions` names it, and `runner::Canary` was its path.
 pub use crate::harness::Canary;
-use crate::harness::{Context, Failure};
+use crate::harness::{self, Context, Failure};
 use crate::trace::Trace;
 use crate::{targets, SimClock, SimVfs};
 
@@ -106,9 +106,9 @@ pub fn run_seed(target: Target, seed: u64, options: &RunOptions) -> SeedOutcome 
     // a run of many seeds goes on and reports it (the default hook has printed where it was).
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match target {
         _ if options.canary == Some(Canary::Panic) && seed % 2 == 1 => panic!("the panic canary, seed {seed}"),
-        Target::Wal => targets::wal::run(&mut context),
-        Target::Commitlog => targets::commitlog::run(&mut context),
-        Target::Logstor => targets::logstor::run(&mut context),
+        Target::Wal => harness::run::<targets::wal::Workload>(&mut context),
+        Target::Commitlog => harness::run::<targets::commitlog::Workload>(&mut context),
+        Target::Logstor => harness::run::<targets::logstor::Workload>(&mut context),
     }));
     let result = run.unwrap_or_else(|payload| {
         let message = payload

@@ -8,25 +8,26 @@
 //! segment holding it (damage by rot in a sealed segment must be reported); and restoring from
 //! the latest valid snapshot plus replay gives exactly the model's state at the recovered end.
 //!
-//! Here: the swarm draw and the life loop; `workload.rs` draws and applies operations,
+//! Here: the swarm draw and the [`Target`] the harness's loop drives; `workload.rs` draws and applies operations,
 //! `model.rs` is the model datastore, `oracle.rs` checks every open and the final phase.
 
 mod model;
 mod oracle;
 mod workload;
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use ballast::commitlog::{format, Commitlog, CommitlogOptions, Retention};
-use ballast::RecoveryMode;
+use ballast::{Error, RecoveryMode};
 use rand::Rng;
 
-use crate::harness::{draw_faults, Canary, Context, Failure};
+use crate::faults::FaultConfig;
+use crate::harness::{self, draw_faults, Checked, Context, Failure, Opened, Step, Target};
+use crate::Damage;
 use model::Model;
-use workload::Step;
 
 const DIRECTORY: &str = "/commitlog";
-const OPEN_ATTEMPTS_MAX: u32 = 12;
 
 fn directory() -> PathBuf {
     PathBuf::from(DIRECTORY)
@@ -55,78 +56,107 @@ fn files(context: &Context) -> (Vec<u64>, Vec<u64>) {
     (segments, snapshots)
 }
 
-/// Runs the commitlog target. Returns the swarm description, with the failure if one was found.
-pub fn run(context: &mut Context) -> Result<String, (String, Failure)> {
-    let options = CommitlogOptions {
-        segment_size_max: context.rng.gen_range(256..=4096),
-        index_interval_bytes: context.rng.gen_range(64..=1024),
-        write_buffer_size: context.rng.gen_range(64..=2048),
-        snapshot_interval_transactions: context.rng.gen_range(5..=60),
-        snapshots_kept: context.rng.gen_range(1..=3),
-        retention: if context.rng.gen_bool(0.5) { Retention::KeepAll } else { Retention::RemoveBelowOldestSnapshot },
-        recovery_mode: RecoveryMode::Strict,
-    };
-    let batch_max = context.rng.gen_range(1..=8u64);
-    let mut faults = draw_faults(&mut context.rng, options.segment_size_max);
-    if context.canary == Some(Canary::LyingFsync) {
-        faults.lying_fsync = true;
-        faults.lost_unsynced = true;
-        faults.spurious_durability = 0.0;
-    }
-    let swarm = format!(
-        "target=commitlog seed={} ops={} segment_size_max={} index_interval={} write_buffer={} snapshot_interval={} \
-         snapshots_kept={} retention={:?} batch_max={batch_max} faults: {faults}",
-        context.seed,
-        context.ops_budget,
-        options.segment_size_max,
-        options.index_interval_bytes,
-        options.write_buffer_size,
-        options.snapshot_interval_transactions,
-        options.snapshots_kept,
-        options.retention,
-    );
-    context.trace(format_args!("swarm {swarm}"));
-    context.vfs.set_config(faults);
-    let mut workload = Workload { options, batch_max, model: Model::default() };
-    match workload.run(context) {
-        Ok(()) => Ok(swarm),
-        Err(failure) => Err((swarm, failure)),
-    }
-}
-
-struct Workload {
+pub(crate) struct Workload {
     options: CommitlogOptions,
     batch_max: u64,
     model: Model,
 }
 
-impl Workload {
-    fn run(&mut self, context: &mut Context) -> Result<(), Failure> {
-        let mut after_crash = false;
-        while context.ops < context.ops_budget {
-            let Some(mut log) = self.open_and_check(context, after_crash)? else {
-                after_crash = true;
-                continue;
-            };
-            let crash = self.life(context, &mut log)?;
-            drop(log);
-            after_crash = crash;
-            if crash {
-                self.crash(context);
-            }
-        }
-        self.final_phase(context)
+impl Target for Workload {
+    type Handle = Commitlog;
+    /// The last segment on disk before the open.
+    type BeforeOpen = Option<u64>;
+
+    const NAME: &'static str = "commitlog";
+    const NOUN: &'static str = "log";
+    const LIFE_CRASH_IO_CALLS: u64 = 10;
+    const RECOVERY_CRASH_IO_CALLS: u64 = 8;
+    const CLOSES_ON_REOPEN: bool = false;
+    const EASES_FAILING_OPENS: bool = false;
+    const RETRIES_REPAIR_ON_DAMAGE: bool = false;
+
+    fn draw(context: &mut Context) -> (Self, FaultConfig) {
+        let options = CommitlogOptions {
+            segment_size_max: context.rng.gen_range(256..=4096),
+            index_interval_bytes: context.rng.gen_range(64..=1024),
+            write_buffer_size: context.rng.gen_range(64..=2048),
+            snapshot_interval_transactions: context.rng.gen_range(5..=60),
+            snapshots_kept: context.rng.gen_range(1..=3),
+            retention: if context.rng.gen_bool(0.5) {
+                Retention::KeepAll
+            } else {
+                Retention::RemoveBelowOldestSnapshot
+            },
+            recovery_mode: RecoveryMode::Strict,
+        };
+        let batch_max = context.rng.gen_range(1..=8u64);
+        let faults = draw_faults(&mut context.rng, options.segment_size_max);
+        (Workload { options, batch_max, model: Model::default() }, faults)
     }
 
-    /// Cuts power, then rots what the oracle can hold the engine to: sealed segments (damage
-    /// there must be reported), index files (rebuilt from their segments), and snapshots that
-    /// restoring can do without (with retention on, never the oldest kept one).
-    fn crash(&mut self, context: &mut Context) {
-        context.trace(format_args!("op crash"));
-        context.crashes += 1;
-        context.vfs.crash();
+    fn describe(&self) -> String {
+        let options = &self.options;
+        format!(
+            "segment_size_max={} index_interval={} write_buffer={} snapshot_interval={} snapshots_kept={} \
+             retention={:?} batch_max={}",
+            options.segment_size_max,
+            options.index_interval_bytes,
+            options.write_buffer_size,
+            options.snapshot_interval_transactions,
+            options.snapshots_kept,
+            options.retention,
+            self.batch_max,
+        )
+    }
+
+    fn space_to_free(&self) -> u64 {
+        2 * self.options.segment_size_max
+    }
+
+    fn before_open(&self, context: &Context) -> Option<u64> {
+        files(context).0.last().copied()
+    }
+
+    fn open(&self, context: &Context, mode: RecoveryMode) -> ballast::Result<Commitlog> {
+        let options = CommitlogOptions { recovery_mode: mode, ..self.options.clone() };
+        Commitlog::open(context.vfs_handle.clone(), DIRECTORY, options)
+    }
+
+    fn explains_corruption(&self, damage: &[Damage], error: &Error) -> bool {
+        harness::damage_explains(damage, error, segment_of)
+    }
+
+    fn check_recovered(
+        &mut self,
+        context: &mut Context,
+        log: &Commitlog,
+        opened: &Opened<'_, Option<u64>>,
+    ) -> Result<Checked, Failure> {
+        self.check_open(context, log, opened).map(|()| Checked::Sound)
+    }
+
+    fn step(&mut self, context: &mut Context, log: &mut Commitlog) -> Result<Step, Failure> {
+        self.operate(context, log)
+    }
+
+    fn sync(log: &mut Commitlog) -> ballast::Result<()> {
+        log.sync()
+    }
+
+    fn close(log: Commitlog) -> ballast::Result<()> {
+        log.close()
+    }
+
+    fn closed(&mut self) {
+        self.model.synced = self.model.transactions.len() as u64;
+    }
+
+    /// What the oracle can hold the engine to: sealed segments (damage there must be
+    /// reported), index files (rebuilt from their segments), and snapshots that restoring can
+    /// do without (with retention on, never the oldest kept one).
+    fn rot_eligible(&self, context: &Context) -> Vec<(PathBuf, Range<u64>)> {
         let (segments, snapshots) = files(context);
-        let mut eligible: Vec<(PathBuf, std::ops::Range<u64>)> = Vec::new();
+        let mut eligible: Vec<(PathBuf, Range<u64>)> = Vec::new();
         if let Some((_, sealed)) = segments.split_last() {
             for &segment in sealed {
                 eligible.push((directory().join(format::segment_file_name(segment)), 0..u64::MAX));
@@ -142,30 +172,10 @@ impl Workload {
         for &offset in snapshots.iter().filter(|&&offset| Some(offset) != essential) {
             eligible.push((directory().join(format::snapshot_file_name(offset)), 0..u64::MAX));
         }
-        context.vfs.rot(&eligible);
+        eligible
     }
 
-    fn life(&mut self, context: &mut Context, log: &mut Commitlog) -> Result<bool, Failure> {
-        let plan = context.plan_life(10);
-        for step in 0..plan.length {
-            if context.ops >= context.ops_budget {
-                return Ok(true);
-            }
-            context.arm_planned_crash(&plan, step);
-            context.ops += 1;
-            let outcome = self.step(context, log)?;
-            if context.vfs.is_powered_off() {
-                return Ok(true);
-            }
-            match outcome {
-                Step::Continue => {}
-                Step::Poisoned => {
-                    context.expect_poisoned(log.sync(), "log")?;
-                    return Ok(context.rng.gen_bool(0.5));
-                }
-                Step::Reopen => return Ok(false),
-            }
-        }
-        Ok(true)
+    fn final_phase(&mut self, context: &mut Context, log: Commitlog) -> Result<(), Failure> {
+        self.final_work(context, log)
     }
 }

@@ -1,73 +1,26 @@
-//! The commitlog oracle: every open (strict, then repair), the checks of what it recovered
-//! against the model (offsets, commits, what was owed, restore from snapshot plus replay), the
+//! The commitlog oracle: the checks of what every open recovered against the model (offsets, commits, what was owed, restore from snapshot plus replay), the
 //! live read, and the fault-free final phase.
 
-use ballast::commitlog::{Commit, Commitlog, CommitlogOptions, RecoveryReport};
+use ballast::commitlog::{Commit, Commitlog, RecoveryReport};
 use ballast::{Error, RecoveryMode};
 
 use super::model::{apply, decode_state, ModelCommit, ModelSource, State};
-use super::{files, segment_of, Workload, DIRECTORY, OPEN_ATTEMPTS_MAX};
+use super::{segment_of, Workload};
 use crate::fail;
 use crate::faults::FaultKind;
-use crate::harness::{Context, Failure};
+use crate::harness::{self, Context, Failure, Opened};
 
 impl Workload {
-    pub(super) fn open_and_check(
-        &mut self,
-        context: &mut Context,
-        after_crash: bool,
-    ) -> Result<Option<Commitlog>, Failure> {
-        context.arm_crash_in_recovery(after_crash, 8);
-        let mut seen = Vec::new();
-        let last_on_disk = files(context).0.last().copied();
-        let mut mode = RecoveryMode::Strict;
-        for _ in 0..OPEN_ATTEMPTS_MAX {
-            context.gather_damage(&mut seen);
-            let damage: Vec<(u64, FaultKind)> =
-                seen.iter().filter_map(|damage| Some((segment_of(&damage.path)?, damage.kind))).collect();
-            let options = CommitlogOptions { recovery_mode: mode, ..self.options.clone() };
-            context.trace(format_args!("op open {mode:?}"));
-            match Commitlog::open(context.vfs_handle.clone(), DIRECTORY, options) {
-                Ok(log) => {
-                    if context.vfs.is_powered_off() {
-                        fail!("open returned Ok although power failed during it");
-                    }
-                    context.vfs.disarm_crash();
-                    self.check_recovered(context, &log, mode, &damage, last_on_disk, after_crash)?;
-                    return Ok(Some(log));
-                }
-                Err(_) if context.vfs.is_powered_off() => {
-                    context.note("crash_during_recovery");
-                    self.crash(context);
-                    return Ok(None);
-                }
-                Err(error @ Error::Io { .. }) => context.open_failed(&error, 2 * self.options.segment_size_max),
-                Err(Error::Corruption { segment, offset, reason, file }) if mode == RecoveryMode::Strict => {
-                    if !damage.iter().any(|&(damaged, _)| damaged == segment) {
-                        fail!(
-                            "strict open reported corruption in {} at offset {offset} ({reason}), but the disk \
-                             damaged nothing there (damage: {damage:?})",
-                            file.display()
-                        );
-                    }
-                    context.note("corruption_reported");
-                    mode = RecoveryMode::Repair;
-                }
-                Err(error) => fail!("open ({mode:?}) failed: {error}"),
-            }
-        }
-        fail!("open failed {OPEN_ATTEMPTS_MAX} times in a row")
-    }
-
-    fn check_recovered(
+    /// Checks what an open recovered against the model, and adopts it.
+    pub(super) fn check_open(
         &mut self,
         context: &mut Context,
         log: &Commitlog,
-        mode: RecoveryMode,
-        damage: &[(u64, FaultKind)],
-        last_on_disk: Option<u64>,
-        after_crash: bool,
+        opened: &Opened<'_, Option<u64>>,
     ) -> Result<(), Failure> {
+        let (mode, last_on_disk, after_crash) = (opened.mode, *opened.before, opened.after_crash);
+        let damage: Vec<(u64, FaultKind)> =
+            opened.damage.iter().filter_map(|damage| Some((segment_of(&damage.path)?, damage.kind))).collect();
         let report = log.recovery_report().clone();
         Self::note_report(context, &report, mode)?;
         let next = log.next_offset();
@@ -81,7 +34,7 @@ impl Workload {
             fail!("recovered offsets up to {next}, only {} were committed", self.model.transactions.len());
         }
         self.check_commits(&commits, start)?;
-        let owed = self.owed(damage, last_on_disk, mode)?;
+        let owed = self.owed(&damage, last_on_disk, mode)?;
         if next < owed {
             fail!("lost synced data: recovered up to offset {next}, {} were synced (owed {owed})", self.model.synced);
         }
@@ -127,17 +80,12 @@ impl Workload {
         Ok(())
     }
 
-    /// Reads the recovered commits from `start`, retrying after I/O errors; none if every
-    /// attempt failed so.
+    /// Reads the recovered commits from `start`, retrying after I/O errors.
     fn read_back(context: &mut Context, log: &Commitlog, start: u64) -> Result<Vec<Commit>, Failure> {
-        for _ in 0..OPEN_ATTEMPTS_MAX {
-            match log.commits_from(start).collect::<Result<Vec<_>, _>>() {
-                Ok(found) => return Ok(found),
-                Err(Error::Io { .. }) => context.note("read_retried"),
-                Err(error) => fail!("open succeeded but reading the log back failed: {error}"),
-            }
+        match harness::retry_reads(context, "reading the log back", || log.commits_from(start).collect())? {
+            Ok(commits) => Ok(commits),
+            Err(error) => fail!("open succeeded but reading the log back failed: {error}"),
         }
-        Ok(Vec::new())
     }
 
     /// Every recovered commit is contiguous, and exactly a commit that was made, with its epoch
@@ -249,35 +197,14 @@ impl Workload {
                     }
                     expected += 1;
                 }
-                Err(Error::Io { .. }) => {
-                    context.note("read_retried");
-                    return Ok(());
-                }
-                Err(Error::Corruption { segment, offset, .. }) => {
-                    let misdirected = context.vfs.damage().iter().any(|damage| {
-                        damage.kind == FaultKind::MisdirectedWrite && segment_of(&damage.path) == Some(segment)
-                    });
-                    if !misdirected {
-                        fail!("live read reported corruption in segment {segment} at {offset} with no damage there");
-                    }
-                    context.note("misdirected_write_detected");
-                    return Ok(());
-                }
-                Err(error) => fail!("live read failed: {error}"),
+                Err(error) => return harness::live_read_failed(context, error, segment_of),
             }
         }
         Ok(())
     }
 
     /// Liveness on a perfect disk: reopen, commit, rotate, snapshot, restore.
-    pub(super) fn final_phase(&mut self, context: &mut Context) -> Result<(), Failure> {
-        context.vfs.set_faults_enabled(false);
-        context.trace(format_args!("phase final"));
-        let mut log = loop {
-            if let Some(log) = self.open_and_check(context, true)? {
-                break log;
-            }
-        };
+    pub(super) fn final_work(&mut self, context: &mut Context, mut log: Commitlog) -> Result<(), Failure> {
         for _ in 0..20 {
             let next = self.model.transactions.len() as u64;
             let transaction = Self::draw_transaction(context);
@@ -294,7 +221,7 @@ impl Workload {
         if let Err(error) = log.close() {
             fail!("close on a perfect disk failed: {error}");
         }
-        if self.open_and_check(context, false)?.is_none() {
+        if harness::open_and_check(self, context, false)?.is_none() {
             fail!("power failed on a perfect disk");
         }
         Ok(())

@@ -9,14 +9,7 @@ use rand::Rng;
 use super::model::{ModelCommit, ModelSource};
 use super::{segment_of, Workload};
 use crate::fail;
-use crate::harness::{Context, Failure};
-
-/// What the life does after a step.
-pub(super) enum Step {
-    Continue,
-    Poisoned,
-    Reopen,
-}
+use crate::harness::{Context, Failure, Step};
 
 impl Workload {
     pub(super) fn draw_transaction(context: &mut Context) -> Vec<u8> {
@@ -34,15 +27,8 @@ impl Workload {
         transaction
     }
 
-    fn on_error(result: Result<(), Error>, what: &str) -> Result<Step, Failure> {
-        match result {
-            Ok(()) => Ok(Step::Continue),
-            Err(Error::Io { .. }) => Ok(Step::Poisoned),
-            Err(error) => fail!("{what} failed: {error}"),
-        }
-    }
-
-    pub(super) fn step(&mut self, context: &mut Context, log: &mut Commitlog) -> Result<Step, Failure> {
+    /// Draws one operation and applies it.
+    pub(super) fn operate(&mut self, context: &mut Context, log: &mut Commitlog) -> Result<Step, Failure> {
         let next = self.model.transactions.len() as u64;
         if log.next_offset() != next {
             fail!("the log expects offset {} but {next} transactions were committed", log.next_offset());
@@ -51,7 +37,7 @@ impl Workload {
             0..=44 => self.commit(context, log, next),
             45..=54 => {
                 context.trace(format_args!("op flush"));
-                Self::on_error(log.flush(), "flush")
+                Step::after(log.flush(), "flush")
             }
             55..=69 => {
                 context.trace(format_args!("op sync"));
@@ -106,7 +92,7 @@ impl Workload {
             self.model.commits.push(ModelCommit { first_offset: next, count, epoch: self.model.epoch });
             self.model.transactions.extend(transactions);
         }
-        Self::on_error(result, "commit")
+        Step::after(result, "commit")
     }
 
     /// After a sync or a rotation: on success everything below `next` is durable.
@@ -114,7 +100,7 @@ impl Workload {
         if result.is_ok() {
             self.model.synced = next;
         }
-        Self::on_error(result, what)
+        Step::after(result, what)
     }
 
     /// Raises the epoch by a drawn amount, or now and then tries to lower it, which must be

@@ -8,7 +8,7 @@ use rand::Rng;
 
 use super::{directory, Workload};
 use crate::fail;
-use crate::harness::{Context, Failure};
+use crate::harness::{self, Context, Failure};
 
 /// The write-path phase writes this many segments' worth of keys and values, in at most
 /// `WRITE_PATH_OPS_MAX` operations (tiny values would take tens of thousands).
@@ -20,14 +20,7 @@ const WRITE_PATH_SEEDS_ONE_IN: u32 = 10;
 impl Workload {
     /// Liveness on a perfect disk: reopen, write, run maintenance to quiescence, check every
     /// sealed segment and that the space used is bounded by the live data.
-    pub(super) fn final_phase(&mut self, context: &mut Context) -> Result<(), Failure> {
-        context.vfs.set_faults_enabled(false);
-        context.trace(format_args!("phase final"));
-        let mut store = loop {
-            if let Some(store) = self.open_and_check(context, true)? {
-                break store;
-            }
-        };
+    pub(super) fn final_work(&mut self, context: &mut Context, mut store: Logstor) -> Result<(), Failure> {
         // Four fifths of a seed's time went to this phase when every seed ran it; one seed in
         // ten still runs it a hundred thousand times in a sweep of a million.
         if context.rng.gen_ratio(1, WRITE_PATH_SEEDS_ONE_IN) {
@@ -72,7 +65,9 @@ impl Workload {
             Ok(report) => fail!("verify after a close on a perfect disk: {report:?}"),
             Err(error) => fail!("verify failed on a perfect disk: {error}"),
         }
-        let Some(store) = self.open_and_check(context, false)? else { fail!("power failed on a perfect disk") };
+        let Some(store) = harness::open_and_check(self, context, false)? else {
+            fail!("power failed on a perfect disk")
+        };
         let sealed = store.recovery_report().torn_segments_sealed;
         if sealed > 0 {
             fail!("the open after a close sealed {sealed} torn segments");

@@ -17,7 +17,7 @@
 //! data; then it closes the store and requires `verify` to find no torn segment and no problem,
 //! and the reopen to seal nothing.
 //!
-//! Here: the swarm draw and the life loop; `workload.rs` draws and applies operations,
+//! Here: the swarm draw and the [`Target`] the harness's loop drives; `workload.rs` draws and applies operations,
 //! `model.rs` holds each key's versions, `oracle.rs` checks every open and every seal, and
 //! `final_phase.rs` runs the fault-free final phase.
 
@@ -26,168 +26,140 @@ mod model;
 mod oracle;
 mod workload;
 
+use std::ops::Range;
 use std::path::PathBuf;
 
 use ballast::logstor::{format, Logstor, LogstorOptions};
 use ballast::{Error, RecoveryMode};
 use rand::Rng;
 
-use crate::fail;
-use crate::harness::{draw_faults, Canary, Context, Failure};
+use crate::faults::FaultConfig;
+use crate::harness::{draw_faults, Checked, Context, Failure, Opened, Step, Target};
+use crate::Damage;
 use model::Model;
-use workload::Step;
 
 const DIRECTORY: &str = "/logstor";
-const OPEN_ATTEMPTS_MAX: u32 = 12;
 
-/// Runs the logstor target. Returns the swarm description, with the failure if one was found.
-pub fn run(context: &mut Context) -> Result<String, (String, Failure)> {
-    let segment_size = 4096 * context.rng.gen_range(4..=12u64);
-    let mut options = LogstorOptions {
-        segment_size,
-        segments_per_file: context.rng.gen_range(2..=8),
-        files_max: 64,
-        write_buffer_size: 4096 * context.rng.gen_range(1..=3usize),
-        groups_count: context.rng.gen_range(1..=4),
-        compaction_batch_max: context.rng.gen_range(2..=4),
-        recovery_mode: RecoveryMode::Strict,
-        read_cache_size: 0,
-    };
-    let keys_count = context.rng.gen_range(4..=80u64);
-    let value_length_max = context.rng.gen_range(8..=usize::try_from(segment_size / 4).expect("fits"));
-    let mut faults = draw_faults(&mut context.rng, segment_size * options.segments_per_file);
-    if context.canary == Some(Canary::LyingFsync) {
-        faults.lying_fsync = true;
-        faults.lost_unsynced = true;
-        faults.spurious_durability = 0.0;
-    }
-    // Off, or small enough that eviction is constant.
-    options.read_cache_size = [0, 4096, 4 * 4096, 64 * 4096][context.rng.gen_range(0..4)];
-    let swarm = format!(
-        "target=logstor seed={} ops={} segment_size={segment_size} segments_per_file={} write_buffer={} groups={} \
-         compaction_batch_max={} read_cache={} keys={keys_count} value_length_max={value_length_max} faults: {faults}",
-        context.seed,
-        context.ops_budget,
-        options.segments_per_file,
-        options.write_buffer_size,
-        options.groups_count,
-        options.compaction_batch_max,
-        options.read_cache_size,
-    );
-    context.trace(format_args!("swarm {swarm}"));
-    context.vfs.set_config(faults);
-    let mut workload = Workload { options, keys_count, value_length_max, model: Model::default() };
-    match workload.run(context) {
-        Ok(()) => Ok(swarm),
-        Err(failure) => Err((swarm, failure)),
-    }
-}
-
-struct Workload {
+pub(crate) struct Workload {
     options: LogstorOptions,
     keys_count: u64,
     value_length_max: usize,
     model: Model,
 }
 
-/// How a life of the store ended.
-enum End {
-    /// Power failed, or the life chose to cut it.
-    Crash,
-    /// Dropped without `close`: like a process that exits, everything synced stays.
-    Drop,
-    /// Closed with `close`.
-    Close,
-}
-
 fn directory() -> PathBuf {
     PathBuf::from(DIRECTORY)
 }
 
-impl Workload {
-    fn run(&mut self, context: &mut Context) -> Result<(), Failure> {
-        let mut after_crash = false;
-        let mut failed_opens = 0;
-        while context.ops < context.ops_budget {
-            let Some(mut store) = self.open_and_check(context, after_crash)? else {
-                failed_opens += 1;
-                if failed_opens > OPEN_ATTEMPTS_MAX {
-                    fail!("the store could not be reopened {OPEN_ATTEMPTS_MAX} times in a row");
-                }
-                after_crash = true;
-                continue;
-            };
-            failed_opens = 0;
-            let crash = match self.life(context, &mut store)? {
-                End::Crash => true,
-                End::Drop => false,
-                End::Close => self.close(context, store)?,
-            };
-            after_crash = crash;
-            if crash {
-                self.crash(context);
-            }
-        }
-        self.final_phase(context)
+impl Target for Workload {
+    type Handle = Logstor;
+    type BeforeOpen = ();
+
+    const NAME: &'static str = "logstor";
+    const NOUN: &'static str = "store";
+    const LIFE_CRASH_IO_CALLS: u64 = 12;
+    const RECOVERY_CRASH_IO_CALLS: u64 = 8;
+    const CLOSES_ON_REOPEN: bool = true;
+    /// An open syncs every data file and seals what was torn: 20 syncs and more (seed 3040).
+    const EASES_FAILING_OPENS: bool = true;
+    const RETRIES_REPAIR_ON_DAMAGE: bool = true;
+
+    fn draw(context: &mut Context) -> (Self, FaultConfig) {
+        let segment_size = 4096 * context.rng.gen_range(4..=12u64);
+        let mut options = LogstorOptions {
+            segment_size,
+            segments_per_file: context.rng.gen_range(2..=8),
+            files_max: 64,
+            write_buffer_size: 4096 * context.rng.gen_range(1..=3usize),
+            groups_count: context.rng.gen_range(1..=4),
+            compaction_batch_max: context.rng.gen_range(2..=4),
+            recovery_mode: RecoveryMode::Strict,
+            read_cache_size: 0,
+        };
+        let keys_count = context.rng.gen_range(4..=80u64);
+        let value_length_max = context.rng.gen_range(8..=usize::try_from(segment_size / 4).expect("fits"));
+        let faults = draw_faults(&mut context.rng, segment_size * options.segments_per_file);
+        // Off, or small enough that eviction is constant.
+        options.read_cache_size = [0, 4096, 4 * 4096, 64 * 4096][context.rng.gen_range(0..4)];
+        (Workload { options, keys_count, value_length_max, model: Model::default() }, faults)
     }
 
-    /// Cuts power, then rots data files anywhere: damage the format cannot see (in free or
-    /// stale space) changes nothing, and damage it can see must never be returned as data.
-    fn crash(&mut self, context: &mut Context) {
-        context.trace(format_args!("op crash"));
-        context.crashes += 1;
-        context.vfs.crash();
-        let eligible: Vec<(PathBuf, std::ops::Range<u64>)> = context
+    fn describe(&self) -> String {
+        let options = &self.options;
+        format!(
+            "segment_size={} segments_per_file={} write_buffer={} groups={} compaction_batch_max={} \
+             read_cache={} keys={} value_length_max={}",
+            options.segment_size,
+            options.segments_per_file,
+            options.write_buffer_size,
+            options.groups_count,
+            options.compaction_batch_max,
+            options.read_cache_size,
+            self.keys_count,
+            self.value_length_max,
+        )
+    }
+
+    fn space_to_free(&self) -> u64 {
+        2 * self.options.segment_size
+    }
+
+    fn before_open(&self, _context: &Context) {}
+
+    fn open(&self, context: &Context, mode: RecoveryMode) -> ballast::Result<Logstor> {
+        let options = LogstorOptions { recovery_mode: mode, ..self.options.clone() };
+        Logstor::open(context.vfs_handle.clone(), DIRECTORY, options)
+    }
+
+    fn explains_corruption(&self, damage: &[Damage], error: &Error) -> bool {
+        let Error::Corruption { file, .. } = error else { return false };
+        damage.iter().any(|damage| damage.path == *file)
+    }
+
+    fn check_recovered(
+        &mut self,
+        context: &mut Context,
+        store: &Logstor,
+        opened: &Opened<'_, ()>,
+    ) -> Result<Checked, Failure> {
+        let sound = self.check_open(context, store, !opened.damage.is_empty(), opened.after_crash)?;
+        Ok(if sound { Checked::Sound } else { Checked::Reopen })
+    }
+
+    fn step(&mut self, context: &mut Context, store: &mut Logstor) -> Result<Step, Failure> {
+        self.operate(context, store)
+    }
+
+    /// The closed-segment check, on every segment sealed since the last.
+    fn after_step(&mut self, context: &mut Context, store: &mut Logstor) -> Result<(), Failure> {
+        self.check_sealed(context, store)
+    }
+
+    fn sync(store: &mut Logstor) -> ballast::Result<()> {
+        store.sync()
+    }
+
+    fn close(store: Logstor) -> ballast::Result<()> {
+        store.close()
+    }
+
+    fn closed(&mut self) {
+        self.model.sync_all();
+    }
+
+    /// Data files anywhere: damage the format cannot see (in free or stale space) changes
+    /// nothing, and damage it can see must never be returned as data.
+    fn rot_eligible(&self, context: &Context) -> Vec<(PathBuf, Range<u64>)> {
+        context
             .vfs
             .current_names(&directory())
             .into_iter()
             .filter(|name| format::parse_data_file_name(name).is_some())
             .map(|name| (directory().join(name), 0..u64::MAX))
-            .collect();
-        context.vfs.rot(&eligible);
+            .collect()
     }
 
-    fn life(&mut self, context: &mut Context, store: &mut Logstor) -> Result<End, Failure> {
-        let plan = context.plan_life(12);
-        for step in 0..plan.length {
-            if context.ops >= context.ops_budget {
-                return Ok(End::Crash);
-            }
-            context.arm_planned_crash(&plan, step);
-            context.ops += 1;
-            let outcome = self.step(context, store)?;
-            if context.vfs.is_powered_off() {
-                return Ok(End::Crash);
-            }
-            self.check_sealed(context, store)?;
-            match outcome {
-                Step::Continue => {}
-                Step::Poisoned => {
-                    context.expect_poisoned(store.sync(), "store")?;
-                    return Ok(if context.rng.gen_bool(0.5) { End::Crash } else { End::Drop });
-                }
-                Step::Reopen => return Ok(if context.rng.gen_bool(0.5) { End::Close } else { End::Drop }),
-            }
-        }
-        Ok(End::Crash)
-    }
-
-    /// Closes the store; whether the reopen comes after a crash. A close that returns makes
-    /// every write durable; one that fails leaves the store as a failed sync does.
-    fn close(&mut self, context: &mut Context, store: Logstor) -> Result<bool, Failure> {
-        context.trace(format_args!("op close"));
-        let result = store.close();
-        if context.vfs.is_powered_off() {
-            return Ok(true);
-        }
-        match result {
-            Ok(()) => {
-                self.model.sync_all();
-                context.note("closed");
-                Ok(false)
-            }
-            Err(Error::Io { .. }) => Ok(context.rng.gen_bool(0.5)),
-            Err(error) => fail!("close failed: {error}"),
-        }
+    fn final_phase(&mut self, context: &mut Context, store: Logstor) -> Result<(), Failure> {
+        self.final_work(context, store)
     }
 }

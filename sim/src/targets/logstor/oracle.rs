@@ -3,72 +3,17 @@
 
 use std::collections::BTreeMap;
 
-use ballast::logstor::{format, Logstor, LogstorOptions};
-use ballast::{Error, RecoveryMode};
+use ballast::logstor::{format, Logstor};
+use ballast::Error;
 
-use super::{directory, Workload, DIRECTORY, OPEN_ATTEMPTS_MAX};
+use super::{directory, Workload};
 use crate::fail;
-use crate::harness::{Context, Failure};
+use crate::harness::{self, Context, Failure};
 
 impl Workload {
-    pub(super) fn open_and_check(
-        &mut self,
-        context: &mut Context,
-        after_crash: bool,
-    ) -> Result<Option<Logstor>, Failure> {
-        context.arm_crash_in_recovery(after_crash, 8);
-        let mut seen = Vec::new();
-        let mut mode = RecoveryMode::Strict;
-        for attempt in 0..OPEN_ATTEMPTS_MAX {
-            context.gather_damage(&mut seen);
-            if attempt >= OPEN_ATTEMPTS_MAX / 2 {
-                context.ease_io_errors();
-            }
-            let options = LogstorOptions { recovery_mode: mode, ..self.options.clone() };
-            context.trace(format_args!("op open {mode:?}"));
-            match Logstor::open(context.vfs_handle.clone(), DIRECTORY, options) {
-                Ok(store) => {
-                    if context.vfs.is_powered_off() {
-                        fail!("open returned Ok although power failed during it");
-                    }
-                    context.vfs.disarm_crash();
-                    if !self.check_recovered(context, &store, !seen.is_empty(), after_crash)? {
-                        // Damage met while reading back: open again, to report or repair it.
-                        return Ok(None);
-                    }
-                    return Ok(Some(store));
-                }
-                Err(_) if context.vfs.is_powered_off() => {
-                    context.note("crash_during_recovery");
-                    self.crash(context);
-                    return Ok(None);
-                }
-                Err(error @ Error::Io { .. }) => context.open_failed(&error, 2 * self.options.segment_size),
-                Err(Error::Corruption { file, offset, reason, .. }) if mode == RecoveryMode::Strict => {
-                    if !seen.iter().any(|damage| damage.path == file) {
-                        fail!(
-                            "strict open reported corruption in {} at {offset} ({reason}) with no damage there",
-                            file.display()
-                        );
-                    }
-                    context.note("corruption_reported");
-                    mode = RecoveryMode::Repair;
-                }
-                Err(Error::Corruption { file, .. })
-                    if context.vfs.damage().iter().any(|damage| damage.path == file) =>
-                {
-                    // The repair's own writes met the failing disk; open again.
-                    context.note("repair_retried");
-                }
-                Err(error) => fail!("open ({mode:?}) failed: {error}"),
-            }
-        }
-        fail!("open failed {OPEN_ATTEMPTS_MAX} times in a row")
-    }
-
     /// Checks the recovered store against the model; `false` when reading it back met damage
     /// the disk caused, so the open must be repeated.
-    fn check_recovered(
+    pub(super) fn check_open(
         &mut self,
         context: &mut Context,
         store: &Logstor,
@@ -87,23 +32,17 @@ impl Workload {
         }
         // Damage done during the open counts too: recovery's own writes can be misdirected.
         let lenient = damaged || report.repair.is_some() || !context.vfs.damage().is_empty();
-        let mut recovered = BTreeMap::new();
-        for _ in 0..OPEN_ATTEMPTS_MAX {
-            match store.scan().collect::<Result<BTreeMap<_, _>, _>>() {
-                Ok(found) => {
-                    recovered = found;
-                    break;
-                }
-                Err(Error::Io { .. }) => context.note("read_retried"),
-                Err(Error::Corruption { .. }) if !context.vfs.damage().is_empty() => {
-                    // A write the disk misdirected (recovery's own, even) damaged what the index
-                    // points to; nothing is returned as data, and the next open reports it.
-                    context.note("scan_met_damage");
-                    return Ok(false);
-                }
-                Err(error) => fail!("open succeeded but scanning failed: {error}"),
+        let scanned = harness::retry_reads(context, "scanning the store", || store.scan().collect())?;
+        let recovered: BTreeMap<Vec<u8>, Vec<u8>> = match scanned {
+            Ok(found) => found,
+            Err(Error::Corruption { .. }) if !context.vfs.damage().is_empty() => {
+                // A write the disk misdirected (recovery's own, even) damaged what the index
+                // points to; nothing is returned as data, and the next open reports it.
+                context.note("scan_met_damage");
+                return Ok(false);
             }
-        }
+            Err(error) => fail!("open succeeded but scanning failed: {error}"),
+        };
         for key in recovered.keys() {
             if !self.model.keys.contains_key(key) {
                 fail!("recovered key {:?} that was never written", String::from_utf8_lossy(key));

@@ -11,14 +11,7 @@ use rand::Rng;
 use super::model::History;
 use super::Workload;
 use crate::fail;
-use crate::harness::{Context, Failure};
-
-/// What the life does after a step.
-pub(super) enum Step {
-    Continue,
-    Poisoned,
-    Reopen,
-}
+use crate::harness::{Context, Failure, Step};
 
 impl Workload {
     pub(super) fn draw_key(&self, context: &mut Context) -> Vec<u8> {
@@ -32,14 +25,6 @@ impl Workload {
         value[..8].copy_from_slice(&self.model.next_value.to_le_bytes());
         self.model.next_value += 1;
         value
-    }
-
-    fn on_error(result: Result<(), Error>, what: &str) -> Result<Step, Failure> {
-        match result {
-            Ok(()) => Ok(Step::Continue),
-            Err(Error::Io { .. }) => Ok(Step::Poisoned),
-            Err(error) => fail!("{what} failed: {error}"),
-        }
     }
 
     /// A put or delete may reclaim space first, and reading a segment for that may meet damage
@@ -64,11 +49,12 @@ impl Workload {
                 context.note("write_reclaim_met_damage");
                 Ok(Step::Poisoned)
             }
-            result => Self::on_error(result, what),
+            result => Step::after(result, what),
         }
     }
 
-    pub(super) fn step(&mut self, context: &mut Context, store: &mut Logstor) -> Result<Step, Failure> {
+    /// Draws one operation and applies it.
+    pub(super) fn operate(&mut self, context: &mut Context, store: &mut Logstor) -> Result<Step, Failure> {
         match context.rng.gen_range(0..100) {
             0..=39 => self.put(context, store),
             40..=51 => self.delete(context, store),
@@ -79,13 +65,13 @@ impl Workload {
                 if result.is_ok() {
                     self.model.sync_all();
                 }
-                Self::on_error(result, "sync")
+                Step::after(result, "sync")
             }
             72..=79 => Self::compact_step(context, store),
             80..=88 => Self::separator_step(context, store),
             89..=92 => {
                 context.trace(format_args!("op seal mixed"));
-                Self::on_error(store.seal_mixed(), "seal_mixed")
+                Step::after(store.seal_mixed(), "seal_mixed")
             }
             93..=94 => self.drop_group(context, store),
             95..=97 => self.scan(context, store),

@@ -7,25 +7,26 @@
 //! (then only records before the damage are owed, and damage in a sealed segment must be
 //! reported); a repair that drops synced records says so.
 //!
-//! Here: the swarm draw and the life loop; `workload.rs` draws and applies operations,
+//! Here: the swarm draw and the [`Target`] the harness's loop drives; `workload.rs` draws and applies operations,
 //! `model.rs` holds what was appended, `oracle.rs` checks every open and the final phase.
 
 mod model;
 mod oracle;
 mod workload;
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use ballast::wal::{self, RecoveryMode, Wal, WalOptions};
+use ballast::Error;
 use rand::Rng;
 
-use crate::harness::{draw_faults, Canary, Context, Failure};
+use crate::faults::FaultConfig;
+use crate::harness::{self, draw_faults, Checked, Context, Failure, Opened, Step, Target};
+use crate::Damage;
 use model::Model;
-use workload::Step;
 
 const DIRECTORY: &str = "/wal";
-/// Bound on attempts to open after transient failures.
-const OPEN_ATTEMPTS_MAX: u32 = 12;
 
 struct Geometry {
     options: WalOptions,
@@ -53,118 +54,120 @@ fn recycled_on_disk(context: &Context) -> usize {
     context.vfs.current_names(&directory()).iter().filter(|name| wal::parse_recycle_file_name(name).is_some()).count()
 }
 
-/// Runs the WAL target. Returns the swarm description, with the failure if one was found.
-pub fn run(context: &mut Context) -> Result<String, (String, Failure)> {
-    let page_size = [128u32, 256, 512, 1024, 4096][context.rng.gen_range(0..5)];
-    let segment_size = u64::from(page_size) * context.rng.gen_range(2..=12);
-    let mut geometry = Geometry {
-        options: WalOptions {
-            segment_size,
-            page_size,
-            recovery_mode: RecoveryMode::Strict,
-            preallocate: 0,
-            recycle_segments: 0,
-        },
-        batch_max: context.rng.gen_range(1..=8),
-        large_record_percent: context.rng.gen_range(0..=20),
-    };
-    let mut faults = draw_faults(&mut context.rng, segment_size);
-    // Preallocation off (the file grows with every write), a page at a time, or the whole
-    // segment at its first write: each changes which writes grow the file.
-    geometry.options.preallocate = [0, u64::from(page_size), segment_size][context.rng.gen_range(0..3)];
-    // Truncated segments' files removed, or kept and reused: a reused file holds another
-    // segment's valid-looking fragments after the records, for recovery to tell apart.
-    geometry.options.recycle_segments = [0, 1, 2, 4][context.rng.gen_range(0..4)];
-    if context.canary == Some(Canary::LyingFsync) {
-        faults.lying_fsync = true;
-        faults.lost_unsynced = true;
-        faults.spurious_durability = 0.0;
-    }
-    let swarm = format!(
-        "target=wal seed={} ops={} page_size={page_size} segment_size={segment_size} preallocate={} recycle_segments={} batch_max={} large_records={}% faults: {faults}",
-        context.seed, context.ops_budget, geometry.options.preallocate, geometry.options.recycle_segments, geometry.batch_max, geometry.large_record_percent
-    );
-    context.trace(format_args!("swarm {swarm}"));
-    context.vfs.set_config(faults);
-    let mut workload = Workload { geometry, model: Model::default() };
-    match workload.run(context) {
-        Ok(()) => Ok(swarm),
-        Err(failure) => Err((swarm, failure)),
-    }
-}
-
-struct Workload {
+pub(crate) struct Workload {
     geometry: Geometry,
     model: Model,
 }
 
-/// How a life ended.
-enum LifeEnd {
-    Crash,
-    CleanReopen,
-}
+impl Target for Workload {
+    type Handle = Wal;
+    /// The last segment on disk before the open.
+    type BeforeOpen = Option<u64>;
 
-impl Workload {
-    fn run(&mut self, context: &mut Context) -> Result<(), Failure> {
-        let mut after_crash = false;
-        while context.ops < context.ops_budget {
-            let Some(mut wal) = self.open_and_check(context, after_crash)? else {
-                after_crash = true;
-                continue;
-            };
-            let end = self.life(context, &mut wal)?;
-            drop(wal);
-            after_crash = matches!(end, LifeEnd::Crash);
-            if after_crash {
-                self.crash(context);
-            }
-        }
-        self.final_phase(context)
-    }
+    const NAME: &'static str = "wal";
+    const NOUN: &'static str = "log";
+    const LIFE_CRASH_IO_CALLS: u64 = 8;
+    const RECOVERY_CRASH_IO_CALLS: u64 = 6;
+    const CLOSES_ON_REOPEN: bool = false;
+    const EASES_FAILING_OPENS: bool = false;
+    /// A repair that meets damage again is the bug class of wal seeds 0000 and 0468.
+    const RETRIES_REPAIR_ON_DAMAGE: bool = false;
 
-    /// Cuts power and rots what is eligible: bytes of sealed segments only, because damage to
-    /// synced bytes at the end of the last segment cannot be told from a torn write (the WAL
-    /// module docs say so), and the oracle demands detection of everything it rots.
-    fn crash(&mut self, context: &mut Context) {
-        context.trace(format_args!("op crash"));
-        context.crashes += 1;
-        context.vfs.crash();
-        let segments = segments_on_disk(context);
-        let eligible: Vec<(PathBuf, std::ops::Range<u64>)> = match segments.split_last() {
-            Some((_, sealed)) => {
-                sealed.iter().map(|&segment| (directory().join(wal::segment_file_name(segment)), 0..u64::MAX)).collect()
-            }
-            None => Vec::new(),
+    fn draw(context: &mut Context) -> (Self, FaultConfig) {
+        let page_size = [128u32, 256, 512, 1024, 4096][context.rng.gen_range(0..5)];
+        let segment_size = u64::from(page_size) * context.rng.gen_range(2..=12);
+        let mut geometry = Geometry {
+            options: WalOptions {
+                segment_size,
+                page_size,
+                recovery_mode: RecoveryMode::Strict,
+                preallocate: 0,
+                recycle_segments: 0,
+            },
+            batch_max: context.rng.gen_range(1..=8),
+            large_record_percent: context.rng.gen_range(0..=20),
         };
-        context.vfs.rot(&eligible);
+        let faults = draw_faults(&mut context.rng, segment_size);
+        // Preallocation off (the file grows with every write), a page at a time, or the whole
+        // segment at its first write: each changes which writes grow the file.
+        geometry.options.preallocate = [0, u64::from(page_size), segment_size][context.rng.gen_range(0..3)];
+        // Truncated segments' files removed, or kept and reused: a reused file holds another
+        // segment's valid-looking fragments after the records, for recovery to tell apart.
+        geometry.options.recycle_segments = [0, 1, 2, 4][context.rng.gen_range(0..4)];
+        (Workload { geometry, model: Model::default() }, faults)
     }
 
-    /// One life: operations until a crash point, a poisoned handle, or a clean reopen.
-    fn life(&mut self, context: &mut Context, wal: &mut Wal) -> Result<LifeEnd, Failure> {
-        let plan = context.plan_life(8);
-        for step in 0..plan.length {
-            if context.ops >= context.ops_budget {
-                return Ok(LifeEnd::Crash);
-            }
-            context.arm_planned_crash(&plan, step);
-            context.ops += 1;
-            let recycled_before = recycled_on_disk(context);
-            let outcome = self.step(context, wal)?;
-            if recycled_on_disk(context) < recycled_before {
-                context.note("wal_segment_file_reused");
-            }
-            if context.vfs.is_powered_off() {
-                return Ok(LifeEnd::Crash);
-            }
-            match outcome {
-                Step::Continue => {}
-                Step::Poisoned => {
-                    context.expect_poisoned(wal.sync(), "log")?;
-                    return Ok(if context.rng.gen_bool(0.5) { LifeEnd::Crash } else { LifeEnd::CleanReopen });
-                }
-                Step::Reopen => return Ok(LifeEnd::CleanReopen),
-            }
+    fn describe(&self) -> String {
+        let (options, geometry) = (&self.geometry.options, &self.geometry);
+        format!(
+            "page_size={} segment_size={} preallocate={} recycle_segments={} batch_max={} large_records={}%",
+            options.page_size,
+            options.segment_size,
+            options.preallocate,
+            options.recycle_segments,
+            geometry.batch_max,
+            geometry.large_record_percent
+        )
+    }
+
+    fn space_to_free(&self) -> u64 {
+        2 * self.geometry.options.segment_size
+    }
+
+    fn before_open(&self, context: &Context) -> Option<u64> {
+        segments_on_disk(context).last().copied()
+    }
+
+    fn open(&self, context: &Context, mode: RecoveryMode) -> ballast::Result<Wal> {
+        let options = WalOptions { recovery_mode: mode, ..self.geometry.options.clone() };
+        Wal::open(context.vfs_handle.clone(), DIRECTORY, options)
+    }
+
+    fn explains_corruption(&self, damage: &[Damage], error: &Error) -> bool {
+        harness::damage_explains(damage, error, segment_of)
+    }
+
+    fn check_recovered(
+        &mut self,
+        context: &mut Context,
+        wal: &Wal,
+        opened: &Opened<'_, Option<u64>>,
+    ) -> Result<Checked, Failure> {
+        self.check_open(context, wal, opened).map(|()| Checked::Sound)
+    }
+
+    /// One operation; a truncation that reused a segment's file is noted.
+    fn step(&mut self, context: &mut Context, wal: &mut Wal) -> Result<Step, Failure> {
+        let recycled_before = recycled_on_disk(context);
+        let outcome = self.operate(context, wal)?;
+        if recycled_on_disk(context) < recycled_before {
+            context.note("wal_segment_file_reused");
         }
-        Ok(LifeEnd::Crash)
+        Ok(outcome)
+    }
+
+    fn sync(wal: &mut Wal) -> ballast::Result<()> {
+        wal.sync()
+    }
+
+    fn close(wal: Wal) -> ballast::Result<()> {
+        wal.close()
+    }
+
+    fn closed(&mut self) {
+        self.model.all_synced();
+    }
+
+    /// Bytes of sealed segments only, because damage to synced bytes at the end of the last
+    /// segment cannot be told from a torn write (the WAL module docs say so), and the oracle
+    /// demands detection of everything it rots.
+    fn rot_eligible(&self, context: &Context) -> Vec<(PathBuf, Range<u64>)> {
+        let segments = segments_on_disk(context);
+        let Some((_, sealed)) = segments.split_last() else { return Vec::new() };
+        sealed.iter().map(|&segment| (directory().join(wal::segment_file_name(segment)), 0..u64::MAX)).collect()
+    }
+
+    fn final_phase(&mut self, context: &mut Context, wal: Wal) -> Result<(), Failure> {
+        self.final_work(context, wal)
     }
 }

@@ -21,6 +21,13 @@ pub(super) struct Model {
 }
 
 impl Model {
+    /// A sync or a close returned: every record is durable.
+    pub(super) fn all_synced(&mut self) {
+        for record in &mut self.records {
+            record.synced = true;
+        }
+    }
+
     /// Takes what an open read back as the truth: the records beyond it are gone, and each kept
     /// one is where it was read; after a crash everything read back is on the durable image.
     pub(super) fn adopt(&mut self, recovered: &[(Position, Vec<u8>)], after_crash: bool) {

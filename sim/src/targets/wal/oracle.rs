@@ -1,14 +1,14 @@
-//! The WAL oracle: every open (strict, then repair), the checks of what it recovered against
-//! the model, the live read, and the fault-free final phase.
+//! The WAL oracle: the checks of what every open recovered against the model, the live read,
+//! and the fault-free final phase.
 
-use ballast::wal::{self, Position, RecoveryMode, RecoveryReport, Wal, WalOptions};
+use ballast::wal::{self, Position, RecoveryMode, RecoveryReport, Wal};
 use ballast::Error;
 
 use super::model::Expected;
-use super::{directory, segment_of, segments_on_disk, Workload, DIRECTORY, OPEN_ATTEMPTS_MAX};
+use super::{directory, segment_of, Workload};
 use crate::fail;
 use crate::faults::FaultKind;
-use crate::harness::{Context, Failure};
+use crate::harness::{self, Context, Failure, Opened};
 
 /// Damage the disk did to a segment's bytes.
 #[derive(Debug)]
@@ -19,69 +19,26 @@ struct Damaged {
 }
 
 impl Workload {
-    /// Opens (strict, then repair if strict reports corruption) and checks the recovered log.
-    /// `None` if power failed during recovery; the caller crashes and tries again.
-    pub(super) fn open_and_check(&mut self, context: &mut Context, after_crash: bool) -> Result<Option<Wal>, Failure> {
-        context.arm_crash_in_recovery(after_crash, 6);
-        let mut seen = Vec::new();
-        let last_on_disk = segments_on_disk(context).last().copied();
-        let mut mode = RecoveryMode::Strict;
-        for _ in 0..OPEN_ATTEMPTS_MAX {
-            context.gather_damage(&mut seen);
-            let damage: Vec<Damaged> = seen
-                .iter()
-                .filter_map(|damage| {
-                    let segment = segment_of(&damage.path)?;
-                    Some(Damaged { segment, at: damage.offset..damage.offset + damage.length, kind: damage.kind })
-                })
-                .collect();
-            let options = WalOptions { recovery_mode: mode, ..self.geometry.options.clone() };
-            context.trace(format_args!("op open {mode:?}"));
-            match Wal::open(context.vfs_handle.clone(), DIRECTORY, options) {
-                Ok(wal) => {
-                    if context.vfs.is_powered_off() {
-                        fail!("open returned Ok although power failed during it");
-                    }
-                    // A crash point meant for recovery that recovery did not reach is void.
-                    context.vfs.disarm_crash();
-                    self.check_recovered(context, &wal, mode, &damage, last_on_disk, after_crash)?;
-                    return Ok(Some(wal));
-                }
-                Err(_) if context.vfs.is_powered_off() => {
-                    context.note("crash_during_recovery");
-                    self.crash(context);
-                    return Ok(None);
-                }
-                Err(error @ Error::Io { .. }) => context.open_failed(&error, 2 * self.geometry.options.segment_size),
-                Err(Error::Corruption { segment, offset, reason, .. }) if mode == RecoveryMode::Strict => {
-                    if !damage.iter().any(|damaged| damaged.segment == segment) {
-                        fail!(
-                            "strict open reported corruption in segment {segment} at offset {offset} ({reason}), \
-                             but the disk damaged nothing there (damage: {damage:?})"
-                        );
-                    }
-                    context.note("corruption_reported");
-                    mode = RecoveryMode::Repair;
-                }
-                Err(error) => fail!("open ({mode:?}) failed: {error}"),
-            }
-        }
-        fail!("open failed {OPEN_ATTEMPTS_MAX} times in a row")
-    }
-
     fn read_all(wal: &Wal) -> Result<Vec<(Position, Vec<u8>)>, Error> {
         wal.records().collect()
     }
 
-    fn check_recovered(
+    /// Checks what an open recovered against the model, and adopts it.
+    pub(super) fn check_open(
         &mut self,
         context: &mut Context,
         wal: &Wal,
-        mode: RecoveryMode,
-        damage: &[Damaged],
-        last_on_disk: Option<u64>,
-        after_crash: bool,
+        opened: &Opened<'_, Option<u64>>,
     ) -> Result<(), Failure> {
+        let (mode, last_on_disk, after_crash) = (opened.mode, *opened.before, opened.after_crash);
+        let damage: Vec<Damaged> = opened
+            .damage
+            .iter()
+            .filter_map(|damage| {
+                let segment = segment_of(&damage.path)?;
+                Some(Damaged { segment, at: damage.offset..damage.offset + damage.length, kind: damage.kind })
+            })
+            .collect();
         let report = wal.recovery_report().clone();
         Self::note_report(context, &report, mode)?;
         let recovered = Self::read_back(context, wal)?;
@@ -92,7 +49,7 @@ impl Workload {
         self.drop_truncated(first_segment)?;
         self.check_prefix(&recovered)?;
         let synced = self.synced_prefix()?;
-        let owed = self.owed(damage, synced, last_on_disk, mode)?;
+        let owed = self.owed(&damage, synced, last_on_disk, mode)?;
         let model = &self.model.records;
         if recovered.len() < owed {
             fail!(
@@ -131,14 +88,10 @@ impl Workload {
 
     /// Reads the whole recovered log, retrying after I/O errors.
     fn read_back(context: &mut Context, wal: &Wal) -> Result<Vec<(Position, Vec<u8>)>, Failure> {
-        for _ in 0..OPEN_ATTEMPTS_MAX {
-            match Self::read_all(wal) {
-                Ok(records) => return Ok(records),
-                Err(Error::Io { .. }) => context.note("read_retried"),
-                Err(error) => fail!("open succeeded but reading the log back failed: {error}"),
-            }
+        match harness::retry_reads(context, "reading the log back", || Self::read_all(wal))? {
+            Ok(records) => Ok(records),
+            Err(error) => fail!("open succeeded but reading the log back failed: {error}"),
         }
-        fail!("reading the log back failed {OPEN_ATTEMPTS_MAX} times")
     }
 
     /// Drops from the model the records of segments below the log's first, which only a
@@ -266,21 +219,7 @@ impl Workload {
                     }
                     count += 1;
                 }
-                Err(Error::Io { .. }) => {
-                    context.note("read_retried");
-                    return Ok(());
-                }
-                Err(Error::Corruption { segment, offset, .. }) => {
-                    let misdirected = context.vfs.damage().iter().any(|damage| {
-                        damage.kind == FaultKind::MisdirectedWrite && segment_of(&damage.path) == Some(segment)
-                    });
-                    if !misdirected {
-                        fail!("live read reported corruption in segment {segment} at {offset} with no damage there");
-                    }
-                    context.note("misdirected_write_detected");
-                    return Ok(());
-                }
-                Err(error) => fail!("live read failed: {error}"),
+                Err(error) => return harness::live_read_failed(context, error, segment_of),
             }
         }
         if count != self.model.records.len() {
@@ -291,14 +230,7 @@ impl Workload {
 
     /// Liveness, on a perfect disk: the log reopens, takes writes, rotates, truncates to one
     /// segment, and reads back exactly what the model holds.
-    pub(super) fn final_phase(&mut self, context: &mut Context) -> Result<(), Failure> {
-        context.vfs.set_faults_enabled(false);
-        context.trace(format_args!("phase final"));
-        let mut wal = loop {
-            if let Some(wal) = self.open_and_check(context, true)? {
-                break wal;
-            }
-        };
+    pub(super) fn final_work(&mut self, context: &mut Context, mut wal: Wal) -> Result<(), Failure> {
         let record_length_max = wal.record_length_max();
         for _ in 0..2 {
             for _ in 0..10 {
@@ -324,7 +256,7 @@ impl Workload {
         if let Err(error) = wal.close() {
             fail!("close on a perfect disk failed: {error}");
         }
-        let Some(wal) = self.open_and_check(context, false)? else { fail!("power failed on a perfect disk") };
+        let Some(wal) = harness::open_and_check(self, context, false)? else { fail!("power failed on a perfect disk") };
         let names = context.vfs.current_names(&directory());
         let segments = names.iter().filter(|name| wal::parse_segment_file_name(name).is_some()).count();
         let recycled = names.iter().filter(|name| wal::parse_recycle_file_name(name).is_some()).count();

@@ -8,14 +8,7 @@ use rand::Rng;
 use super::model::Expected;
 use super::Workload;
 use crate::fail;
-use crate::harness::{Context, Failure};
-
-/// What the life does after a step.
-pub(super) enum Step {
-    Continue,
-    Poisoned,
-    Reopen,
-}
+use crate::harness::{Context, Failure, Step};
 
 impl Workload {
     pub(super) fn draw_record(&mut self, context: &mut Context, record_length_max: u64) -> Vec<u8> {
@@ -37,7 +30,8 @@ impl Workload {
         data
     }
 
-    pub(super) fn step(&mut self, context: &mut Context, wal: &mut Wal) -> Result<Step, Failure> {
+    /// Draws one operation and applies it.
+    pub(super) fn operate(&mut self, context: &mut Context, wal: &mut Wal) -> Result<Step, Failure> {
         let choice = context.rng.gen_range(0..100);
         match choice {
             0..=49 => self.append(context, wal),
@@ -129,9 +123,7 @@ impl Workload {
     pub(super) fn after_sync(&mut self, result: Result<(), Error>) -> Result<Step, Failure> {
         match result {
             Ok(()) => {
-                for record in &mut self.model.records {
-                    record.synced = true;
-                }
+                self.model.all_synced();
                 Ok(Step::Continue)
             }
             Err(Error::Io { .. }) => Ok(Step::Poisoned),
