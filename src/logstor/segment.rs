@@ -112,21 +112,16 @@ impl Segments for LogstorSegments {
     }
 }
 
-/// Creates data file `index`, preallocated, atomically (temp, allocate, sync, rename, sync dir).
+/// Creates data file `index`, preallocated, atomically (temp, allocate, sync, rename, sync dir;
+/// nothing to read back: see [`vfs::create_atomically_with`]).
 pub(super) fn create_data_file(
     vfs: &dyn Vfs,
     directory: &Path,
     index: u64,
     geometry: Geometry,
 ) -> Result<Box<dyn VfsFile>> {
-    let name = format::data_file_name(index);
-    let temp_path = directory.join(format!("{name}.tmp"));
-    let path = directory.join(&name);
-    vfs::remove_if_present(vfs, &temp_path)?;
-    let file = vfs.open(&temp_path, OpenMode::CreateNew).map_err(io_error(&temp_path, "open"))?;
-    file.allocate(geometry.file_size()).map_err(io_error(&temp_path, "allocate"))?;
-    file.sync_data().map_err(io_error(&temp_path, "sync_data"))?;
-    vfs.rename(&temp_path, &path).map_err(io_error(&temp_path, "rename"))?;
-    vfs.sync_dir(directory).map_err(io_error(directory, "sync_dir"))?;
-    Ok(file)
+    vfs::create_atomically_with(vfs, directory, &format::data_file_name(index), |file, temp_path| {
+        file.allocate(geometry.file_size()).map_err(io_error(temp_path, "allocate"))?;
+        file.sync_data().map_err(io_error(temp_path, "sync_data"))
+    })
 }

@@ -21,11 +21,26 @@ pub fn create_file_atomically(
     name: &str,
     contents: &[u8],
 ) -> crate::Result<Box<dyn VfsFile>> {
+    create_atomically_with(vfs, directory, name, |file, temp_path| {
+        write_synced_and_verified(file, temp_path, contents, 0)
+    })
+}
+
+/// Creates `directory/name` atomically the way [`create_file_atomically`] does, but `fill`
+/// gives the temp file its contents and makes them durable. For a file created empty (logstor's
+/// preallocated data files: all zeros, every segment free) there is nothing to read back; its
+/// first use writes a header that is verified where it matters.
+pub fn create_atomically_with(
+    vfs: &dyn Vfs,
+    directory: &Path,
+    name: &str,
+    fill: impl FnOnce(&dyn VfsFile, &Path) -> crate::Result<()>,
+) -> crate::Result<Box<dyn VfsFile>> {
     let temp_path = directory.join(format!("{name}.tmp"));
     let path = directory.join(name);
     remove_if_present(vfs, &temp_path)?;
     let file = vfs.open(&temp_path, OpenMode::CreateNew).map_err(|error| Error::io(&temp_path, "open", error))?;
-    if let Err(error) = write_synced_and_verified(file.as_ref(), &temp_path, contents, 0) {
+    if let Err(error) = fill(file.as_ref(), &temp_path) {
         if matches!(error, Error::Io { operation: "verify", .. }) {
             drop(file);
             vfs.remove_file(&temp_path).map_err(|error| Error::io(&temp_path, "remove_file", error))?;

@@ -19,8 +19,8 @@ use std::io;
 use std::path::Path;
 
 pub use durable::{
-    create_file_atomically, open_directory_locked, remove_all_durably, remove_durably, remove_if_present,
-    truncate_durably, write_synced_and_verified, write_verified_rewriting, MISDIRECTED_REWRITES_MAX,
+    create_atomically_with, create_file_atomically, open_directory_locked, remove_all_durably, remove_durably,
+    remove_if_present, truncate_durably, write_synced_and_verified, write_verified_rewriting, MISDIRECTED_REWRITES_MAX,
 };
 pub use os::{OsVfs, LOCK_FILE_NAME};
 
