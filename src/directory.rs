@@ -6,7 +6,11 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::vfs::Vfs;
-use crate::{commitlog, logstor, wal};
+// Each structure's file names, from the modules that define them (not the structures' handles,
+// which import this module).
+use crate::commitlog::format as commitlog_names;
+use crate::logstor::format as logstor_names;
+use crate::wal::listing as wal_names;
 
 /// The structures whose directories can be told apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,13 +32,13 @@ impl Structure {
 
     /// The structure `name` is a file of, if it is one no other structure writes.
     fn owning(name: &str) -> Option<Self> {
-        if wal::parse_segment_file_name(name).is_some() || wal::parse_recycle_file_name(name).is_some() {
+        if wal_names::parse_segment_file_name(name).is_some() || wal_names::parse_recycle_file_name(name).is_some() {
             return Some(Self::Wal);
         }
-        if commitlog::format::parse_file_name(name).is_some() {
+        if commitlog_names::parse_file_name(name).is_some() {
             return Some(Self::Commitlog);
         }
-        if name == logstor::format::META_FILE_NAME || logstor::format::parse_data_file_name(name).is_some() {
+        if name == logstor_names::META_FILE_NAME || logstor_names::parse_data_file_name(name).is_some() {
             return Some(Self::Logstor);
         }
         None

@@ -53,7 +53,7 @@
 //! [`Error::Poisoned`] until the log is reopened, and reopening verifies the tail from disk.
 
 pub mod format;
-mod listing;
+pub(crate) mod listing;
 mod options;
 mod read;
 mod recovery;

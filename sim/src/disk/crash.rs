@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rand::Rng;
 
-use super::damage::DamageEntry;
+use super::ledger::DamageEntry;
 use super::state::{apply_set_len, apply_write, DirOp, Pending, State};
 use super::SECTOR_SIZE;
 use crate::faults::FaultKind;

@@ -13,6 +13,7 @@
 mod crash;
 mod damage;
 mod file;
+mod ledger;
 mod state;
 
 use std::fmt;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::damage::{covers_sector, differing, DamageEntry};
+use super::ledger::{covers_sector, differing, DamageEntry};
 use super::SECTOR_SIZE;
 use crate::clock::SimClock;
 use crate::faults::{FaultConfig, FaultCounts, FaultKind};
