@@ -11,6 +11,19 @@ use super::{reclaim, Logstor, StepReport};
 use crate::error::{CorruptionReason, Error, Result};
 use crate::vfs;
 
+/// A segment being relocated: its number, its bytes, and where its records lie in them.
+type Source = (u64, Vec<u8>, Vec<std::ops::Range<usize>>);
+
+/// A tombstone a relocation drops instead of copying: its key, and its segment and offset.
+type DroppedTombstone = (Vec<u8>, (u64, u64));
+
+/// Every record of the `found` sources: its segment, its offset there, and its bytes.
+fn records_of(found: &[Source]) -> impl Iterator<Item = (u64, u64, &[u8])> {
+    found.iter().flat_map(|(segment, bytes, ranges)| {
+        ranges.iter().map(move |range| (*segment, range.start as u64, &bytes[range.clone()]))
+    })
+}
+
 impl Logstor {
     /// One bounded compaction step: takes up to `compaction_batch_max` sealed group segments
     /// with the least live data, only if copying their live records frees at least one
@@ -52,8 +65,46 @@ impl Logstor {
     /// instant each live record is safely somewhere.
     pub(super) fn relocate(&mut self, sources: &[u64]) -> Result<StepReport> {
         let mut report = StepReport::default();
-        // Each source's bytes and where its records lie in them.
-        let mut found: Vec<(u64, Vec<u8>, Vec<std::ops::Range<usize>>)> = Vec::new();
+        let found = self.read_sources(sources)?;
+        let dropped = self.copy_live(records_of(&found), &mut report)?;
+        // Everything written so far becomes durable before any source is freed: the copies
+        // made here, and also the newer records that superseded the stale ones about to go.
+        // Freeing a segment whose stale record is the only durable version of its key, while
+        // the newer one is still buffered, would lose synced data at the next crash.
+        let kinds: Vec<SegmentKind> = self.writers.keys().copied().collect();
+        for kind in kinds {
+            self.flush_writer(kind)?;
+        }
+        self.sync_dirty()?;
+        let dropped_locations: BTreeSet<(u64, u64)> = dropped.iter().map(|(_, location)| *location).collect();
+        for (key, (old_segment, old_offset)) in dropped {
+            let entry = self.index.get(key.as_slice()).copied().expect("a dropped key is indexed");
+            assert_eq!((entry.segment, entry.offset), (old_segment, old_offset), "nothing moved a dropped tombstone");
+            self.index.remove(key.as_slice());
+            self.segment_mut(old_segment).live_bytes -= u64::from(entry.length);
+            report.tombstones_dropped += 1;
+        }
+        // Free the sources; their records stop counting as copies.
+        for (segment, offset, record_bytes) in records_of(&found) {
+            if dropped_locations.contains(&(segment, offset)) {
+                continue;
+            }
+            let record = format::decode_record(record_bytes).expect("verified by the scan");
+            if let Some(entry) = self.entry_mut_of(record.key) {
+                assert!(entry.stale_copies > 0, "a record on disk that the index does not point to is a counted copy");
+                entry.stale_copies -= 1;
+            }
+        }
+        for (segment, bytes, _) in &found {
+            self.free_segment(*segment, highest_generation(bytes, *segment))?;
+            report.segments_freed += 1;
+        }
+        Ok(report)
+    }
+
+    /// Reads each of `sources`, which must scan as sealed; anything else is corruption.
+    fn read_sources(&self, sources: &[u64]) -> Result<Vec<Source>> {
+        let mut found = Vec::with_capacity(sources.len());
         for &segment in sources {
             let (file_index, base, path) = self.file_of(segment);
             let mut bytes = vec![0u8; usize::try_from(self.geometry.segment_size).expect("fits")];
@@ -70,15 +121,21 @@ impl Logstor {
                 }
             }
         }
-        // Copy what is live, moving the index to each copy as it is appended (the write gate:
-        // a group segment that fills up and seals mid-step is fully indexed). The old copy
-        // becomes a stale copy until its segment is freed. Tombstones that no older version
-        // outlives are dropped instead, once the step's writes are durable.
-        let mut dropped: Vec<(Vec<u8>, (u64, u64))> = Vec::new();
-        let records = found.iter().flat_map(|(segment, bytes, ranges)| {
-            ranges.iter().map(move |range| (*segment, range.start as u64, &bytes[range.clone()]))
-        });
-        for (segment, offset, record_bytes) in records.clone() {
+        Ok(found)
+    }
+
+    /// Copies what is live among `records`, moving the index to each copy as it is appended
+    /// (the write gate: a group segment that fills up and seals mid-step is fully indexed). The
+    /// old copy becomes a stale copy until its segment is freed. Returns the tombstones that no
+    /// older version outlives, with where they lie: they are dropped instead, once the step's
+    /// writes are durable.
+    fn copy_live<'a>(
+        &mut self,
+        records: impl Iterator<Item = (u64, u64, &'a [u8])>,
+        report: &mut StepReport,
+    ) -> Result<Vec<DroppedTombstone>> {
+        let mut dropped = Vec::new();
+        for (segment, offset, record_bytes) in records {
             let record = format::decode_record(record_bytes).expect("verified by the scan");
             let Some(entry) = self.entry_of(record.key).copied() else { continue };
             if entry.segment != segment || entry.offset != offset {
@@ -101,39 +158,7 @@ impl Logstor {
             self.segment_mut(new_segment).live_bytes += u64::from(entry.length);
             *self.entry_mut_of(record.key).expect("appending moves no index entry") = moved;
         }
-        // Everything written so far becomes durable before any source is freed: the copies
-        // made here, and also the newer records that superseded the stale ones about to go.
-        // Freeing a segment whose stale record is the only durable version of its key, while
-        // the newer one is still buffered, would lose synced data at the next crash.
-        let kinds: Vec<SegmentKind> = self.writers.keys().copied().collect();
-        for kind in kinds {
-            self.flush_writer(kind)?;
-        }
-        self.sync_dirty()?;
-        let dropped_locations: BTreeSet<(u64, u64)> = dropped.iter().map(|(_, location)| *location).collect();
-        for (key, (old_segment, old_offset)) in dropped {
-            let entry = self.index.get(key.as_slice()).copied().expect("a dropped key is indexed");
-            assert_eq!((entry.segment, entry.offset), (old_segment, old_offset), "nothing moved a dropped tombstone");
-            self.index.remove(key.as_slice());
-            self.segment_mut(old_segment).live_bytes -= u64::from(entry.length);
-            report.tombstones_dropped += 1;
-        }
-        // Free the sources; their records stop counting as copies.
-        for (segment, offset, record_bytes) in records {
-            if dropped_locations.contains(&(segment, offset)) {
-                continue;
-            }
-            let record = format::decode_record(record_bytes).expect("verified by the scan");
-            if let Some(entry) = self.entry_mut_of(record.key) {
-                assert!(entry.stale_copies > 0, "a record on disk that the index does not point to is a counted copy");
-                entry.stale_copies -= 1;
-            }
-        }
-        for (segment, bytes, _) in &found {
-            self.free_segment(*segment, highest_generation(bytes, *segment))?;
-            report.segments_freed += 1;
-        }
-        Ok(report)
+        Ok(dropped)
     }
 
     /// Frees a sealed segment durably: FREE markers, with the generation bumped, over its first

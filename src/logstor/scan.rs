@@ -306,16 +306,16 @@ fn stopped(bytes: &[u8], segment: u64, first: &BufferHeader, chain: Chain<Option
         // The buffers run to the end of the segment with no room for a seal: torn at the end.
         return SegmentScan::Used { kind, generation, end: offset, sealed_at: None, records };
     };
-    // A first buffer that fails verification vouches for nothing, its generation included: a
-    // flipped generation bit made the scan look for a seal of a generation no buffer has, take
-    // the synced segment for one torn while written, and seal it empty, silently, in a strict
-    // open. As with a first header that does not decode, a seal of any generation says the
-    // segment was in use and synced.
     if offset > 0 {
         if let Some(stale) = stale_first_use(bytes, segment, generation, offset) {
             return stale;
         }
     }
+    // A first buffer that fails verification vouches for nothing, its generation included: a
+    // flipped generation bit made the scan look for a seal of a generation no buffer has, take
+    // the synced segment for one torn while written, and seal it empty, silently, in a strict
+    // open. As with a first header that does not decode, a seal of any generation says the
+    // segment was in use and synced.
     let seal_generations = if offset > 0 { generation..=generation } else { ANY_GENERATION };
     if let Some(seal) = find_seal(bytes, segment, seal_generations, offset) {
         return damaged(bytes, segment, offset, reason, &seal, records);

@@ -2,9 +2,10 @@
 //! `verify`, so that all three agree on what is valid.
 
 use std::io;
+use std::ops::Range;
 use std::path::Path;
 
-use super::format::{self, FragmentType, SegmentHeader, FRAGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE};
+use super::format::{self, Fragment, FragmentType, SegmentHeader, FRAGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE};
 use crate::error::{CorruptionReason, Error, Result};
 use crate::vfs::{read_exact_retrying, VfsFile};
 
@@ -217,35 +218,45 @@ impl<'a> SegmentScanner<'a> {
             };
             let payload =
                 range.start + FRAGMENT_HEADER_SIZE..range.start + FRAGMENT_HEADER_SIZE + fragment.payload_length;
-            let in_record = self.record_offset.is_some();
-            match (fragment.fragment_type, in_record) {
-                (FragmentType::Seal, false) if fragment.payload_length == 0 => {
-                    self.position = position + header_size;
-                    return Ok(ScanItem::Seal { offset: position });
-                }
-                (FragmentType::Seal, false) => {
-                    let length = fragment.payload_length as u64;
-                    return Ok(self.damage(position, CorruptionReason::BadLength { length }));
-                }
-                (FragmentType::Full | FragmentType::First, false) => {
-                    self.record.clear();
-                    self.record.extend_from_slice(&self.chunk[payload]);
-                    self.record_offset = Some(position);
-                }
-                (FragmentType::Middle | FragmentType::Last, true) => {
-                    self.record.extend_from_slice(&self.chunk[payload]);
-                }
-                (fragment_type, _) => {
-                    return Ok(self
-                        .damage(position, CorruptionReason::BadFragmentOrder { fragment_type: fragment_type as u8 }));
-                }
-            }
-            self.position = position + header_size + fragment.payload_length as u64;
-            if matches!(fragment.fragment_type, FragmentType::Full | FragmentType::Last) {
-                let offset = self.record_offset.take().expect("a record was started");
-                return Ok(ScanItem::Record { offset, data: std::mem::take(&mut self.record) });
+            if let Some(item) = self.take_fragment(position, &fragment, payload) {
+                return Ok(item);
             }
         }
+    }
+
+    /// Takes the verified `fragment` at `position`, whose payload is `payload` of the chunk:
+    /// the item it ends (a record, a seal, or damage if it is out of order), or `None` if the
+    /// scan goes on after it.
+    fn take_fragment(&mut self, position: u64, fragment: &Fragment, payload: Range<usize>) -> Option<ScanItem> {
+        let in_record = self.record_offset.is_some();
+        match (fragment.fragment_type, in_record) {
+            (FragmentType::Seal, false) if fragment.payload_length == 0 => {
+                self.position = position + FRAGMENT_HEADER_SIZE as u64;
+                return Some(ScanItem::Seal { offset: position });
+            }
+            (FragmentType::Seal, false) => {
+                let length = fragment.payload_length as u64;
+                return Some(self.damage(position, CorruptionReason::BadLength { length }));
+            }
+            (FragmentType::Full | FragmentType::First, false) => {
+                self.record.clear();
+                self.record.extend_from_slice(&self.chunk[payload]);
+                self.record_offset = Some(position);
+            }
+            (FragmentType::Middle | FragmentType::Last, true) => {
+                self.record.extend_from_slice(&self.chunk[payload]);
+            }
+            (fragment_type, _) => {
+                let reason = CorruptionReason::BadFragmentOrder { fragment_type: fragment_type as u8 };
+                return Some(self.damage(position, reason));
+            }
+        }
+        self.position = position + FRAGMENT_HEADER_SIZE as u64 + fragment.payload_length as u64;
+        if matches!(fragment.fragment_type, FragmentType::Full | FragmentType::Last) {
+            let offset = self.record_offset.take().expect("a record was started");
+            return Some(ScanItem::Record { offset, data: std::mem::take(&mut self.record) });
+        }
+        None
     }
 
     /// Counts the records that verify from the scanner's position to its limit, damage or not:
