@@ -19,6 +19,8 @@ mod listing;
 pub mod logstor;
 mod repair;
 mod segment_writer;
+#[cfg(feature = "tsdb")]
+pub mod tsdb;
 pub mod vfs;
 pub mod wal;
 

@@ -18,6 +18,7 @@ mod logstor_open;
 mod logstor_os;
 mod logstor_space;
 mod repair_counts;
+mod tsdb_chunks;
 mod wal_damage;
 mod wal_format;
 mod wal_open;

@@ -1,0 +1,141 @@
+//! Streams of bits, most significant bit first, written the way Prometheus's `bstream` writes
+//! them: the stream always ends in a byte that is only partly written (`free` bits of it still
+//! unwritten), and writing a whole byte at a byte boundary leaves an empty last byte behind.
+//! That trailing byte is part of the chunk's bytes, so it is kept: a chunk must be the same
+//! bytes Prometheus would have written.
+
+/// The lowest 8 bits of `value`.
+pub(super) fn low_byte(value: u64) -> u8 {
+    value.to_le_bytes()[0]
+}
+
+/// Appends bits to a byte vector.
+#[derive(Clone, Debug, Default)]
+pub(super) struct BitWriter {
+    pub(super) bytes: Vec<u8>,
+    /// How many low bits of the last byte are still unwritten (0 to 8).
+    pub(super) free: u8,
+}
+
+impl BitWriter {
+    pub(super) fn new(bytes: Vec<u8>, free: u8) -> Self {
+        debug_assert!(free <= 8 && (free == 0 || !bytes.is_empty()));
+        Self { bytes, free }
+    }
+
+    pub(super) fn write_bit(&mut self, bit: bool) {
+        if self.free == 0 {
+            self.bytes.push(0);
+            self.free = 8;
+        }
+        if bit {
+            *self.bytes.last_mut().expect("a byte was pushed") |= 1 << (self.free - 1);
+        }
+        self.free -= 1;
+    }
+
+    pub(super) fn write_byte(&mut self, byte: u8) {
+        if self.free == 0 {
+            self.bytes.push(0);
+            self.free = 8;
+        }
+        // The high `free` bits of `byte` complete the last byte; the rest start a new one.
+        *self.bytes.last_mut().expect("a byte was pushed") |= byte >> (8 - self.free);
+        self.bytes.push(byte.checked_shl(u32::from(self.free)).unwrap_or(0));
+    }
+
+    /// Writes the low `count` bits of `value`, highest first.
+    pub(super) fn write_bits(&mut self, value: u64, count: u8) {
+        debug_assert!((1..=64).contains(&count));
+        let mut value = value << (64 - u32::from(count));
+        let mut count = count;
+        while count >= 8 {
+            self.write_byte(low_byte(value >> 56));
+            value <<= 8;
+            count -= 8;
+        }
+        while count > 0 {
+            self.write_bit(value >> 63 == 1);
+            value <<= 1;
+            count -= 1;
+        }
+    }
+}
+
+/// Reads bits from a byte slice; `None` once the bits run out.
+#[derive(Clone, Debug)]
+pub(super) struct BitReader<'a> {
+    bytes: &'a [u8],
+    /// The next bit to read, counted from the start of `bytes`.
+    position: usize,
+}
+
+impl<'a> BitReader<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, position: 0 }
+    }
+
+    pub(super) fn read_bit(&mut self) -> Option<bool> {
+        let byte = *self.bytes.get(self.position / 8)?;
+        let bit = byte >> (7 - self.position % 8) & 1;
+        self.position += 1;
+        Some(bit == 1)
+    }
+
+    /// Reads `count` bits (1 to 64) as the low bits of a `u64`, highest first.
+    pub(super) fn read_bits(&mut self, count: u8) -> Option<u64> {
+        debug_assert!((1..=64).contains(&count));
+        if self.position + usize::from(count) > self.bytes.len() * 8 {
+            return None;
+        }
+        let mut value = 0u64;
+        for _ in 0..count {
+            value = value << 1 | u64::from(self.read_bit().expect("checked above"));
+        }
+        Some(value)
+    }
+
+    pub(super) fn read_byte(&mut self) -> Option<u8> {
+        self.read_bits(8).map(low_byte)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_read_back_as_written_across_byte_boundaries() {
+        let mut writer = BitWriter::default();
+        writer.write_bit(true);
+        writer.write_bits(0b101, 3);
+        writer.write_byte(0xA5);
+        writer.write_bits(u64::MAX, 64);
+        writer.write_bits(0x1234, 14);
+        let mut reader = BitReader::new(&writer.bytes);
+        assert_eq!(reader.read_bit(), Some(true));
+        assert_eq!(reader.read_bits(3), Some(0b101));
+        assert_eq!(reader.read_byte(), Some(0xA5));
+        assert_eq!(reader.read_bits(64), Some(u64::MAX));
+        assert_eq!(reader.read_bits(14), Some(0x1234));
+    }
+
+    #[test]
+    fn a_byte_written_at_a_boundary_leaves_an_empty_last_byte_as_prometheus_does() {
+        let mut writer = BitWriter::new(vec![0, 0], 0);
+        writer.write_byte(0xFF);
+        assert_eq!(writer.bytes, [0, 0, 0xFF, 0]);
+        assert_eq!(writer.free, 8);
+        writer.write_bit(true);
+        assert_eq!(writer.bytes, [0, 0, 0xFF, 0x80]);
+    }
+
+    #[test]
+    fn reading_past_the_end_is_none_not_a_panic() {
+        let mut reader = BitReader::new(&[0xFF]);
+        assert_eq!(reader.read_bits(9), None);
+        assert_eq!(reader.read_bits(8), Some(0xFF));
+        assert_eq!(reader.read_bit(), None);
+        assert_eq!(BitReader::new(&[]).read_bits(64), None);
+    }
+}
