@@ -50,6 +50,9 @@ pub enum CorruptionReason {
     Forked { expected: u64, found: u64 },
     /// A commit's epoch is lower than the epoch of a commit before it.
     EpochRegression { previous: u64, found: u64 },
+    /// A record whose checksum verifies does not decode as its structure's record: it stops
+    /// making sense at byte `at` of it. Written by another program, or by a bug.
+    BadRecord { at: u64 },
 }
 
 impl fmt::Display for CorruptionReason {
@@ -79,6 +82,7 @@ impl fmt::Display for CorruptionReason {
                 write!(f, "offset {found} again where {expected} was expected: the history forked")
             }
             Self::EpochRegression { previous, found } => write!(f, "epoch {found} after epoch {previous}"),
+            Self::BadRecord { at } => write!(f, "a record that verifies does not decode at its byte {at}"),
         }
     }
 }

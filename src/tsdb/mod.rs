@@ -4,16 +4,26 @@
 //! What is here so far: [`chunkenc`], the XOR (Gorilla) chunk encoding, bit for bit as
 //! Prometheus writes it, so that the blocks of the next issue can be read by Prometheus;
 //! [`Labels`], a series' validated and sorted label set; [`Matcher`], the four PromQL label
-//! matchers; and [`MemPostings`], the label index with the sorted-list algebra a query runs
-//! on. The series and their refs, the appender, head chunk files, WAL records, checkpoints and
-//! queries over samples come next; until then this module is behind the `tsdb` cargo feature
-//! and not part of the crate's stable API.
+//! matchers; [`MemPostings`], the label index with the sorted-list algebra a query runs on;
+//! and the [`Head`]: series with stable refs (reserved durably in blocks, so none is issued
+//! twice across crashes), an [`Appender`] whose commit is one WAL record (atomic through any
+//! crash) and is buffered or synced, chunks cut as Prometheus cuts them, and `select` over
+//! matchers and a time window, all rebuilt from the WAL at open.
+//!
+//! Not yet: head chunk files (full chunks stay in memory), checkpoints (the WAL grows without
+//! bound and replay reads all of it), tombstones, the simulator target and the benchmark.
+//! Until they land this module is behind the `tsdb` cargo feature and not part of the crate's
+//! stable API.
 
 pub mod chunkenc;
+mod head;
 mod labels;
 mod matcher;
 pub mod postings;
+mod record;
+mod series;
 
+pub use head::{AppendError, Appender, Durability, Head, HeadOptions, SeriesSamples};
 pub use labels::{is_valid_name, Label, LabelError, Labels};
 pub use matcher::{MatchKind, Matcher, MatcherError};
 pub use postings::MemPostings;

@@ -1,0 +1,373 @@
+//! The head: every series and its recent samples in memory, made durable by ballast's WAL
+//! (one record per commit), and rebuilt from it at open.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::labels::Labels;
+use super::matcher::Matcher;
+use super::postings::MemPostings;
+use super::record::{self, Record, Sample};
+use super::series::MemSeries;
+use super::SeriesRef;
+use crate::error::{CorruptionReason, Error, Result};
+use crate::vfs::{self, Vfs, VfsLock};
+use crate::wal::{self, Wal, WalOptions};
+use crate::RecoveryMode;
+
+/// Refs are reserved this many at a time: a reserve record, synced, before the first of them
+/// is handed out, so that no crash can make the head hand one out twice.
+const REFS_RESERVED_AT_ONCE: u64 = 1024;
+/// The WAL's directory inside the head's.
+const WAL_DIRECTORY: &str = "wal";
+
+/// How the head is opened.
+#[derive(Clone, Debug)]
+pub struct HeadOptions {
+    /// The width of a chunk range in milliseconds: no chunk spans two. Defaults to two hours.
+    pub chunk_range: i64,
+    /// The WAL's segment size. Defaults to 128 MiB.
+    pub wal_segment_size: u64,
+    /// What opening does with damaged synced data in the WAL.
+    pub recovery_mode: RecoveryMode,
+}
+
+impl Default for HeadOptions {
+    fn default() -> Self {
+        Self { chunk_range: 2 * 3_600_000, wal_segment_size: 128 << 20, recovery_mode: RecoveryMode::Strict }
+    }
+}
+
+/// When a commit returns, how durable it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// In the WAL's buffer: a crash may lose it (whole) until a later sync.
+    Buffered,
+    /// On disk: no crash loses it.
+    Synced,
+}
+
+/// Why a sample is refused. The appender's other samples are unaffected.
+#[derive(Debug)]
+pub enum AppendError {
+    /// `t` is older than the series' newest sample.
+    OutOfOrder { series: SeriesRef, t: i64, newest: i64 },
+    /// `t` is older than the head accepts: half a chunk range before its newest sample.
+    OutOfBounds { t: i64, min_valid: i64 },
+    /// The series already has a sample at `t`, with another value.
+    Duplicate { series: SeriesRef, t: i64 },
+    /// No series has this ref.
+    UnknownRef { series: SeriesRef },
+    /// Reserving refs for a new series failed: the head is poisoned.
+    Storage(Error),
+}
+
+impl std::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::OutOfOrder { series, t, newest } => {
+                write!(f, "sample at {t} is older than the newest of series {series}, at {newest}")
+            }
+            Self::OutOfBounds { t, min_valid } => {
+                write!(f, "sample at {t} is older than the head accepts ({min_valid})")
+            }
+            Self::Duplicate { series, t } => write!(f, "series {series} already has another value at {t}"),
+            Self::UnknownRef { series } => write!(f, "no series has ref {series}"),
+            Self::Storage(error) => write!(f, "reserving series refs failed: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for AppendError {}
+
+/// A series a query selected, and its samples in the queried window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesSamples {
+    pub series: SeriesRef,
+    pub labels: Labels,
+    /// `(t, value)`, oldest first.
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// The head of a TSDB in one directory.
+#[derive(Debug)]
+pub struct Head {
+    wal: Wal,
+    wal_directory: PathBuf,
+    options: HeadOptions,
+    series: BTreeMap<SeriesRef, MemSeries>,
+    by_labels: BTreeMap<Labels, SeriesRef>,
+    postings: MemPostings,
+    next_ref: SeriesRef,
+    /// Refs below this may have been handed out (a durable reserve record says so).
+    reserved_until: SeriesRef,
+    /// The newest sample time in the head.
+    max_time: Option<i64>,
+    _lock: Box<dyn VfsLock>,
+}
+
+impl Head {
+    /// Opens the head in `directory` (creating it if needed), and replays its WAL.
+    pub fn open(vfs: Arc<dyn Vfs>, directory: impl Into<PathBuf>, options: HeadOptions) -> Result<Self> {
+        if options.chunk_range <= 0 {
+            return Err(Error::InvalidArgument { reason: "chunk_range must be positive".to_string() });
+        }
+        let directory = directory.into();
+        crate::directory::check_path(&directory)?;
+        let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
+        let wal_directory = directory.join(WAL_DIRECTORY);
+        let wal_options = WalOptions {
+            segment_size: options.wal_segment_size,
+            recovery_mode: options.recovery_mode,
+            ..WalOptions::default()
+        };
+        let wal = Wal::open(vfs, &wal_directory, wal_options)?;
+        let mut head = Self {
+            wal,
+            wal_directory,
+            options,
+            series: BTreeMap::new(),
+            by_labels: BTreeMap::new(),
+            postings: MemPostings::default(),
+            next_ref: 1,
+            reserved_until: 1,
+            max_time: None,
+            _lock: lock,
+        };
+        head.replay()?;
+        Ok(head)
+    }
+
+    /// Rebuilds the series, their samples and the ref counter from every WAL record.
+    fn replay(&mut self) -> Result<()> {
+        let mut records = Vec::new();
+        for item in self.wal.records() {
+            records.push(item?);
+        }
+        for (position, bytes) in records {
+            let file = self.wal_directory.join(wal::segment_file_name(position.segment));
+            let corrupt = |at| Error::Corruption {
+                file: file.clone(),
+                segment: position.segment,
+                offset: position.offset,
+                reason: CorruptionReason::BadRecord { at },
+            };
+            match record::decode(&bytes).map_err(corrupt)? {
+                Record::Reserve { until } => self.reserved_until = self.reserved_until.max(until),
+                Record::Commit { series, samples } => {
+                    for (series_ref, labels) in series {
+                        self.replay_series(series_ref, labels).map_err(|()| corrupt(0))?;
+                    }
+                    for sample in samples {
+                        self.replay_sample(sample).map_err(|()| corrupt(0))?;
+                    }
+                }
+            }
+        }
+        let after_series = self.series.keys().next_back().map_or(1, |&last| last + 1);
+        self.next_ref = self.reserved_until.max(after_series);
+        self.reserved_until = self.next_ref;
+        Ok(())
+    }
+
+    /// A series record at replay. The same series twice (a commit after a rollback, say) is
+    /// one series, its samples kept; one ref for two label sets, or two refs for one, is
+    /// damage the checksums could not see.
+    fn replay_series(&mut self, series_ref: SeriesRef, labels: Labels) -> std::result::Result<(), ()> {
+        if let Some(existing) = self.series.get(&series_ref) {
+            return if existing.labels == labels { Ok(()) } else { Err(()) };
+        }
+        if self.by_labels.contains_key(&labels) {
+            return Err(());
+        }
+        self.insert_series(series_ref, labels);
+        self.log_series(series_ref);
+        Ok(())
+    }
+
+    fn replay_sample(&mut self, sample: Sample) -> std::result::Result<(), ()> {
+        let series = self.series.get_mut(&sample.series).ok_or(())?;
+        match series.newest {
+            Some((newest, _)) if sample.t <= newest => Ok(()),
+            _ => {
+                series.append(sample.t, sample.value_bits, self.options.chunk_range);
+                self.max_time = Some(self.max_time.map_or(sample.t, |max| max.max(sample.t)));
+                Ok(())
+            }
+        }
+    }
+
+    fn insert_series(&mut self, series_ref: SeriesRef, labels: Labels) {
+        self.by_labels.insert(labels.clone(), series_ref);
+        self.series.insert(series_ref, MemSeries::new(labels));
+    }
+
+    /// The series' record is in the WAL: it joins the postings, which queries read.
+    fn log_series(&mut self, series_ref: SeriesRef) {
+        let series = self.series.get_mut(&series_ref).expect("the series exists");
+        if !series.logged {
+            series.logged = true;
+            self.postings.add(series_ref, &series.labels);
+        }
+    }
+
+    /// A batch of samples, committed atomically or rolled back.
+    pub fn appender(&mut self) -> Appender<'_> {
+        Appender { head: self, samples: Vec::new(), newest: BTreeMap::new() }
+    }
+
+    /// The labels of series `series`, if it exists.
+    pub fn labels_of(&self, series: SeriesRef) -> Option<&Labels> {
+        self.series.get(&series).filter(|series| series.logged).map(|series| &series.labels)
+    }
+
+    /// The series `matchers` select that have samples in `min_time..=max_time`, sorted by
+    /// labels, each with those samples.
+    pub fn select(&self, min_time: i64, max_time: i64, matchers: &[Matcher]) -> Vec<SeriesSamples> {
+        let mut selected: Vec<SeriesSamples> = self
+            .postings
+            .select(matchers)
+            .into_iter()
+            .filter_map(|series_ref| {
+                let series = &self.series[&series_ref];
+                let samples: Vec<(i64, f64)> =
+                    series.samples(min_time, max_time).into_iter().map(|(t, bits)| (t, f64::from_bits(bits))).collect();
+                (!samples.is_empty()).then(|| SeriesSamples {
+                    series: series_ref,
+                    labels: series.labels.clone(),
+                    samples,
+                })
+            })
+            .collect();
+        selected.sort_by(|a, b| a.labels.cmp(&b.labels));
+        selected
+    }
+
+    /// Label names in use, sorted.
+    pub fn label_names(&self) -> Vec<String> {
+        self.postings.label_names().map(str::to_string).collect()
+    }
+
+    /// The values label `name` takes, sorted.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        self.postings.label_values(name).map(str::to_string).collect()
+    }
+
+    /// Makes every commit so far durable.
+    pub fn sync(&mut self) -> Result<()> {
+        self.wal.sync()
+    }
+
+    /// Syncs and closes the WAL.
+    pub fn close(self) -> Result<()> {
+        self.wal.close()
+    }
+
+    /// The directory of the head's WAL.
+    pub fn wal_directory(&self) -> &Path {
+        &self.wal_directory
+    }
+
+    /// A new ref, reserving a block durably first when the reserved ones are used up.
+    fn issue_ref(&mut self) -> Result<SeriesRef> {
+        if self.next_ref >= self.reserved_until {
+            let until = self.next_ref + REFS_RESERVED_AT_ONCE;
+            self.wal.append(&record::encode_reserve(until))?;
+            self.wal.sync()?;
+            self.reserved_until = until;
+        }
+        let issued = self.next_ref;
+        self.next_ref += 1;
+        Ok(issued)
+    }
+
+    /// The lowest sample time the head accepts: half a chunk range before its newest.
+    fn min_valid_time(&self) -> Option<i64> {
+        self.max_time.map(|max| max.saturating_sub(self.options.chunk_range / 2))
+    }
+}
+
+/// A batch of samples for the head: nothing is visible or durable before `commit`, and a
+/// commit is wholly kept or wholly lost by a crash.
+#[derive(Debug)]
+pub struct Appender<'a> {
+    head: &'a mut Head,
+    samples: Vec<Sample>,
+    /// The newest sample of each series in this batch.
+    newest: BTreeMap<SeriesRef, (i64, u64)>,
+}
+
+impl Appender<'_> {
+    /// Adds a sample to the series named by `labels` (created if new); returns its ref, with
+    /// which later samples can skip the lookup of the labels.
+    pub fn append(&mut self, labels: &Labels, t: i64, v: f64) -> std::result::Result<SeriesRef, AppendError> {
+        let series_ref = match self.head.by_labels.get(labels) {
+            Some(&series_ref) => series_ref,
+            None => {
+                let series_ref = self.head.issue_ref().map_err(AppendError::Storage)?;
+                self.head.insert_series(series_ref, labels.clone());
+                series_ref
+            }
+        };
+        self.append_ref(series_ref, t, v)?;
+        Ok(series_ref)
+    }
+
+    /// Adds a sample to series `series`.
+    pub fn append_ref(&mut self, series: SeriesRef, t: i64, v: f64) -> std::result::Result<(), AppendError> {
+        let Some(stored) = self.head.series.get(&series) else { return Err(AppendError::UnknownRef { series }) };
+        if let Some(min_valid) = self.head.min_valid_time().filter(|&min_valid| t < min_valid) {
+            return Err(AppendError::OutOfBounds { t, min_valid });
+        }
+        let value_bits = v.to_bits();
+        if let Some((newest, newest_bits)) = self.newest.get(&series).copied().or(stored.newest) {
+            if t < newest {
+                return Err(AppendError::OutOfOrder { series, t, newest });
+            }
+            if t == newest {
+                // An identical resend is accepted and changes nothing.
+                return if value_bits == newest_bits { Ok(()) } else { Err(AppendError::Duplicate { series, t }) };
+            }
+        }
+        self.newest.insert(series, (t, value_bits));
+        self.samples.push(Sample { series, t, value_bits });
+        Ok(())
+    }
+
+    /// Writes the batch to the WAL as one record (with the records of the series it creates),
+    /// syncs it if asked, and only then applies it to the head. An I/O error poisons the head
+    /// and applies nothing.
+    pub fn commit(self, durability: Durability) -> Result<()> {
+        let head = self.head;
+        if self.samples.is_empty() {
+            return Ok(());
+        }
+        let mut created: Vec<SeriesRef> = Vec::new();
+        for sample in &self.samples {
+            if !head.series[&sample.series].logged && !created.contains(&sample.series) {
+                created.push(sample.series);
+            }
+        }
+        let new_series: Vec<(SeriesRef, &Labels)> =
+            created.iter().map(|series_ref| (*series_ref, &head.series[series_ref].labels)).collect();
+        let bytes = record::encode_commit(&new_series, &self.samples);
+        head.wal.append(&bytes)?;
+        if durability == Durability::Synced {
+            head.wal.sync()?;
+        }
+        for series_ref in created {
+            head.log_series(series_ref);
+        }
+        for sample in self.samples {
+            let series = head.series.get_mut(&sample.series).expect("checked at append");
+            series.append(sample.t, sample.value_bits, head.options.chunk_range);
+            head.max_time = Some(head.max_time.map_or(sample.t, |max| max.max(sample.t)));
+        }
+        Ok(())
+    }
+
+    /// Drops the batch. Series it created keep their refs (they are never issued again) but
+    /// hold no samples and are not selected.
+    pub fn rollback(self) {}
+}
