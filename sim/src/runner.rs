@@ -23,16 +23,18 @@ pub enum Target {
     Wal,
     Commitlog,
     Logstor,
+    Tsdb,
 }
 
 impl Target {
-    pub const ALL: [Target; 3] = [Target::Wal, Target::Commitlog, Target::Logstor];
+    pub const ALL: [Target; 4] = [Target::Wal, Target::Commitlog, Target::Logstor, Target::Tsdb];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Wal => "wal",
             Self::Commitlog => "commitlog",
             Self::Logstor => "logstor",
+            Self::Tsdb => "tsdb",
         }
     }
 
@@ -42,6 +44,7 @@ impl Target {
             "wal" => Some(vec![Self::Wal]),
             "commitlog" => Some(vec![Self::Commitlog]),
             "logstor" => Some(vec![Self::Logstor]),
+            "tsdb" => Some(vec![Self::Tsdb]),
             _ => None,
         }
     }
@@ -109,6 +112,7 @@ pub fn run_seed(target: Target, seed: u64, options: &RunOptions) -> SeedOutcome 
         Target::Wal => harness::run::<targets::wal::Workload>(&mut context),
         Target::Commitlog => harness::run::<targets::commitlog::Workload>(&mut context),
         Target::Logstor => harness::run::<targets::logstor::Workload>(&mut context),
+        Target::Tsdb => harness::run::<targets::tsdb::Workload>(&mut context),
     }));
     let result = run.unwrap_or_else(|payload| {
         let message = payload

@@ -9,16 +9,21 @@ use super::labels::Labels;
 use super::matcher::Matcher;
 use super::postings::MemPostings;
 use super::record::{self, Record, Sample};
+use super::refs;
 use super::series::MemSeries;
 use super::SeriesRef;
 use crate::error::{CorruptionReason, Error, Result};
+use crate::health::Health;
 use crate::vfs::{self, Vfs, VfsLock};
 use crate::wal::{self, Wal, WalOptions};
 use crate::RecoveryMode;
 
-/// Refs are reserved this many at a time: a reserve record, synced, before the first of them
-/// is handed out, so that no crash can make the head hand one out twice.
+/// Refs are reserved this many at a time: recorded in the `refs` file before the first of
+/// them is handed out, so that no crash can make the head hand one out twice.
 const REFS_RESERVED_AT_ONCE: u64 = 1024;
+/// How far past its series a repair open starts the counter when the `refs` file is damaged:
+/// how far refs went is lost with it, and refs are plentiful.
+const REFS_SKIPPED_AFTER_DAMAGE: u64 = 1 << 32;
 /// The WAL's directory inside the head's.
 const WAL_DIRECTORY: &str = "wal";
 
@@ -29,13 +34,21 @@ pub struct HeadOptions {
     pub chunk_range: i64,
     /// The WAL's segment size. Defaults to 128 MiB.
     pub wal_segment_size: u64,
+    /// The WAL's page size (see [`WalOptions::page_size`]). Defaults to 32 KiB.
+    pub wal_page_size: u32,
     /// What opening does with damaged synced data in the WAL.
     pub recovery_mode: RecoveryMode,
 }
 
 impl Default for HeadOptions {
     fn default() -> Self {
-        Self { chunk_range: 2 * 3_600_000, wal_segment_size: 128 << 20, recovery_mode: RecoveryMode::Strict }
+        let wal = WalOptions::default();
+        Self {
+            chunk_range: 2 * 3_600_000,
+            wal_segment_size: wal.segment_size,
+            wal_page_size: wal.page_size,
+            recovery_mode: RecoveryMode::Strict,
+        }
     }
 }
 
@@ -93,6 +106,9 @@ pub struct SeriesSamples {
 /// The head of a TSDB in one directory.
 #[derive(Debug)]
 pub struct Head {
+    vfs: Arc<dyn Vfs>,
+    directory: PathBuf,
+    health: Health,
     wal: Wal,
     wal_directory: PathBuf,
     options: HeadOptions,
@@ -100,7 +116,7 @@ pub struct Head {
     by_labels: BTreeMap<Labels, SeriesRef>,
     postings: MemPostings,
     next_ref: SeriesRef,
-    /// Refs below this may have been handed out (a durable reserve record says so).
+    /// Refs below this may have been handed out (the `refs` file says so).
     reserved_until: SeriesRef,
     /// The newest sample time in the head.
     max_time: Option<i64>,
@@ -116,14 +132,25 @@ impl Head {
         let directory = directory.into();
         crate::directory::check_path(&directory)?;
         let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
+        let reserved = match refs::read(vfs.as_ref(), &directory) {
+            Err(error @ Error::Corruption { .. }) if options.recovery_mode == RecoveryMode::Repair => {
+                tracing::warn!(%error, "the refs file is damaged: refs restart far past every series");
+                Some(None)
+            }
+            read => read?.map(Some),
+        };
         let wal_directory = directory.join(WAL_DIRECTORY);
         let wal_options = WalOptions {
             segment_size: options.wal_segment_size,
+            page_size: options.wal_page_size,
             recovery_mode: options.recovery_mode,
             ..WalOptions::default()
         };
-        let wal = Wal::open(vfs, &wal_directory, wal_options)?;
+        let wal = Wal::open(vfs.clone(), &wal_directory, wal_options)?;
         let mut head = Self {
+            vfs,
+            directory,
+            health: Health::new(false),
             wal,
             wal_directory,
             options,
@@ -135,12 +162,16 @@ impl Head {
             max_time: None,
             _lock: lock,
         };
-        head.replay()?;
+        head.replay(reserved)?;
+        // Every check has passed; a refs file a crash left half made goes.
+        let temp = format!("{}.tmp", refs::FILE_NAME);
+        vfs::remove_if_present(head.vfs.as_ref(), &head.directory.join(temp))?;
         Ok(head)
     }
 
-    /// Rebuilds the series, their samples and the ref counter from every WAL record.
-    fn replay(&mut self) -> Result<()> {
+    /// Rebuilds the series and their samples from every WAL record, and the ref counter from
+    /// them and the `reserved` value of the refs file (`Some(None)`: the file was damaged).
+    fn replay(&mut self, reserved: Option<Option<SeriesRef>>) -> Result<()> {
         let mut records = Vec::new();
         for item in self.wal.records() {
             records.push(item?);
@@ -154,7 +185,6 @@ impl Head {
                 reason: CorruptionReason::BadRecord { at },
             };
             match record::decode(&bytes).map_err(corrupt)? {
-                Record::Reserve { until } => self.reserved_until = self.reserved_until.max(until),
                 Record::Commit { series, samples } => {
                     for (series_ref, labels) in series {
                         self.replay_series(series_ref, labels).map_err(|()| corrupt(0))?;
@@ -166,7 +196,12 @@ impl Head {
             }
         }
         let after_series = self.series.keys().next_back().map_or(1, |&last| last + 1);
-        self.next_ref = self.reserved_until.max(after_series);
+        self.next_ref = match reserved {
+            None => after_series,
+            Some(Some(until)) => until.max(after_series),
+            Some(None) => after_series.saturating_add(REFS_SKIPPED_AFTER_DAMAGE),
+        };
+        // The next ref issued records a new value first.
         self.reserved_until = self.next_ref;
         Ok(())
     }
@@ -256,6 +291,7 @@ impl Head {
 
     /// Makes every commit so far durable.
     pub fn sync(&mut self) -> Result<()> {
+        self.health.check()?;
         self.wal.sync()
     }
 
@@ -271,10 +307,12 @@ impl Head {
 
     /// A new ref, reserving a block durably first when the reserved ones are used up.
     fn issue_ref(&mut self) -> Result<SeriesRef> {
+        self.health.check()?;
         if self.next_ref >= self.reserved_until {
-            let until = self.next_ref + REFS_RESERVED_AT_ONCE;
-            self.wal.append(&record::encode_reserve(until))?;
-            self.wal.sync()?;
+            let until = self.next_ref.saturating_add(REFS_RESERVED_AT_ONCE);
+            if let Err(error) = refs::write(self.vfs.as_ref(), &self.directory, until) {
+                return Err(self.health.poison(&self.directory, error));
+            }
             self.reserved_until = until;
         }
         let issued = self.next_ref;
@@ -336,12 +374,16 @@ impl Appender<'_> {
     }
 
     /// Writes the batch to the WAL as one record (with the records of the series it creates),
-    /// syncs it if asked, and only then applies it to the head. An I/O error poisons the head
-    /// and applies nothing.
+    /// syncs it if asked, and only then applies it to the head. A synced commit makes every
+    /// commit before it durable too, even when it holds no sample itself. An I/O error poisons
+    /// the head and applies nothing. A batch too large for one WAL record (see
+    /// [`Wal::record_length_max`]) is refused with [`Error::RecordTooLarge`], applies nothing
+    /// and leaves the head usable: commit it in smaller batches.
     pub fn commit(self, durability: Durability) -> Result<()> {
         let head = self.head;
+        head.health.check()?;
         if self.samples.is_empty() {
-            return Ok(());
+            return if durability == Durability::Synced { head.wal.sync() } else { Ok(()) };
         }
         let mut created: Vec<SeriesRef> = Vec::new();
         for sample in &self.samples {

@@ -21,6 +21,7 @@ mod labels;
 mod matcher;
 pub mod postings;
 mod record;
+mod refs;
 mod series;
 
 pub use head::{AppendError, Appender, Durability, Head, HeadOptions, SeriesSamples};

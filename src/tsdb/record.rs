@@ -1,29 +1,19 @@
 //! The head's WAL records. One record per commit, so that a commit is atomic: the WAL keeps or
 //! drops a record whole, and a torn one is cut at recovery. A commit record holds the series
-//! the commit created (ref and labels) and its samples (ref, t, value bits). A reserve record
-//! makes durable how far the ref counter may have been used, so no ref is issued twice.
+//! the commit created (ref and labels) and its samples (ref, t, value bits).
 //!
-//! Little-endian. `kind u8`; commit: `series u32`, each `ref u64, labels u16`, each `name u16
-//! + bytes, value u32 + bytes`; then `samples u32`, each `ref u64, t i64, v u64`. Reserve:
-//! `until u64`.
+//! Little-endian. `kind u8` (1); `series u32`, each `ref u64, labels u16`, each `name u16 +
+//! bytes, value u32 + bytes`; then `samples u32`, each `ref u64, t i64, v u64`.
 
 use super::labels::Labels;
 use super::SeriesRef;
 
 const COMMIT: u8 = 1;
-const RESERVE: u8 = 2;
 
 /// A decoded WAL record of the head.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Record {
-    Commit {
-        series: Vec<(SeriesRef, Labels)>,
-        samples: Vec<Sample>,
-    },
-    /// Every ref below `until` may have been handed out.
-    Reserve {
-        until: SeriesRef,
-    },
+    Commit { series: Vec<(SeriesRef, Labels)>, samples: Vec<Sample> },
 }
 
 /// A sample of a series, its value kept as bits (every NaN payload survives).
@@ -55,12 +45,6 @@ pub(crate) fn encode_commit(series: &[(SeriesRef, &Labels)], samples: &[Sample])
         out.extend_from_slice(&sample.t.to_le_bytes());
         out.extend_from_slice(&sample.value_bits.to_le_bytes());
     }
-    out
-}
-
-pub(crate) fn encode_reserve(until: SeriesRef) -> Vec<u8> {
-    let mut out = vec![RESERVE];
-    out.extend_from_slice(&until.to_le_bytes());
     out
 }
 
@@ -106,10 +90,6 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record, u64> {
     let mut reader = Reader { bytes, at: 0 };
     match reader.array::<1>()?[0] {
         COMMIT => decode_commit(&mut reader),
-        RESERVE => {
-            let until = reader.u64()?;
-            finish(&reader, Record::Reserve { until })
-        }
         _ => Err(0),
     }
 }
@@ -152,21 +132,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_commit_and_a_reserve_round_trip() {
+    fn commits_round_trip() {
         let labels = Labels::new([("__name__", "up"), ("job", "a")]).expect("valid");
         let samples = [Sample { series: 7, t: -3, value_bits: f64::NAN.to_bits() }];
         let bytes = encode_commit(&[(7, &labels)], &samples);
         let decoded = decode(&bytes).expect("decodes");
-        assert_eq!(decoded, Record::Commit { series: vec![(7, labels)], samples: samples.to_vec() });
-        assert_eq!(decode(&encode_reserve(4096)), Ok(Record::Reserve { until: 4096 }));
+        assert_eq!(decoded, Record::Commit { series: vec![(7, labels.clone())], samples: samples.to_vec() });
+        assert_eq!(decode(&encode_commit(&[], &[])), Ok(Record::Commit { series: vec![], samples: vec![] }));
     }
 
     #[test]
     fn a_record_with_bytes_after_its_end_or_cut_short_is_refused_at_the_byte() {
-        let mut bytes = encode_reserve(1);
+        let mut bytes = encode_commit(&[], &[]);
         bytes.push(0);
         assert_eq!(decode(&bytes), Err(9));
-        assert_eq!(decode(&bytes[..5]), Err(1));
+        assert_eq!(decode(&bytes[..3]), Err(1));
         assert_eq!(decode(&[9]), Err(0));
     }
 

@@ -2,4 +2,5 @@
 
 pub mod commitlog;
 pub mod logstor;
+pub mod tsdb;
 pub mod wal;

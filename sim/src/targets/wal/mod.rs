@@ -46,7 +46,23 @@ fn segment_of(path: &Path) -> Option<u64> {
 }
 
 fn segments_on_disk(context: &Context) -> Vec<u64> {
-    context.vfs.current_names(&directory()).iter().filter_map(|name| wal::parse_segment_file_name(name)).collect()
+    segments_in(context, &directory())
+}
+
+/// The segments of the WAL in `directory`, oldest first.
+fn segments_in(context: &Context, directory: &Path) -> Vec<u64> {
+    let mut segments: Vec<u64> =
+        context.vfs.current_names(directory).iter().filter_map(|name| wal::parse_segment_file_name(name)).collect();
+    segments.sort_unstable();
+    segments
+}
+
+/// Every sealed segment of the WAL in `directory` (all but the last), whole: where rot must be
+/// found, because the end of the last segment cannot tell damage from a torn write.
+pub(crate) fn sealed_segments(context: &Context, directory: &Path) -> Vec<(PathBuf, Range<u64>)> {
+    let segments = segments_in(context, directory);
+    let Some((_, sealed)) = segments.split_last() else { return Vec::new() };
+    sealed.iter().map(|&segment| (directory.join(wal::segment_file_name(segment)), 0..u64::MAX)).collect()
 }
 
 /// How many files of truncated segments wait to be reused.
@@ -162,9 +178,7 @@ impl Target for Workload {
     /// segment cannot be told from a torn write (the WAL module docs say so), and the oracle
     /// demands detection of everything it rots.
     fn rot_eligible(&self, context: &Context) -> Vec<(PathBuf, Range<u64>)> {
-        let segments = segments_on_disk(context);
-        let Some((_, sealed)) = segments.split_last() else { return Vec::new() };
-        sealed.iter().map(|&segment| (directory().join(wal::segment_file_name(segment)), 0..u64::MAX)).collect()
+        sealed_segments(context, &directory())
     }
 
     fn final_phase(&mut self, context: &mut Context, wal: Wal) -> Result<(), Failure> {

@@ -1,0 +1,129 @@
+//! The tsdb target: the head of `ballast::tsdb` under batches of samples appended by labels
+//! and by ref, commits buffered and synced, rollbacks, syncs, queries and clean reopens, with
+//! crashes at every I/O point and rot in sealed WAL segments.
+//!
+//! The model keeps every commit in order and which a sync covered, and every ref handed out.
+//! The oracle, after every open: the head holds exactly the samples of a prefix of the commits
+//! (commits are atomic, a crash loses a suffix), every synced commit among them unless the disk
+//! damaged the WAL; a ref names the same labels before and after recovery, and a ref lost in a
+//! crash is never issued again. Every append's acceptance or refusal (out of order, duplicate,
+//! out of bounds, an identical resend) is checked against the model, and every query against
+//! the model's samples.
+//!
+//! Here: the swarm draw and the [`Target`] the harness's loop drives; `workload.rs` draws and
+//! applies operations, `model.rs` holds the commits and refs, `oracle.rs` checks every open
+//! and the final phase.
+
+mod model;
+mod oracle;
+mod workload;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use ballast::tsdb::{Head, HeadOptions};
+use ballast::{wal, Error, RecoveryMode};
+use rand::Rng;
+
+use crate::faults::FaultConfig;
+use crate::harness::{self, draw_faults, Checked, Context, Failure, Opened, Step, Target};
+use crate::Damage;
+use model::Model;
+
+const DIRECTORY: &str = "/tsdb";
+const WAL_DIRECTORY: &str = "/tsdb/wal";
+
+fn segment_of(path: &Path) -> Option<u64> {
+    if path.parent() != Some(Path::new(WAL_DIRECTORY)) {
+        return None;
+    }
+    wal::parse_segment_file_name(path.file_name()?.to_str()?)
+}
+
+pub(crate) struct Workload {
+    options: HeadOptions,
+    series_count: u64,
+    model: Model,
+}
+
+impl Target for Workload {
+    type Handle = Head;
+    type BeforeOpen = ();
+
+    const NAME: &'static str = "tsdb";
+    const NOUN: &'static str = "head";
+    const LIFE_CRASH_IO_CALLS: u64 = 8;
+    const RECOVERY_CRASH_IO_CALLS: u64 = 6;
+    const CLOSES_ON_REOPEN: bool = true;
+    const EASES_FAILING_OPENS: bool = false;
+    const RETRIES_REPAIR_ON_DAMAGE: bool = false;
+
+    fn draw(context: &mut Context) -> (Self, FaultConfig) {
+        let wal_page_size = [512u32, 1024, 4096][context.rng.gen_range(0..3)];
+        let options = HeadOptions {
+            chunk_range: [60_000, 600_000, 7_200_000][context.rng.gen_range(0..3)],
+            wal_segment_size: u64::from(wal_page_size) * context.rng.gen_range(2..=8),
+            wal_page_size,
+            recovery_mode: RecoveryMode::Strict,
+        };
+        let series_count = context.rng.gen_range(1..=40);
+        let faults = draw_faults(&mut context.rng, options.wal_segment_size);
+        (Workload { options, series_count, model: Model::default() }, faults)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "chunk_range={} wal_page_size={} wal_segment_size={} series={}",
+            self.options.chunk_range, self.options.wal_page_size, self.options.wal_segment_size, self.series_count
+        )
+    }
+
+    fn space_to_free(&self) -> u64 {
+        2 * self.options.wal_segment_size
+    }
+
+    fn before_open(&self, _context: &Context) {}
+
+    fn open(&self, context: &Context, mode: RecoveryMode) -> ballast::Result<Head> {
+        let options = HeadOptions { recovery_mode: mode, ..self.options.clone() };
+        Head::open(context.vfs_handle.clone(), DIRECTORY, options)
+    }
+
+    fn explains_corruption(&self, damage: &[Damage], error: &Error) -> bool {
+        harness::damage_explains(damage, error, segment_of)
+    }
+
+    fn check_recovered(
+        &mut self,
+        context: &mut Context,
+        head: &Head,
+        opened: &Opened<'_, ()>,
+    ) -> Result<Checked, Failure> {
+        self.check_open(context, head, opened).map(|()| Checked::Sound)
+    }
+
+    fn step(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
+        self.operate(context, head)
+    }
+
+    fn sync(head: &mut Head) -> ballast::Result<()> {
+        head.sync()
+    }
+
+    fn close(head: Head) -> ballast::Result<()> {
+        head.close()
+    }
+
+    fn closed(&mut self) {
+        self.model.all_synced();
+    }
+
+    /// Sealed WAL segments, as for the wal target.
+    fn rot_eligible(&self, context: &Context) -> Vec<(PathBuf, Range<u64>)> {
+        super::wal::sealed_segments(context, Path::new(WAL_DIRECTORY))
+    }
+
+    fn final_phase(&mut self, context: &mut Context, head: Head) -> Result<(), Failure> {
+        self.final_work(context, head)
+    }
+}

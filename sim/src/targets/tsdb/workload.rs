@@ -1,0 +1,222 @@
+//! The tsdb workload: batches of samples appended by labels and by ref (some at t = 0, some
+//! out of order or duplicated on purpose, each refusal checked), committed buffered or synced
+//! or rolled back; syncs; queries with random matchers compared with the model; clean reopens.
+
+use std::collections::BTreeMap;
+
+use ballast::tsdb::{AppendError, Durability, Head, Labels, MatchKind, Matcher, SeriesRef};
+use ballast::Error;
+use rand::Rng;
+
+use super::model::{ModelCommit, ModelSample};
+use super::Workload;
+use crate::fail;
+use crate::harness::{Context, Failure, Step};
+
+/// What an append must do, by the model.
+#[derive(Debug, PartialEq, Eq)]
+enum Expected {
+    Accepted,
+    /// An identical resend: accepted, adds nothing.
+    Resend,
+    OutOfOrder,
+    Duplicate,
+    OutOfBounds,
+}
+
+impl Workload {
+    /// The labels of series number `index`: a name, a job and an instance.
+    pub(super) fn labels_of(index: u64) -> Labels {
+        let (name, job, instance) = (format!("m{}", index % 5), format!("j{}", index % 3), format!("i{index}"));
+        Labels::new([("__name__", name), ("job", job), ("instance", instance)]).expect("valid labels")
+    }
+
+    /// Draws one operation and applies it.
+    pub(super) fn operate(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
+        match context.rng.gen_range(0..100) {
+            0..=49 => self.batch(context, head),
+            50..=61 => {
+                context.trace(format_args!("op sync"));
+                let result = head.sync();
+                if result.is_ok() {
+                    self.model.all_synced();
+                }
+                Step::after(result, "sync")
+            }
+            62..=91 => {
+                self.check_query(context, head)?;
+                Ok(Step::Continue)
+            }
+            _ => {
+                context.trace(format_args!("op clean reopen"));
+                Ok(Step::Reopen)
+            }
+        }
+    }
+
+    /// Appends a drawn batch, then commits it (buffered or synced) or rolls it back.
+    fn batch(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
+        let mut appender = head.appender();
+        let mut batch: Vec<ModelSample> = Vec::new();
+        let mut newest: BTreeMap<Labels, (i64, u64)> = BTreeMap::new();
+        let max_time = self.model.max_time();
+        for _ in 0..context.rng.gen_range(1..=8) {
+            let index = context.rng.gen_range(0..self.series_count);
+            let labels = Self::labels_of(index);
+            let before = newest.get(&labels).copied().or_else(|| self.model.newest(&labels));
+            let (t, bits) = self.draw_sample(context, before);
+            let expected = Self::expect(before, max_time, self.options.chunk_range, t, bits);
+            let known_ref = self.model.refs.iter().find(|(_, known)| **known == labels).map(|(&r, _)| r);
+            let result = match known_ref.filter(|_| context.rng.gen_bool(0.5)) {
+                Some(series_ref) => appender.append_ref(series_ref, t, f64::from_bits(bits)).map(|()| series_ref),
+                None => appender.append(&labels, t, f64::from_bits(bits)),
+            };
+            match (result, &expected) {
+                (Ok(series_ref), Expected::Accepted | Expected::Resend) => self.note_ref(series_ref, &labels)?,
+                (Err(AppendError::OutOfOrder { .. }), Expected::OutOfOrder)
+                | (Err(AppendError::Duplicate { .. }), Expected::Duplicate)
+                | (Err(AppendError::OutOfBounds { .. }), Expected::OutOfBounds) => continue,
+                (Err(AppendError::Storage(Error::Io { .. })), _) => {
+                    // Reserving refs met the failing disk: the head is poisoned.
+                    appender.rollback();
+                    return Ok(Step::Poisoned);
+                }
+                (result, expected) => fail!("append at {t} expected {expected:?}, got {result:?}"),
+            }
+            if expected == Expected::Accepted {
+                newest.insert(labels.clone(), (t, bits));
+                batch.push((labels, t, bits));
+            }
+        }
+        self.finish_batch(context, appender, batch)
+    }
+
+    /// Commits (buffered or synced) or rolls back what `batch` appended.
+    fn finish_batch(
+        &mut self,
+        context: &mut Context,
+        appender: ballast::tsdb::Appender<'_>,
+        batch: Vec<ModelSample>,
+    ) -> Result<Step, Failure> {
+        let durability = match context.rng.gen_range(0..10) {
+            0..=1 => {
+                context.trace(format_args!("op rollback {} samples", batch.len()));
+                appender.rollback();
+                return Ok(Step::Continue);
+            }
+            2..=4 => Durability::Synced,
+            _ => Durability::Buffered,
+        };
+        context.trace(format_args!("op commit {} samples {durability:?}", batch.len()));
+        let result = appender.commit(durability);
+        let written = !batch.is_empty();
+        match &result {
+            Ok(()) => {
+                if written {
+                    self.model.commits.push(ModelCommit { samples: batch, synced: false });
+                }
+                if durability == Durability::Synced {
+                    self.model.all_synced();
+                }
+            }
+            // Written or not: the recovery decides, and the model allows both.
+            Err(Error::Io { .. }) if written => self.model.commits.push(ModelCommit { samples: batch, synced: false }),
+            Err(Error::RecordTooLarge { .. }) => {
+                context.note("commit_too_large");
+                return Ok(Step::Continue);
+            }
+            Err(_) => {}
+        }
+        Step::after(result, "commit")
+    }
+
+    /// A sample for a series whose newest sample is `before`: usually later by a scrape
+    /// interval, now and then at t = 0 for a new series, older or at the same time on purpose.
+    fn draw_sample(&self, context: &mut Context, before: Option<(i64, u64)>) -> (i64, u64) {
+        let bits = match context.rng.gen_range(0..4) {
+            0 => context.rng.gen::<u64>(),
+            1 => f64::NAN.to_bits(),
+            _ => f64::from(context.rng.gen_range(0u32..1000)).to_bits(),
+        };
+        let Some((newest, newest_bits)) = before else {
+            let t = if context.rng.gen_bool(0.3) { 0 } else { context.rng.gen_range(0..100_000) };
+            return (t, bits);
+        };
+        match context.rng.gen_range(0..20) {
+            0 => (newest - context.rng.gen_range(1..5_000), bits),
+            1 => (newest, bits ^ 1),
+            2 => (newest, newest_bits),
+            _ => (newest + context.rng.gen_range(1..30_000), bits),
+        }
+    }
+
+    /// What the head must do with sample `(t, bits)` of a series whose newest is `before`.
+    fn expect(before: Option<(i64, u64)>, max_time: Option<i64>, chunk_range: i64, t: i64, bits: u64) -> Expected {
+        if max_time.is_some_and(|max| t < max - chunk_range / 2) {
+            return Expected::OutOfBounds;
+        }
+        match before {
+            Some((newest, _)) if t < newest => Expected::OutOfOrder,
+            Some((newest, newest_bits)) if t == newest => {
+                if bits == newest_bits {
+                    Expected::Resend
+                } else {
+                    Expected::Duplicate
+                }
+            }
+            _ => Expected::Accepted,
+        }
+    }
+
+    /// A ref names one series, forever.
+    fn note_ref(&mut self, series_ref: SeriesRef, labels: &Labels) -> Result<(), Failure> {
+        if let Some(retired) = self.model.retired.get(&series_ref) {
+            fail!("ref {series_ref}, issued for {retired} before a crash, was issued again for {labels}");
+        }
+        match self.model.refs.insert(series_ref, labels.clone()) {
+            Some(previous) if previous != *labels => {
+                fail!("ref {series_ref} named {previous} and now names {labels}: a ref was issued twice")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A query with drawn matchers and window, compared with the model's committed samples.
+    fn check_query(&self, context: &mut Context, head: &Head) -> Result<(), Failure> {
+        let kinds = [MatchKind::Equal, MatchKind::NotEqual, MatchKind::Regex, MatchKind::NotRegex];
+        let mut matchers = Vec::new();
+        for _ in 0..context.rng.gen_range(0..=2) {
+            let name = ["__name__", "job", "instance", "zone"][context.rng.gen_range(0..4)];
+            let value = ["m1", "j0", "i3", "", "m.*", "j[01]", ".*", "i1.*"][context.rng.gen_range(0..8)];
+            let kind = kinds[context.rng.gen_range(0..4)];
+            matchers.push(Matcher::new(kind, name, value).expect("the drawn patterns compile"));
+        }
+        let min_time = context.rng.gen_range(-10_000..200_000);
+        let max_time = min_time + context.rng.gen_range(0..2_000_000);
+        context.trace(format_args!("op query {} matchers {min_time}..={max_time}", matchers.len()));
+        let found: Vec<(Labels, Vec<(i64, u64)>)> = head
+            .select(min_time, max_time, &matchers)
+            .into_iter()
+            .map(|series| (series.labels, series.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect()))
+            .collect();
+        let expected: Vec<(Labels, Vec<(i64, u64)>)> = self
+            .model
+            .samples()
+            .into_iter()
+            .filter(|(labels, _)| matchers.iter().all(|m| m.matches(labels.get(m.name()).unwrap_or(""))))
+            .map(|(labels, samples)| {
+                (labels, samples.into_iter().filter(|(t, _)| (min_time..=max_time).contains(t)).collect::<Vec<_>>())
+            })
+            .filter(|(_, samples)| !samples.is_empty())
+            .collect();
+        if found != expected {
+            fail!(
+                "query of {} matchers over {min_time}..={max_time} returned {} series, the model holds {}",
+                matchers.len(),
+                found.len(),
+                expected.len()
+            );
+        }
+        Ok(())
+    }
+}
