@@ -18,6 +18,9 @@ pub(crate) enum Structure {
     Wal,
     Commitlog,
     Logstor,
+    /// A TSDB head: told by its `refs` file.
+    #[cfg(feature = "tsdb")]
+    Tsdb,
 }
 
 impl Structure {
@@ -27,6 +30,8 @@ impl Structure {
             Self::Wal => "a ballast WAL",
             Self::Commitlog => "a ballast commitlog",
             Self::Logstor => "a ballast logstor store",
+            #[cfg(feature = "tsdb")]
+            Self::Tsdb => "a ballast TSDB head",
         }
     }
 
@@ -40,6 +45,10 @@ impl Structure {
         }
         if name == logstor_names::META_FILE_NAME || logstor_names::parse_data_file_name(name).is_some() {
             return Some(Self::Logstor);
+        }
+        #[cfg(feature = "tsdb")]
+        if name == crate::tsdb::REFS_FILE_NAME {
+            return Some(Self::Tsdb);
         }
         None
     }

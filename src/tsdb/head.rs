@@ -124,13 +124,17 @@ pub struct Head {
 }
 
 impl Head {
-    /// Opens the head in `directory` (creating it if needed), and replays its WAL.
+    /// Opens the head in `directory` (creating it if needed), and replays its WAL. A directory
+    /// holding another ballast structure's files is refused with [`Error::ForeignDirectory`]
+    /// before anything is written; a damaged `refs` file fails a [`RecoveryMode::Strict`] open
+    /// with [`Error::Corruption`] naming it.
     pub fn open(vfs: Arc<dyn Vfs>, directory: impl Into<PathBuf>, options: HeadOptions) -> Result<Self> {
         if options.chunk_range <= 0 {
             return Err(Error::InvalidArgument { reason: "chunk_range must be positive".to_string() });
         }
         let directory = directory.into();
         crate::directory::check_path(&directory)?;
+        crate::directory::refuse_foreign(vfs.as_ref(), &directory, crate::directory::Structure::Tsdb)?;
         let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
         let reserved = match refs::read(vfs.as_ref(), &directory) {
             Err(error @ Error::Corruption { .. }) if options.recovery_mode == RecoveryMode::Repair => {

@@ -29,5 +29,8 @@ pub use labels::{is_valid_name, Label, LabelError, Labels};
 pub use matcher::{MatchKind, Matcher, MatcherError};
 pub use postings::MemPostings;
 
+/// The name of the file that tells a head's directory (see `docs/format.md`).
+pub(crate) const REFS_FILE_NAME: &str = refs::FILE_NAME;
+
 /// A series' reference: stable, drawn from a counter that survives restarts, never reissued.
 pub type SeriesRef = u64;

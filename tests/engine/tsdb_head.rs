@@ -132,3 +132,20 @@ fn a_damaged_refs_file_fails_a_strict_open_and_a_repair_skips_far_ahead() {
     let next = appender.append(&labels(&[("__name__", "b")]), 20, 1.0).unwrap();
     assert!(next > first + (1 << 31), "ref {next} could have been issued before the damage");
 }
+
+#[test]
+fn a_head_refuses_another_structures_directory_and_a_wal_refuses_a_heads() {
+    let directory = tempfile::tempdir().unwrap();
+    crate::write_log(directory.path(), 40);
+    match Head::open(os(), directory.path(), HeadOptions::default()) {
+        Err(ballast::Error::ForeignDirectory { expected, .. }) => assert_eq!(expected, "a ballast TSDB head"),
+        other => panic!("a head opened on a WAL's directory: {other:?}"),
+    }
+    let head_directory = tempfile::tempdir().unwrap();
+    let mut head = open(head_directory.path());
+    let mut appender = head.appender();
+    appender.append(&labels(&[("__name__", "a")]), 1, 1.0).unwrap();
+    appender.commit(Durability::Synced).unwrap();
+    head.close().unwrap();
+    assert!(ballast::wal::Wal::open(os(), head_directory.path(), ballast::wal::WalOptions::default()).is_err());
+}
