@@ -166,7 +166,12 @@ impl Head {
             max_time: None,
             _lock: lock,
         };
+        let refs_damaged = reserved == Some(None);
         head.replay(reserved)?;
+        if refs_damaged {
+            // The repair is finished by recording where refs now restart.
+            refs::write(head.vfs.as_ref(), &head.directory, head.next_ref)?;
+        }
         // Every check has passed; a refs file a crash left half made goes.
         let temp = format!("{}.tmp", refs::FILE_NAME);
         vfs::remove_if_present(head.vfs.as_ref(), &head.directory.join(temp))?;
@@ -199,7 +204,7 @@ impl Head {
                 }
             }
         }
-        let after_series = self.series.keys().next_back().map_or(1, |&last| last + 1);
+        let after_series = self.series.keys().next_back().map_or(1, |&last| last.saturating_add(1));
         self.next_ref = match reserved {
             None => after_series,
             Some(Some(until)) => until.max(after_series),
@@ -295,13 +300,32 @@ impl Head {
 
     /// Makes every commit so far durable.
     pub fn sync(&mut self) -> Result<()> {
-        self.health.check()?;
-        self.wal.sync()
+        self.check_health()?;
+        let synced = self.wal.sync();
+        synced.map_err(|error| self.poison(error))
     }
 
-    /// Syncs and closes the WAL.
+    /// Syncs and closes the WAL. A poisoned head refuses with [`Error::Poisoned`].
     pub fn close(self) -> Result<()> {
+        self.check_health()?;
         self.wal.close()
+    }
+
+    /// Refuses when an earlier write or sync of the head, or of its WAL, failed.
+    fn check_health(&self) -> Result<()> {
+        self.health.check()?;
+        if self.wal.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Marks the head poisoned by `error` (but for a record too large, which wrote nothing).
+    fn poison(&mut self, error: Error) -> Error {
+        match error {
+            error @ Error::RecordTooLarge { .. } => error,
+            error => self.health.poison(&self.directory, error),
+        }
     }
 
     /// The directory of the head's WAL.
@@ -311,16 +335,18 @@ impl Head {
 
     /// A new ref, reserving a block durably first when the reserved ones are used up.
     fn issue_ref(&mut self) -> Result<SeriesRef> {
-        self.health.check()?;
+        self.check_health()?;
+        let exhausted = || Error::InvalidArgument { reason: "every series ref has been issued".to_string() };
+        let after = self.next_ref.checked_add(1).ok_or_else(exhausted)?;
         if self.next_ref >= self.reserved_until {
             let until = self.next_ref.saturating_add(REFS_RESERVED_AT_ONCE);
             if let Err(error) = refs::write(self.vfs.as_ref(), &self.directory, until) {
-                return Err(self.health.poison(&self.directory, error));
+                return Err(self.poison(error));
             }
             self.reserved_until = until;
         }
         let issued = self.next_ref;
-        self.next_ref += 1;
+        self.next_ref = after;
         Ok(issued)
     }
 
@@ -385,9 +411,9 @@ impl Appender<'_> {
     /// and leaves the head usable: commit it in smaller batches.
     pub fn commit(self, durability: Durability) -> Result<()> {
         let head = self.head;
-        head.health.check()?;
+        head.check_health()?;
         if self.samples.is_empty() {
-            return if durability == Durability::Synced { head.wal.sync() } else { Ok(()) };
+            return if durability == Durability::Synced { head.sync() } else { Ok(()) };
         }
         let mut created: Vec<SeriesRef> = Vec::new();
         for sample in &self.samples {
@@ -398,9 +424,11 @@ impl Appender<'_> {
         let new_series: Vec<(SeriesRef, &Labels)> =
             created.iter().map(|series_ref| (*series_ref, &head.series[series_ref].labels)).collect();
         let bytes = record::encode_commit(&new_series, &self.samples);
-        head.wal.append(&bytes)?;
+        if let Err(error) = head.wal.append(&bytes) {
+            return Err(head.poison(error));
+        }
         if durability == Durability::Synced {
-            head.wal.sync()?;
+            head.sync()?;
         }
         for series_ref in created {
             head.log_series(series_ref);

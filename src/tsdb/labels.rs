@@ -24,6 +24,9 @@ pub enum LabelError {
     /// An empty value: a label with an empty value is the same as no label, so it must be left
     /// out rather than stored.
     EmptyValue { name: String },
+    /// More than the WAL's record format holds: names of at most 65,535 bytes, values of at
+    /// most 4 GiB - 1, at most 65,535 labels.
+    TooLarge { what: &'static str },
 }
 
 impl fmt::Display for LabelError {
@@ -34,6 +37,7 @@ impl fmt::Display for LabelError {
             Self::EmptyValue { name } => {
                 write!(f, "label {name:?} has an empty value (the same as no label: leave it out)")
             }
+            Self::TooLarge { what } => write!(f, "the label set is too large: {what}"),
         }
     }
 }
@@ -53,7 +57,16 @@ impl Labels {
         let mut labels: Vec<Label> =
             pairs.into_iter().map(|(name, value)| Label { name: name.into(), value: value.into() }).collect();
         labels.sort();
+        if labels.len() > usize::from(u16::MAX) {
+            return Err(LabelError::TooLarge { what: "more than 65,535 labels" });
+        }
         for (index, label) in labels.iter().enumerate() {
+            if label.name.len() > usize::from(u16::MAX) {
+                return Err(LabelError::TooLarge { what: "a name longer than 65,535 bytes" });
+            }
+            if u32::try_from(label.value.len()).is_err() {
+                return Err(LabelError::TooLarge { what: "a value of 4 GiB or more" });
+            }
             if !is_valid_name(&label.name) {
                 return Err(LabelError::BadName { name: label.name.clone() });
             }

@@ -11,8 +11,12 @@ use super::labels::Labels;
 
 /// The number of samples a chunk aims for.
 pub(crate) const SAMPLES_PER_CHUNK: u16 = 120;
-/// A chunk is cut once its bytes pass this, whatever its sample count.
+/// No chunk grows past this many bytes.
 pub(crate) const MAX_BYTES_PER_CHUNK: usize = 1024;
+/// The bytes one sample can take at most (a 64-bit delta of deltas and 64 significant value
+/// bits, with their control bits); a chunk is cut before a sample that could take it past
+/// `MAX_BYTES_PER_CHUNK`, as Prometheus cuts.
+const SAMPLE_BYTES_MAX: usize = 19;
 
 /// A chunk and the times of its first and last samples.
 #[derive(Clone, Debug)]
@@ -84,7 +88,9 @@ impl MemSeries {
         } else {
             self.next_at
         };
-        open.chunk.bytes().len() > MAX_BYTES_PER_CHUNK || t >= next_at || count >= 2 * SAMPLES_PER_CHUNK
+        open.chunk.bytes().len() > MAX_BYTES_PER_CHUNK - SAMPLE_BYTES_MAX
+            || t >= next_at
+            || count >= 2 * SAMPLES_PER_CHUNK
     }
 
     /// The samples with `min_time <= t <= max_time`, oldest first, as `(t, value bits)`.
@@ -141,7 +147,7 @@ mod tests {
         for i in 0..200 {
             noisy.append(i * 1000, (i as f64 * 1.000_123_456_7).sin().to_bits(), 2 * HOUR);
         }
-        assert!(noisy.chunks.iter().all(|chunk| chunk.chunk.bytes().len() <= MAX_BYTES_PER_CHUNK + 20));
+        assert!(noisy.chunks.iter().all(|chunk| chunk.chunk.bytes().len() <= MAX_BYTES_PER_CHUNK));
         assert!(noisy.chunks.len() > 1);
     }
 

@@ -31,6 +31,13 @@ impl Workload {
                     self.model.refs[&series.series]
                 );
             }
+            if let Some(retired) = self.model.retired.get(&series.series) {
+                fail!("ref {} of {retired}, lost in a crash, came back for {}", series.series, series.labels);
+            }
+            let before = self.model.refs.iter().find(|(_, labels)| **labels == series.labels).map(|(&r, _)| r);
+            if before.is_some_and(|before| before != series.series) {
+                fail!("series {} has ref {} after recovery, {before:?} before", series.labels, series.series);
+            }
             by_series.insert(series.labels.clone(), series.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect());
         }
         let kept = self.kept_commits(&by_series, !opened.damage.is_empty())?;
@@ -98,13 +105,14 @@ impl Workload {
             self.model.commits.push(super::model::ModelCommit { samples, synced: false });
         }
         self.model.all_synced();
+        // Counted before the reopen, whose check cuts the model to what it recovered.
+        let committed: usize = self.model.commits.iter().map(|commit| commit.samples.len()).sum();
         if let Err(error) = head.close() {
             fail!("close on a perfect disk failed: {error}");
         }
         let Some(head) = harness::open_and_check(self, context, false)? else {
             fail!("power failed on a perfect disk")
         };
-        let committed: usize = self.model.commits.iter().map(|commit| commit.samples.len()).sum();
         let found: usize = head.select(i64::MIN, i64::MAX, &[]).iter().map(|series| series.samples.len()).sum();
         if found != committed {
             fail!("after a close on a perfect disk {found} samples were found, {committed} committed");
