@@ -18,9 +18,6 @@ use crate::vfs::{self, Vfs, VfsLock};
 use crate::wal::{self, Wal, WalOptions};
 use crate::RecoveryMode;
 
-/// Refs are reserved this many at a time: recorded in the `refs` file before the first of
-/// them is handed out, so that no crash can make the head hand one out twice.
-const REFS_RESERVED_AT_ONCE: u64 = 1024;
 /// How far past its series a repair open starts the counter when the `refs` file is damaged:
 /// how far refs went is lost with it, and refs are plentiful.
 const REFS_SKIPPED_AFTER_DAMAGE: u64 = 1 << 32;
@@ -38,6 +35,10 @@ pub struct HeadOptions {
     pub wal_page_size: u32,
     /// What opening does with damaged synced data in the WAL.
     pub recovery_mode: RecoveryMode,
+    /// How many refs the head reserves at a time: it records the end of each reservation in
+    /// the `refs` file (a small atomic write) before handing out the first ref of it, so that
+    /// no crash can make it hand a ref out twice. At least 1; defaults to 1,024.
+    pub refs_reserved_at_once: u64,
 }
 
 impl Default for HeadOptions {
@@ -48,6 +49,7 @@ impl Default for HeadOptions {
             wal_segment_size: wal.segment_size,
             wal_page_size: wal.page_size,
             recovery_mode: RecoveryMode::Strict,
+            refs_reserved_at_once: 1024,
         }
     }
 }
@@ -131,6 +133,9 @@ impl Head {
     pub fn open(vfs: Arc<dyn Vfs>, directory: impl Into<PathBuf>, options: HeadOptions) -> Result<Self> {
         if options.chunk_range <= 0 {
             return Err(Error::InvalidArgument { reason: "chunk_range must be positive".to_string() });
+        }
+        if options.refs_reserved_at_once == 0 {
+            return Err(Error::InvalidArgument { reason: "refs_reserved_at_once must be at least 1".to_string() });
         }
         let directory = directory.into();
         crate::directory::check_path(&directory)?;
@@ -339,7 +344,7 @@ impl Head {
         let exhausted = || Error::InvalidArgument { reason: "every series ref has been issued".to_string() };
         let after = self.next_ref.checked_add(1).ok_or_else(exhausted)?;
         if self.next_ref >= self.reserved_until {
-            let until = self.next_ref.saturating_add(REFS_RESERVED_AT_ONCE);
+            let until = self.next_ref.saturating_add(self.options.refs_reserved_at_once);
             if let Err(error) = refs::write(self.vfs.as_ref(), &self.directory, until) {
                 return Err(self.poison(error));
             }

@@ -65,6 +65,8 @@ impl Target for Workload {
             wal_segment_size: u64::from(wal_page_size) * context.rng.gen_range(2..=8),
             wal_page_size,
             recovery_mode: RecoveryMode::Strict,
+            // Small, so that lives renew their reservation and crashes fall inside one.
+            refs_reserved_at_once: context.rng.gen_range(1..=64),
         };
         let series_count = context.rng.gen_range(1..=40);
         let faults = draw_faults(&mut context.rng, options.wal_segment_size);
@@ -73,8 +75,12 @@ impl Target for Workload {
 
     fn describe(&self) -> String {
         format!(
-            "chunk_range={} wal_page_size={} wal_segment_size={} series={}",
-            self.options.chunk_range, self.options.wal_page_size, self.options.wal_segment_size, self.series_count
+            "chunk_range={} wal_page_size={} wal_segment_size={} refs_reserved_at_once={} series={}",
+            self.options.chunk_range,
+            self.options.wal_page_size,
+            self.options.wal_segment_size,
+            self.options.refs_reserved_at_once,
+            self.series_count
         )
     }
 

@@ -168,6 +168,28 @@ impl Workload {
         }
     }
 
+    /// The label names and each name's values are those of the committed series.
+    fn check_label_values(&self, head: &Head) -> Result<(), Failure> {
+        let series = self.model.samples();
+        let mut values: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for labels in series.keys() {
+            for label in labels.iter() {
+                values.entry(label.name.clone()).or_default().insert(label.value.clone());
+            }
+        }
+        let names: Vec<String> = values.keys().cloned().collect();
+        if head.label_names() != names {
+            fail!("label names {:?}, the model's committed series have {names:?}", head.label_names());
+        }
+        for (name, expected) in &values {
+            let found = head.label_values(name);
+            if found.iter().ne(expected.iter()) {
+                fail!("label {name} takes values {found:?}, the model's committed series {expected:?}");
+            }
+        }
+        Ok(())
+    }
+
     /// A ref names one series, forever.
     fn note_ref(&mut self, series_ref: SeriesRef, labels: &Labels) -> Result<(), Failure> {
         if let Some(retired) = self.model.retired.get(&series_ref) {
@@ -191,8 +213,9 @@ impl Workload {
             let kind = kinds[context.rng.gen_range(0..4)];
             matchers.push(Matcher::new(kind, name, value).expect("the drawn patterns compile"));
         }
-        let min_time = context.rng.gen_range(-10_000..200_000);
-        let max_time = min_time + context.rng.gen_range(0..2_000_000);
+        let newest = self.model.max_time().unwrap_or(0).max(0);
+        let min_time = context.rng.gen_range(-10_000..=newest);
+        let max_time = min_time + context.rng.gen_range(0..=newest.max(1) - min_time.min(newest) + 30_000);
         context.trace(format_args!("op query {} matchers {min_time}..={max_time}", matchers.len()));
         let found: Vec<(Labels, Vec<(i64, u64)>)> = head
             .select(min_time, max_time, &matchers)
@@ -217,6 +240,6 @@ impl Workload {
                 expected.len()
             );
         }
-        Ok(())
+        self.check_label_values(head)
     }
 }
