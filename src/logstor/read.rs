@@ -75,6 +75,17 @@ impl Logstor {
             }
         };
         let record = format::decode_record(bytes).map_err(corruption)?;
+        // The index knows the record's length: a shorter record that decodes at the start of
+        // the bytes read is another write's. (Logstor seed 646427 of `ballast-sim`: a
+        // relocated copy went astray, the block kept an older copy of the key under the same
+        // sequence number, a crash had let recovery issue again, and a get returned it.)
+        if record.size() as u64 != u64::from(entry.length) {
+            return Err(corruption(CorruptionReason::HeaderMismatch {
+                field: "length",
+                expected: u64::from(entry.length),
+                found: record.size() as u64,
+            }));
+        }
         if record.key != key || record.sequence != entry.sequence {
             return Err(corruption(CorruptionReason::HeaderMismatch {
                 field: "sequence",
