@@ -16,7 +16,7 @@ use super::format::{self, BufferKind, Geometry, Meta, BLOCK_SIZE};
 use super::index::{build_index, Entry, Index};
 use super::key::IndexKey;
 use super::listing::{list, Listing};
-use super::scan::{scan_segment, SegmentScan};
+use super::scan::{highest_sequence, scan_segment, SegmentScan};
 use super::segment::{place, LogstorSegments, Segment, SegmentKind, SegmentState};
 use super::{io_error, LogstorOptions, RecoveryReport};
 use crate::error::{CorruptionReason, Error, Result};
@@ -269,6 +269,10 @@ impl Scanned {
     /// seal to write.
     fn take(&mut self, segment: u64, bytes: &[u8], scan: SegmentScan) {
         let slot = usize::try_from(segment).expect("fits");
+        if matches!(scan, SegmentScan::Free { .. } | SegmentScan::Used { sealed_at: None, .. }) {
+            // Records the scan does not take are still on disk: never reissue their sequences.
+            self.next_sequence = self.next_sequence.max(highest_sequence(bytes, segment).saturating_add(1));
+        }
         let (kind, generation, end, sealed_at, records) = match scan {
             SegmentScan::Free { generation, unfinished } => {
                 self.segments[slot] = Segment { state: SegmentState::Free, generation, written: 0, live_bytes: 0 };
