@@ -293,6 +293,11 @@ impl Head {
         selected
     }
 
+    /// The time of the newest sample in the head, if it holds any.
+    pub fn max_time(&self) -> Option<i64> {
+        self.max_time
+    }
+
     /// Label names in use, sorted.
     pub fn label_names(&self) -> Vec<String> {
         self.postings.label_names().map(str::to_string).collect()
