@@ -122,6 +122,8 @@ pub struct Head {
     reserved_until: SeriesRef,
     /// The newest sample time in the head.
     max_time: Option<i64>,
+    /// Where the last commit's record went in the WAL.
+    last_commit: Option<wal::Position>,
     _lock: Box<dyn VfsLock>,
 }
 
@@ -169,6 +171,7 @@ impl Head {
             next_ref: 1,
             reserved_until: 1,
             max_time: None,
+            last_commit: None,
             _lock: lock,
         };
         let refs_damaged = reserved == Some(None);
@@ -291,6 +294,13 @@ impl Head {
             .collect();
         selected.sort_by(|a, b| a.labels.cmp(&b.labels));
         selected
+    }
+
+    /// Where the last commit this handle wrote begins in the WAL: for checkers, which hold a
+    /// recovery to every commit before damage the disk did.
+    #[cfg(feature = "checks")]
+    pub fn last_commit_position(&self) -> Option<wal::Position> {
+        self.last_commit
     }
 
     /// The time of the newest sample in the head, if it holds any.
@@ -434,8 +444,9 @@ impl Appender<'_> {
         let new_series: Vec<(SeriesRef, &Labels)> =
             created.iter().map(|series_ref| (*series_ref, &head.series[series_ref].labels)).collect();
         let bytes = record::encode_commit(&new_series, &self.samples);
-        if let Err(error) = head.wal.append(&bytes) {
-            return Err(head.poison(error));
+        match head.wal.append(&bytes) {
+            Ok(position) => head.last_commit = Some(position),
+            Err(error) => return Err(head.poison(error)),
         }
         if durability == Durability::Synced {
             head.sync()?;

@@ -13,6 +13,8 @@ pub(super) struct ModelCommit {
     pub(super) samples: Vec<ModelSample>,
     /// A sync covered it: no crash may lose it.
     pub(super) synced: bool,
+    /// Where its record begins in the WAL, `(segment, offset)`, if its write returned.
+    pub(super) position: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]

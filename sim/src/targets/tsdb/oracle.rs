@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 
 use ballast::tsdb::{Durability, Head, Labels};
 
-use super::Workload;
+use super::{segment_of, Workload};
 use crate::fail;
+use crate::faults::FaultKind;
 use crate::harness::{self, Context, Failure, Opened};
 
 impl Workload {
@@ -40,7 +41,8 @@ impl Workload {
             }
             by_series.insert(series.labels.clone(), series.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect());
         }
-        let kept = self.kept_commits(&by_series, !opened.damage.is_empty())?;
+        let owed = self.owed_commits(opened);
+        let kept = self.kept_commits(&by_series, owed)?;
         self.model.commits.truncate(kept);
         if opened.after_crash {
             self.model.all_synced();
@@ -57,9 +59,29 @@ impl Workload {
         Ok(())
     }
 
-    /// How many commits, from the first, `recovered` holds: exactly their samples, in order.
-    /// At least every synced one unless the disk damaged the WAL (`lenient`).
-    fn kept_commits(&self, recovered: &BTreeMap<Labels, Vec<(i64, u64)>>, lenient: bool) -> Result<usize, Failure> {
+    /// How many commits, from the first, the open owes: every synced one, but damage the disk
+    /// did to the WAL excuses the commits from the one whose record holds it on (a misdirected
+    /// write, whose intended place is unknown, those from the first in its segment on).
+    fn owed_commits(&self, opened: &Opened<'_, ()>) -> usize {
+        let mut owed = self.model.synced_prefix();
+        for damage in opened.damage {
+            let Some(segment) = segment_of(&damage.path) else { continue };
+            let before = |position: (u64, u64)| match damage.kind {
+                FaultKind::MisdirectedWrite => position.0 < segment,
+                _ => position < (segment, damage.offset),
+            };
+            // Commits whose record begins before the damage, less the one that may hold it.
+            let starting_before =
+                self.model.commits.iter().take_while(|commit| commit.position.is_some_and(before)).count();
+            let holding = usize::from(damage.kind != FaultKind::MisdirectedWrite && starting_before > 0);
+            owed = owed.min(starting_before - holding);
+        }
+        owed
+    }
+
+    /// How many commits, from the first, `recovered` holds: exactly their samples, in order,
+    /// and at least the `owed` ones.
+    fn kept_commits(&self, recovered: &BTreeMap<Labels, Vec<(i64, u64)>>, owed: usize) -> Result<usize, Failure> {
         let total: usize = recovered.values().map(Vec::len).sum();
         let mut count = 0;
         let mut kept = 0;
@@ -79,9 +101,11 @@ impl Workload {
         if expected != *recovered {
             fail!("the {total} samples recovered are not those of the first {kept} commits");
         }
-        let synced = self.model.synced_prefix();
-        if kept < synced && !lenient {
-            fail!("lost synced data: {kept} commits recovered, {synced} were synced");
+        if kept < owed {
+            fail!(
+                "lost synced data: {kept} commits recovered, {owed} were owed ({} synced)",
+                self.model.synced_prefix()
+            );
         }
         Ok(kept)
     }
@@ -102,7 +126,8 @@ impl Workload {
                 fail!("commit on a perfect disk failed: {error}");
             }
             let samples = vec![(labels, later, (index as f64).to_bits())];
-            self.model.commits.push(super::model::ModelCommit { samples, synced: false });
+            let position = head.last_commit_position().map(|position| (position.segment, position.offset));
+            self.model.commits.push(super::model::ModelCommit { samples, synced: false, position });
         }
         self.model.all_synced();
         // Counted before the reopen, whose check cuts the model to what it recovered.

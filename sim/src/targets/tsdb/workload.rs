@@ -56,6 +56,20 @@ impl Workload {
 
     /// Appends a drawn batch, then commits it (buffered or synced) or rolls it back.
     fn batch(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
+        let (commits_before, position_before) = (self.model.commits.len(), head.last_commit_position());
+        let step = self.append_batch(context, head)?;
+        // A commit whose record was written: where, so that damage before it cannot excuse
+        // its loss.
+        let position = head.last_commit_position().filter(|&after| Some(after) != position_before);
+        if let (Some(position), true) = (position, self.model.commits.len() > commits_before) {
+            let commit = self.model.commits.last_mut().expect("one was pushed");
+            commit.position = Some((position.segment, position.offset));
+        }
+        Ok(step)
+    }
+
+    /// Appends a drawn batch, then commits it or rolls it back.
+    fn append_batch(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
         let mut appender = head.appender();
         let mut batch: Vec<ModelSample> = Vec::new();
         let mut newest: BTreeMap<Labels, (i64, u64)> = BTreeMap::new();
@@ -113,14 +127,16 @@ impl Workload {
         match &result {
             Ok(()) => {
                 if written {
-                    self.model.commits.push(ModelCommit { samples: batch, synced: false });
+                    self.model.commits.push(ModelCommit { samples: batch, synced: false, position: None });
                 }
                 if durability == Durability::Synced {
                     self.model.all_synced();
                 }
             }
             // Written or not: the recovery decides, and the model allows both.
-            Err(Error::Io { .. }) if written => self.model.commits.push(ModelCommit { samples: batch, synced: false }),
+            Err(Error::Io { .. }) if written => {
+                self.model.commits.push(ModelCommit { samples: batch, synced: false, position: None });
+            }
             Err(Error::RecordTooLarge { .. }) => {
                 context.note("commit_too_large");
                 return Ok(Step::Continue);
