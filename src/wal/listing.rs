@@ -36,6 +36,8 @@ pub fn parse_recycle_file_name(name: &str) -> Option<u64> {
 /// The files found in a WAL directory.
 pub(super) struct Listing {
     pub(super) segments: Vec<u64>,
+    /// Segments below the first the log holds ([`WalOptions::first_segment`]), ascending.
+    pub(super) obsolete: Vec<u64>,
     /// Files of truncated segments kept for reuse, ascending.
     pub(super) recycled: Vec<u64>,
     pub(super) temp_files: Vec<String>,
@@ -53,23 +55,28 @@ fn parse_file_name(name: &str) -> Option<WalFile> {
 }
 
 /// Lists the directory, refusing a file the WAL does not write ([`Error::BadFileName`]) and a
-/// hole in the segments' numbering ([`Error::SegmentGap`]).
-pub(super) fn list_directory(vfs: &dyn Vfs, directory: &Path) -> Result<Listing> {
+/// hole in the numbering of the segments from `first_segment` on ([`Error::SegmentGap`]);
+/// those below it are listed apart, as obsolete.
+pub(super) fn list_directory(vfs: &dyn Vfs, directory: &Path, first_segment: u64) -> Result<Listing> {
     let listed = listing::list(vfs, directory, parse_file_name)?;
     let mut listing = Listing {
         segments: Vec::new(),
+        obsolete: Vec::new(),
         recycled: Vec::new(),
         temp_files: listed.temp_files,
         repair_plan: listed.repair_plan,
     };
     for file in listed.files {
         match file {
+            WalFile::Segment(number) if number < first_segment => listing.obsolete.push(number),
             WalFile::Segment(number) => listing.segments.push(number),
             WalFile::Recycled(number) => listing.recycled.push(number),
         }
     }
     listing.segments.sort_unstable();
+    listing.obsolete.sort_unstable();
     listing.recycled.sort_unstable();
-    listing::check_contiguous(directory, &listing.segments, None)?;
+    let first = (first_segment > 0).then_some(first_segment);
+    listing::check_contiguous(directory, &listing.segments, first)?;
     Ok(listing)
 }

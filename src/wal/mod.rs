@@ -204,7 +204,7 @@ impl Wal {
         directory::refuse_foreign(vfs.as_ref(), &directory, Structure::Wal)?;
         let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
         // Read only, up to the survey: whatever fails the open fails it here.
-        let listing = list_directory(vfs.as_ref(), &directory)?;
+        let listing = list_directory(vfs.as_ref(), &directory, options.first_segment)?;
         let plan = listing.repair_plan.then(|| repair::read_plan(vfs.as_ref(), &directory)).transpose()?;
         recovery::check_page_size(vfs.as_ref(), &directory, &listing.segments, options.page_size)?;
         let survey = recovery::survey(vfs.as_ref(), &directory, &options, &listing.segments, plan.as_ref())?;

@@ -41,6 +41,13 @@ pub struct WalOptions {
     /// removes truncated segments at once. Not recorded on disk: an open with fewer than the
     /// directory keeps removes the newest of them, once its checks have passed. Defaults to 1.
     pub recycle_segments: usize,
+    /// The lowest segment number the log holds. Segments below it are obsolete: an open
+    /// neither reads nor verifies them (damage there can fail no open and start no repair),
+    /// and removes them once its checks have passed; an empty log begins at it. For a user
+    /// that has moved what those segments held elsewhere, as the TSDB head's checkpoint
+    /// does. A segment missing at or above it is [`Error::SegmentGap`]. Not recorded on
+    /// disk. Defaults to 0.
+    pub first_segment: u64,
 }
 
 /// The default of [`WalOptions::preallocate`]. On this project's machine (ext4, virtio disk) a
@@ -59,6 +66,7 @@ impl Default for WalOptions {
             recovery_mode: RecoveryMode::Strict,
             preallocate: PREALLOCATE_DEFAULT,
             recycle_segments: RECYCLE_SEGMENTS_DEFAULT,
+            first_segment: 0,
         }
     }
 }

@@ -137,8 +137,9 @@ impl Survey {
     }
 }
 
-/// Removes leftover temp files, and the files kept for reuse beyond what
-/// [`WalOptions::recycle_segments`] allows now (the option may have changed; the newest go).
+/// Removes leftover temp files, the segments below [`WalOptions::first_segment`], and the
+/// files kept for reuse beyond what [`WalOptions::recycle_segments`] allows now (the option
+/// may have changed; the newest go).
 /// Returns the files kept for reuse, ascending.
 pub(super) fn remove_leftovers(
     vfs: &dyn Vfs,
@@ -150,14 +151,15 @@ pub(super) fn remove_leftovers(
     let mut recycled = listing.recycled.clone();
     let surplus: Vec<String> =
         recycled.split_off(recycled.len().min(recycle_segments)).into_iter().map(recycle_file_name).collect();
-    let names = listing.temp_files.iter().chain(&surplus).map(String::as_str);
+    let obsolete: Vec<String> = listing.obsolete.iter().copied().map(segment_file_name).collect();
+    let names = listing.temp_files.iter().chain(&surplus).chain(&obsolete).map(String::as_str);
     vfs::remove_all_durably(vfs, directory, names)?;
     report.temp_files_removed += listing.temp_files.len() as u64;
     Ok(recycled)
 }
 
 /// The writing phase: repairs the damage the survey found, or cuts the last segment's torn
-/// tail, or creates segment 0 in an empty directory. Returns the first segment and the active
+/// tail, or creates the first segment in an empty log. Returns the first segment and the active
 /// one.
 pub(super) fn finish(
     vfs: &dyn Vfs,
@@ -167,7 +169,8 @@ pub(super) fn finish(
     report: &mut RecoveryReport,
 ) -> Result<(u64, ActiveSegment)> {
     let Some(survey) = survey else {
-        return Ok((0, create_segment(vfs, directory, 0, options)?));
+        let first = options.first_segment;
+        return Ok((first, create_segment(vfs, directory, first, options)?));
     };
     report.records_count = survey.records_count;
     let active = match survey.damage {

@@ -25,7 +25,7 @@ pub struct VerifyReport {
 /// from the first segment's header; a segment written with another one is a problem.
 pub fn verify(vfs: &dyn Vfs, directory: &Path) -> Result<VerifyReport> {
     let mut report = VerifyReport { segments_count: 0, records_count: 0, torn_tail: None, problem: None };
-    let listing = match list_directory(vfs, directory) {
+    let listing = match list_directory(vfs, directory, 0) {
         Ok(listing) => listing,
         Err(error @ (Error::BadFileName { .. } | Error::SegmentGap { .. })) => {
             report.problem = Some(error);

@@ -34,7 +34,7 @@ use ballast::wal::{Position, RecoveryMode, Wal, WalOptions};
 
 /// Small geometry so a handful of records spans several pages and segments.
 pub fn small_options(recovery_mode: RecoveryMode) -> WalOptions {
-    WalOptions { segment_size: 1024, page_size: 256, recovery_mode, preallocate: 512, recycle_segments: 0 }
+    WalOptions { segment_size: 1024, page_size: 256, recovery_mode, preallocate: 512, recycle_segments: 0, first_segment: 0 }
 }
 
 /// Every file under `directory`, recursively, with its length and a hash of its bytes, but the

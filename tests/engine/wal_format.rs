@@ -30,6 +30,7 @@ fn segment_layout() {
         recovery_mode: RecoveryMode::Strict,
         preallocate: 0,
         recycle_segments: 0,
+        first_segment: 0,
     };
     let mut wal = Wal::open(os(), directory.path(), options).unwrap();
     wal.append(b"").unwrap();
@@ -125,6 +126,7 @@ fn a_log_of_format_version_1_without_seals_still_opens_and_grows() {
         recovery_mode: RecoveryMode::Strict,
         preallocate: 0,
         recycle_segments: 0,
+        first_segment: 0,
     };
     let read = |wal: &Wal| -> Vec<Vec<u8>> { wal.records().map(|item| item.unwrap().1).collect() };
     let mut wal = Wal::open(os(), directory.path(), options.clone()).unwrap();

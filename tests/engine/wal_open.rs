@@ -435,3 +435,46 @@ fn recycle_segments_may_change_between_opens() {
     drop(wal);
     assert!(wal::verify(os().as_ref(), directory.path()).unwrap().problem.is_none());
 }
+
+/// A user that moved the records of the first segments elsewhere (the TSDB head's checkpoint)
+/// opens with `first_segment`: damage below it fails no open in either mode and starts no
+/// repair (a repair there would have removed every later segment, Prometheus's #7530 in
+/// another guise); the open removes those segments, reads the rest whole, and a log that
+/// holds nothing from `first_segment` on begins there.
+#[test]
+fn segments_below_first_segment_are_neither_read_nor_repaired_and_are_removed() {
+    let directory = tempfile::tempdir().unwrap();
+    let positions = write_log(directory.path(), 40);
+    damage_record(directory.path(), 1);
+    let kept: Vec<_> = positions.iter().copied().filter(|position| position.segment >= 3).collect();
+    for mode in MODES {
+        let copy = tempfile::tempdir().unwrap();
+        copy_directory(directory.path(), copy.path());
+        let options = WalOptions { first_segment: 3, ..small_options(mode) };
+        let wal = Wal::open(os(), copy.path(), options).unwrap();
+        assert_eq!(wal.recovery_report().repair, None, "{mode:?}");
+        assert_eq!(wal.segments().0, 3);
+        assert_eq!(read_all(&wal).into_iter().map(|(position, _)| position).collect::<Vec<_>>(), kept);
+        drop(wal);
+        for segment in 0..3 {
+            assert!(!copy.path().join(segment_file_name(segment)).exists(), "segment {segment} removed");
+        }
+    }
+    // Strict without the option: the damage is found.
+    assert!(matches!(open(directory.path(), RecoveryMode::Strict), Err(Error::Corruption { segment: 1, .. })));
+
+    let empty = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(os(), empty.path(), WalOptions { first_segment: 7, ..small_options(RecoveryMode::Strict) })
+        .unwrap();
+    assert_eq!(wal.append(b"first").unwrap().segment, 7);
+    drop(wal);
+
+    // A missing segment at first_segment is a gap, not a log that begins later.
+    let gap = tempfile::tempdir().unwrap();
+    copy_directory(directory.path(), gap.path());
+    fs::remove_file(gap.path().join(segment_file_name(3))).unwrap();
+    let before = digest(gap.path());
+    let options = WalOptions { first_segment: 3, ..small_options(RecoveryMode::Repair) };
+    assert!(matches!(Wal::open(os(), gap.path(), options), Err(Error::SegmentGap { missing: 3, .. })));
+    assert_eq!(digest(gap.path()), before, "a failed open changes nothing");
+}

@@ -99,6 +99,7 @@ impl Target for Workload {
                 recovery_mode: RecoveryMode::Strict,
                 preallocate: 0,
                 recycle_segments: 0,
+                first_segment: 0,
             },
             batch_max: context.rng.gen_range(1..=8),
             large_record_percent: context.rng.gen_range(0..=20),
