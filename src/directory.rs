@@ -47,7 +47,7 @@ impl Structure {
             return Some(Self::Logstor);
         }
         #[cfg(feature = "tsdb")]
-        if name == crate::tsdb::REFS_FILE_NAME {
+        if crate::tsdb::owns_file_name(name) {
             return Some(Self::Tsdb);
         }
         None

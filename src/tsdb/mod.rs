@@ -15,22 +15,30 @@
 //! Until they land this module is behind the `tsdb` cargo feature and not part of the crate's
 //! stable API.
 
+mod appender;
+mod checkpoint;
 pub mod chunkenc;
+mod deletion;
 mod head;
 mod labels;
 mod matcher;
 pub mod postings;
 mod record;
 mod refs;
+mod replay;
 mod series;
+mod truncation;
 
-pub use head::{AppendError, Appender, Durability, Head, HeadOptions, SeriesSamples};
+pub use appender::{AppendError, Appender, Durability};
+pub use head::{Head, HeadOptions, SeriesSamples};
 pub use labels::{is_valid_name, Label, LabelError, Labels};
 pub use matcher::{MatchKind, Matcher, MatcherError};
 pub use postings::MemPostings;
 
-/// The name of the file that tells a head's directory (see `docs/format.md`).
-pub(crate) const REFS_FILE_NAME: &str = refs::FILE_NAME;
+/// Whether `name` is a file only a head writes: its `refs` file or a checkpoint.
+pub(crate) fn owns_file_name(name: &str) -> bool {
+    name == refs::FILE_NAME || checkpoint::parse_file_name(name).is_some()
+}
 
 /// A series' reference: stable, drawn from a counter that survives restarts, never reissued.
 pub type SeriesRef = u64;

@@ -1,19 +1,31 @@
-//! The head's WAL records. One record per commit, so that a commit is atomic: the WAL keeps or
-//! drops a record whole, and a torn one is cut at recovery. A commit record holds the series
-//! the commit created (ref and labels) and its samples (ref, t, value bits).
+//! The head's WAL records, which its checkpoints hold too. One record per commit, so that a
+//! commit is atomic: the WAL keeps or drops a record whole, and a torn one is cut at recovery.
+//! A commit record holds the series the commit created (ref and labels) and its samples (ref,
+//! t, value bits); a tombstones record, one deletion: per series, the time range it deleted.
 //!
-//! Little-endian. `kind u8` (1); `series u32`, each `ref u64, labels u16`, each `name u16 +
-//! bytes, value u32 + bytes`; then `samples u32`, each `ref u64, t i64, v u64`.
+//! Little-endian. Commit: `kind u8` (1); `series u32`, each `ref u64, labels u16`, each
+//! `name u16 + bytes, value u32 + bytes`; then `samples u32`, each `ref u64, t i64, v u64`.
+//! Tombstones: `kind u8` (2); `count u32`, each `ref u64, min_time i64, max_time i64`.
 
 use super::labels::Labels;
 use super::SeriesRef;
 
 const COMMIT: u8 = 1;
+const TOMBSTONES: u8 = 2;
 
 /// A decoded WAL record of the head.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Record {
     Commit { series: Vec<(SeriesRef, Labels)>, samples: Vec<Sample> },
+    Tombstones(Vec<Tombstone>),
+}
+
+/// Samples of a series deleted: those with `min_time <= t <= max_time`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tombstone {
+    pub series: SeriesRef,
+    pub min_time: i64,
+    pub max_time: i64,
 }
 
 /// A sample of a series, its value kept as bits (every NaN payload survives).
@@ -44,6 +56,17 @@ pub(crate) fn encode_commit(series: &[(SeriesRef, &Labels)], samples: &[Sample])
         out.extend_from_slice(&sample.series.to_le_bytes());
         out.extend_from_slice(&sample.t.to_le_bytes());
         out.extend_from_slice(&sample.value_bits.to_le_bytes());
+    }
+    out
+}
+
+pub(crate) fn encode_tombstones(tombstones: &[Tombstone]) -> Vec<u8> {
+    let mut out = vec![TOMBSTONES];
+    out.extend_from_slice(&u32::try_from(tombstones.len()).expect("fewer than 2^32 series").to_le_bytes());
+    for tombstone in tombstones {
+        out.extend_from_slice(&tombstone.series.to_le_bytes());
+        out.extend_from_slice(&tombstone.min_time.to_le_bytes());
+        out.extend_from_slice(&tombstone.max_time.to_le_bytes());
     }
     out
 }
@@ -90,6 +113,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record, u64> {
     let mut reader = Reader { bytes, at: 0 };
     match reader.array::<1>()?[0] {
         COMMIT => decode_commit(&mut reader),
+        TOMBSTONES => decode_tombstones(&mut reader),
         _ => Err(0),
     }
 }
@@ -116,6 +140,18 @@ fn decode_commit(reader: &mut Reader<'_>) -> Result<Record, u64> {
     finish(reader, Record::Commit { series, samples })
 }
 
+fn decode_tombstones(reader: &mut Reader<'_>) -> Result<Record, u64> {
+    let mut tombstones = Vec::new();
+    for _ in 0..reader.u32()? {
+        let (series, min_time, max_time) = (reader.u64()?, reader.u64()? as i64, reader.u64()? as i64);
+        if min_time > max_time {
+            return Err(reader.at as u64 - 16);
+        }
+        tombstones.push(Tombstone { series, min_time, max_time });
+    }
+    finish(reader, Record::Tombstones(tombstones))
+}
+
 /// A record must end where its last field does.
 fn finish(reader: &Reader<'_>, record: Record) -> Result<Record, u64> {
     if reader.at == reader.bytes.len() {
@@ -139,6 +175,14 @@ mod tests {
         let decoded = decode(&bytes).expect("decodes");
         assert_eq!(decoded, Record::Commit { series: vec![(7, labels.clone())], samples: samples.to_vec() });
         assert_eq!(decode(&encode_commit(&[], &[])), Ok(Record::Commit { series: vec![], samples: vec![] }));
+        let tombstones = vec![Tombstone { series: 3, min_time: -5, max_time: 5 }];
+        assert_eq!(decode(&encode_tombstones(&tombstones)), Ok(Record::Tombstones(tombstones)));
+    }
+
+    #[test]
+    fn a_tombstone_whose_range_is_backwards_is_refused() {
+        let bytes = encode_tombstones(&[Tombstone { series: 3, min_time: 5, max_time: 4 }]);
+        assert_eq!(decode(&bytes), Err(13));
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub(crate) struct MemSeries {
     pub newest: Option<(i64, u64)>,
     /// Whether the series' record is in the WAL (a commit wrote it).
     pub logged: bool,
+    /// Time ranges deleted, `(min_time, max_time)` inclusive, in the order the deletions came.
+    /// Each ends at the newest sample the series had then, so that it hides no later sample.
+    pub tombstones: Vec<(i64, i64)>,
 }
 
 /// The end of the chunk range that holds `t`.
@@ -59,7 +62,28 @@ fn predicted_end(start: i64, current: i64, range_end: i64) -> i64 {
 
 impl MemSeries {
     pub fn new(labels: Labels) -> Self {
-        Self { labels, chunks: Vec::new(), next_at: i64::MIN, newest: None, logged: false }
+        Self { labels, chunks: Vec::new(), next_at: i64::MIN, newest: None, logged: false, tombstones: Vec::new() }
+    }
+
+    /// The range a deletion of `min_time..=max_time` hides now: up to the newest sample, and
+    /// `None` if no sample a query would return lies in it.
+    pub fn deletion(&self, min_time: i64, max_time: i64) -> Option<(i64, i64)> {
+        let (newest, _) = self.newest?;
+        let max_time = max_time.min(newest);
+        let hides = min_time <= max_time && !self.samples(min_time, max_time).is_empty();
+        hides.then_some((min_time, max_time))
+    }
+
+    pub fn is_deleted(&self, t: i64) -> bool {
+        self.tombstones.iter().any(|&(min, max)| (min..=max).contains(&t))
+    }
+
+    /// Drops the chunks wholly older than `min_time`, and the tombstones that hid only their
+    /// samples (a kept chunk may begin before `min_time`: what hides its samples stays).
+    pub fn truncate_before(&mut self, min_time: i64) {
+        self.chunks.retain(|chunk| chunk.max_time >= min_time);
+        let oldest = self.chunks.first().map_or(i64::MAX, |chunk| chunk.min_time);
+        self.tombstones.retain(|&(_, max)| max >= oldest);
     }
 
     /// Appends a sample newer than every sample of the series, cutting a chunk first if due.
@@ -93,8 +117,18 @@ impl MemSeries {
             || count >= 2 * SAMPLES_PER_CHUNK
     }
 
-    /// The samples with `min_time <= t <= max_time`, oldest first, as `(t, value bits)`.
+    /// The samples with `min_time <= t <= max_time` no tombstone hides, oldest first, as
+    /// `(t, value bits)`.
     pub fn samples(&self, min_time: i64, max_time: i64) -> Vec<(i64, u64)> {
+        let mut samples = self.stored_samples(min_time, max_time);
+        if !self.tombstones.is_empty() {
+            samples.retain(|&(t, _)| !self.is_deleted(t));
+        }
+        samples
+    }
+
+    /// The samples with `min_time <= t <= max_time`, deleted or not, oldest first.
+    pub fn stored_samples(&self, min_time: i64, max_time: i64) -> Vec<(i64, u64)> {
         let mut samples = Vec::new();
         for head_chunk in &self.chunks {
             if head_chunk.max_time < min_time || head_chunk.min_time > max_time {
@@ -161,5 +195,32 @@ mod tests {
         assert_eq!(window.first(), Some(&(1000, 100)));
         assert_eq!(window.last(), Some(&(1990, 199)));
         assert_eq!(window.len(), 100);
+    }
+
+    #[test]
+    fn a_deletion_hides_what_it_covers_up_to_the_newest_sample_and_truncation_drops_whole_chunks() {
+        let mut series = series();
+        for i in 0..300 {
+            series.append(i * 10, i as u64, 2 * HOUR);
+        }
+        assert_eq!(series.deletion(5000, 10_000), None, "no sample there");
+        let (min, max) = series.deletion(100, i64::MAX).expect("hides samples");
+        assert_eq!((min, max), (100, 2990), "ends at the newest sample");
+        series.tombstones.push((min, max));
+        series.append(3000, 300, 2 * HOUR);
+        assert_eq!(
+            series.samples(0, i64::MAX),
+            vec![(0, 0), (10, 1), (20, 2), (30, 3), (40, 4), (50, 5), (60, 6), (70, 7), (80, 8), (90, 9), (3000, 300)]
+        );
+        assert_eq!(series.stored_samples(0, i64::MAX).len(), 301);
+        let first_chunk_end = series.chunks[0].max_time;
+        series.truncate_before(first_chunk_end + 1);
+        assert!(series.chunks.iter().all(|chunk| chunk.max_time > first_chunk_end));
+        assert_eq!(series.tombstones, vec![(100, 2990)]);
+        series.truncate_before(2991);
+        assert_eq!(series.samples(0, i64::MAX), vec![(3000, 300)], "what the kept chunk holds stays hidden");
+        series.append(8_000_000, 1, 2 * HOUR);
+        series.truncate_before(3001);
+        assert!(series.tombstones.is_empty(), "{:?}", series.tombstones);
     }
 }

@@ -18,6 +18,7 @@ mod logstor_open;
 mod logstor_os;
 mod logstor_space;
 mod repair_counts;
+mod tsdb_checkpoint;
 mod tsdb_chunks;
 mod tsdb_head;
 mod tsdb_index;
@@ -34,7 +35,14 @@ use ballast::wal::{Position, RecoveryMode, Wal, WalOptions};
 
 /// Small geometry so a handful of records spans several pages and segments.
 pub fn small_options(recovery_mode: RecoveryMode) -> WalOptions {
-    WalOptions { segment_size: 1024, page_size: 256, recovery_mode, preallocate: 512, recycle_segments: 0, first_segment: 0 }
+    WalOptions {
+        segment_size: 1024,
+        page_size: 256,
+        recovery_mode,
+        preallocate: 512,
+        recycle_segments: 0,
+        first_segment: 0,
+    }
 }
 
 /// Every file under `directory`, recursively, with its length and a hash of its bytes, but the

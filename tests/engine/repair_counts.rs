@@ -174,7 +174,14 @@ mod wal_reader {
     pub const PAGE_SIZE: u32 = 256;
 
     pub fn options(recovery_mode: RecoveryMode) -> WalOptions {
-        WalOptions { segment_size: 2048, page_size: PAGE_SIZE, recovery_mode, preallocate: 512, recycle_segments: 0, first_segment: 0 }
+        WalOptions {
+            segment_size: 2048,
+            page_size: PAGE_SIZE,
+            recovery_mode,
+            preallocate: 512,
+            recycle_segments: 0,
+            first_segment: 0,
+        }
     }
 
     pub fn segments(directory: &Path) -> Vec<(u64, PathBuf)> {

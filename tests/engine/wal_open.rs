@@ -464,8 +464,8 @@ fn segments_below_first_segment_are_neither_read_nor_repaired_and_are_removed() 
     assert!(matches!(open(directory.path(), RecoveryMode::Strict), Err(Error::Corruption { segment: 1, .. })));
 
     let empty = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(os(), empty.path(), WalOptions { first_segment: 7, ..small_options(RecoveryMode::Strict) })
-        .unwrap();
+    let mut wal =
+        Wal::open(os(), empty.path(), WalOptions { first_segment: 7, ..small_options(RecoveryMode::Strict) }).unwrap();
     assert_eq!(wal.append(b"first").unwrap().segment, 7);
     drop(wal);
 

@@ -18,7 +18,14 @@ use ballast_sim::SimVfs;
 const DIRECTORY: &str = "/wal";
 
 fn options(recovery_mode: RecoveryMode) -> WalOptions {
-    WalOptions { segment_size: 1024, page_size: 256, recovery_mode, preallocate: 512, recycle_segments: 0, first_segment: 0 }
+    WalOptions {
+        segment_size: 1024,
+        page_size: 256,
+        recovery_mode,
+        preallocate: 512,
+        recycle_segments: 0,
+        first_segment: 0,
+    }
 }
 
 /// A synced four-segment log whose segment 1 is damaged; returns the disk and the positions.

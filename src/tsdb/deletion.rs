@@ -1,0 +1,46 @@
+//! Deletion by tombstones: a time range of the series some matchers select, hidden from every
+//! later query, made durable as one WAL record (atomic, as a commit is).
+
+use super::appender::Durability;
+use super::head::Head;
+use super::matcher::Matcher;
+use super::record::{self, Tombstone};
+use crate::error::Result;
+
+impl Head {
+    /// Deletes the samples with `min_time <= t <= max_time` of the series `matchers` select,
+    /// and returns how many series had such samples. Samples appended later are never hidden,
+    /// even inside the range: each series' tombstone ends at its newest sample. The deletion
+    /// is one WAL record, wholly kept or wholly lost by a crash, and durable when it returns
+    /// if `durability` is [`Durability::Synced`]. An I/O error poisons the head and deletes
+    /// nothing.
+    pub fn delete(
+        &mut self,
+        min_time: i64,
+        max_time: i64,
+        matchers: &[Matcher],
+        durability: Durability,
+    ) -> Result<u64> {
+        self.check_health()?;
+        let min_time = min_time.max(self.min_time);
+        let tombstones: Vec<Tombstone> = self
+            .postings
+            .select(matchers)
+            .into_iter()
+            .filter_map(|series_ref| {
+                let series = &self.series[&series_ref];
+                let (min_time, max_time) = series.deletion(min_time, max_time)?;
+                Some(Tombstone { series: series_ref, min_time, max_time })
+            })
+            .collect();
+        if tombstones.is_empty() {
+            return if durability == Durability::Synced { self.sync().map(|()| 0) } else { Ok(0) };
+        }
+        self.write_record(&record::encode_tombstones(&tombstones), durability)?;
+        for tombstone in &tombstones {
+            let series = self.series.get_mut(&tombstone.series).expect("selected");
+            series.tombstones.push((tombstone.min_time, tombstone.max_time));
+        }
+        Ok(tombstones.len() as u64)
+    }
+}
