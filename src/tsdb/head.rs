@@ -230,7 +230,20 @@ impl Head {
         self.last_commit
     }
 
-    /// The time of the newest sample in the head, if it holds any.
+    /// The lowest sample time the head holds and accepts, once a truncation has set one.
+    pub fn min_time(&self) -> Option<i64> {
+        (self.min_time > i64::MIN).then_some(self.min_time)
+    }
+
+    /// The newest sample time of every series the head holds, deleted or not: for checkers,
+    /// which must know what the head will refuse as out of order.
+    #[cfg(feature = "checks")]
+    pub fn newest_times(&self) -> BTreeMap<Labels, i64> {
+        let logged = self.series.values().filter(|series| series.logged);
+        logged.filter_map(|series| Some((series.labels.clone(), series.newest?.0))).collect()
+    }
+
+    /// The newest sample time the head has taken (truncated or deleted since or not), if any.
     pub fn max_time(&self) -> Option<i64> {
         self.max_time
     }

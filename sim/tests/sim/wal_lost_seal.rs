@@ -26,6 +26,7 @@ fn options() -> WalOptions {
         recovery_mode: RecoveryMode::Strict,
         preallocate: 2048,
         recycle_segments: 1,
+        first_segment: 0,
     }
 }
 

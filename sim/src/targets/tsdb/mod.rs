@@ -1,12 +1,14 @@
 //! The tsdb target: the head of `ballast::tsdb` under batches of samples appended by labels
-//! and by ref, commits buffered and synced, rollbacks, syncs, queries and clean reopens, with
-//! crashes at every I/O point and rot in sealed WAL segments.
+//! and by ref, commits buffered and synced, rollbacks, deletions, truncations, checkpoints,
+//! syncs, queries and clean reopens, with crashes at every I/O point and rot in sealed WAL
+//! segments.
 //!
-//! The model keeps every commit in order and which a sync covered, and every ref handed out.
-//! The oracle, after every open: the head holds exactly the samples of a prefix of the commits
-//! (commits are atomic, a crash loses a suffix), every synced commit among them unless the disk
-//! damaged the WAL; a ref names the same labels before and after recovery, and a ref lost in a
-//! crash is never issued again. Every append's acceptance or refusal (out of order, duplicate,
+//! The model keeps every change (commit, deletion, truncation) in order and which a sync
+//! covered, and every ref handed out. The oracle, after every open: the head holds exactly
+//! what a prefix of the changes makes (each is atomic, a crash loses a suffix), every synced
+//! change among them unless the disk damaged the WAL; a ref names the same labels before and
+//! after recovery, and a ref whose series went (lost in a crash, or emptied by a truncation)
+//! is never issued again. Every append's acceptance or refusal (out of order, duplicate,
 //! out of bounds, an identical resend) is checked against the model, and every query against
 //! the model's samples.
 //!

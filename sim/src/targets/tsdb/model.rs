@@ -1,5 +1,6 @@
-//! The tsdb model: every commit made, in order, with whether a sync has covered it, and every
-//! ref the head ever handed out with the labels it named.
+//! The tsdb model: every change made (commits, deletions, truncations), in order, with whether
+//! a sync has covered it, and every ref the head ever handed out with the labels it named; and
+//! the state those changes make, kept up to date as changes come.
 
 use std::collections::BTreeMap;
 
@@ -8,59 +9,156 @@ use ballast::tsdb::{Labels, SeriesRef};
 /// One committed sample: its series' labels, its time and its value bits.
 pub(super) type ModelSample = (Labels, i64, u64);
 
+/// What the head was asked to make durable, in the order it was.
+#[derive(Debug)]
+pub(super) enum Change {
+    Commit(Vec<ModelSample>),
+    /// Per series, the range a deletion hid (ending at the series' newest sample).
+    Delete(Vec<(Labels, i64, i64)>),
+    /// Samples below the time went, and the series left without any.
+    Truncate(i64),
+}
+
 #[derive(Debug)]
 pub(super) struct ModelCommit {
-    pub(super) samples: Vec<ModelSample>,
+    pub(super) change: Change,
     /// A sync covered it: no crash may lose it.
     pub(super) synced: bool,
     /// Where its record begins in the WAL, `(segment, offset)`, if its write returned.
     pub(super) position: Option<(u64, u64)>,
 }
 
+/// A stored sample: time, value bits, and whether a deletion hides it.
+type Stored = (i64, u64, bool);
+
+/// What a sequence of changes leaves in the head.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct State {
+    /// Every series the head holds, with its samples from the head's lowest time on, oldest
+    /// first, the deleted among them.
+    pub(super) series: BTreeMap<Labels, Vec<Stored>>,
+    /// The lowest time the head holds and accepts.
+    pub(super) floor: Option<i64>,
+    /// How many samples a query of everything returns.
+    pub(super) visible_count: usize,
+    /// The newest sample time the head has taken, truncated or deleted since or not.
+    pub(super) max_time: Option<i64>,
+}
+
+impl State {
+    pub(super) fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Commit(samples) => {
+                for (labels, t, bits) in samples {
+                    self.series.entry(labels.clone()).or_default().push((*t, *bits, false));
+                    self.visible_count += 1;
+                    self.max_time = Some(self.max_time.map_or(*t, |max| max.max(*t)));
+                }
+            }
+            Change::Delete(ranges) => {
+                for (labels, min, max) in ranges {
+                    for stored in self.series.get_mut(labels).into_iter().flatten() {
+                        if !stored.2 && (*min..=*max).contains(&stored.0) {
+                            stored.2 = true;
+                            self.visible_count -= 1;
+                        }
+                    }
+                }
+            }
+            Change::Truncate(floor) => {
+                let floor = (*floor).max(self.floor.unwrap_or(i64::MIN));
+                self.floor = Some(floor);
+                for samples in self.series.values_mut() {
+                    samples.retain(|&(t, _, _)| t >= floor);
+                }
+                self.series.retain(|_, samples| !samples.is_empty());
+                self.visible_count = self.series.values().flatten().filter(|stored| !stored.2).count();
+            }
+        }
+    }
+
+    /// The samples a query of everything returns, per series that has any.
+    pub(super) fn visible(&self) -> BTreeMap<Labels, Vec<(i64, u64)>> {
+        self.series
+            .iter()
+            .map(|(labels, samples)| {
+                (labels.clone(), samples.iter().filter(|s| !s.2).map(|&(t, bits, _)| (t, bits)).collect::<Vec<_>>())
+            })
+            .filter(|(_, samples)| !samples.is_empty())
+            .collect()
+    }
+
+    /// The newest sample, deleted or not, of every series the head holds.
+    pub(super) fn newest_times(&self) -> BTreeMap<Labels, i64> {
+        self.series.iter().filter_map(|(labels, samples)| Some((labels.clone(), samples.last()?.0))).collect()
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Model {
-    /// Every commit, oldest first. The last may be one whose write failed: on disk or not.
-    pub(super) commits: Vec<ModelCommit>,
+    /// Every change, oldest first. The last may be one whose write failed: on disk or not.
+    commits: Vec<ModelCommit>,
+    /// What the changes make.
+    state: State,
     /// Every ref appends returned whose series the head still holds, and its labels.
     pub(super) refs: BTreeMap<SeriesRef, Labels>,
-    /// Refs whose series a crash took before a commit logged them: never to be issued again.
+    /// Refs whose series went (a crash took them before a commit logged them, or a
+    /// truncation left them empty): never to be issued again.
     pub(super) retired: BTreeMap<SeriesRef, Labels>,
 }
 
 impl Model {
-    /// A sync returned: every commit so far is durable.
+    pub(super) fn commits(&self) -> &[ModelCommit] {
+        &self.commits
+    }
+
+    pub(super) fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub(super) fn push(&mut self, change: Change) {
+        self.state.apply(&change);
+        self.commits.push(ModelCommit { change, synced: false, position: None });
+    }
+
+    pub(super) fn last_mut(&mut self) -> Option<&mut ModelCommit> {
+        self.commits.last_mut()
+    }
+
+    /// Keeps the first `kept` changes: what a recovery found.
+    pub(super) fn truncate(&mut self, kept: usize) {
+        if kept < self.commits.len() {
+            self.commits.truncate(kept);
+            self.state = State::default();
+            for commit in &self.commits {
+                self.state.apply(&commit.change);
+            }
+        }
+    }
+
+    /// A sync returned: every change so far is durable.
     pub(super) fn all_synced(&mut self) {
         for commit in &mut self.commits {
             commit.synced = true;
         }
     }
 
-    /// Every committed sample, per series, oldest first (commits are applied in order).
+    /// The samples a query of everything returns, per series.
     pub(super) fn samples(&self) -> BTreeMap<Labels, Vec<(i64, u64)>> {
-        let mut by_series: BTreeMap<Labels, Vec<(i64, u64)>> = BTreeMap::new();
-        for commit in &self.commits {
-            for (labels, t, bits) in &commit.samples {
-                by_series.entry(labels.clone()).or_default().push((*t, *bits));
-            }
-        }
-        by_series
+        self.state.visible()
     }
 
-    /// The newest committed sample of the series `labels`.
+    /// The newest sample, deleted or not, of the series `labels`, if the head holds it.
     pub(super) fn newest(&self, labels: &Labels) -> Option<(i64, u64)> {
-        self.commits
-            .iter()
-            .rev()
-            .flat_map(|commit| commit.samples.iter().rev())
-            .find_map(|(sample_labels, t, bits)| (sample_labels == labels).then_some((*t, *bits)))
+        self.state.series.get(labels)?.last().map(|&(t, bits, _)| (t, bits))
     }
 
-    /// The newest committed sample time of all.
+    /// The newest sample time the head has taken, truncated or deleted since or not.
     pub(super) fn max_time(&self) -> Option<i64> {
-        self.commits.iter().flat_map(|commit| commit.samples.iter().map(|(_, t, _)| *t)).max()
+        self.state.max_time
     }
 
-    /// How many commits, from the first, a recovery must keep: up to the last synced one.
+    /// How many changes, from the first, a recovery must keep: up to the last synced one.
     pub(super) fn synced_prefix(&self) -> usize {
         self.commits.iter().rposition(|commit| commit.synced).map_or(0, |index| index + 1)
     }

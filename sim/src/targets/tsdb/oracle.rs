@@ -1,14 +1,19 @@
-//! The tsdb oracle, after every open: what the head recovered is exactly the samples of a
-//! prefix of the commits, in order (commits are atomic, and what a crash loses is a suffix);
-//! the prefix holds every commit a sync covered, unless the disk damaged the WAL; every
-//! recovered series has the ref the appends returned for its labels. The final phase commits,
-//! closes and reopens on a perfect disk and finds everything.
+//! The tsdb oracle, after every open: what the head recovered is exactly what a prefix of the
+//! changes (commits, deletions, truncations) makes, in order (each change is atomic, and what
+//! a crash loses is a suffix): the samples a query returns, every series' newest sample, the
+//! head's lowest and newest times. The prefix holds every change a sync covered, unless the
+//! disk damaged the WAL; every recovered series has the ref the appends returned for its
+//! labels, and a ref whose series went never comes back. The final phase commits, checkpoints
+//! to quiescence, bounds the disk the head uses by what it holds, and reopens on a perfect
+//! disk to find everything.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use ballast::tsdb::{Durability, Head, Labels};
 
-use super::{segment_of, Workload};
+use super::model::{Change, State};
+use super::{segment_of, Workload, DIRECTORY, WAL_DIRECTORY};
 use crate::fail;
 use crate::faults::FaultKind;
 use crate::harness::{self, Context, Failure, Opened};
@@ -42,21 +47,26 @@ impl Workload {
             by_series.insert(series.labels.clone(), series.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect());
         }
         let owed = self.owed_commits(opened);
-        let kept = self.kept_commits(&by_series, owed)?;
-        self.model.commits.truncate(kept);
+        let kept = self.kept_commits(head, &by_series, owed)?;
+        self.model.truncate(kept);
         if opened.after_crash {
             self.model.all_synced();
         }
-        // Refs of series that did not survive (never logged by a durable commit) are retired.
+        self.retire_lost_refs(head);
         let live: BTreeMap<_, _> = recovered.iter().map(|series| (series.series, series.labels.clone())).collect();
-        let lost: Vec<_> = self.model.refs.keys().filter(|r| !live.contains_key(r)).copied().collect();
+        self.model.refs.extend(live);
+        context.trace(format_args!("check recovered {kept} changes, {} series", recovered.len()));
+        Ok(())
+    }
+
+    /// Refs whose series the head no longer holds (never logged by a durable commit, or left
+    /// empty by a truncation) are retired: never to be issued again.
+    pub(super) fn retire_lost_refs(&mut self, head: &Head) {
+        let lost: Vec<_> = self.model.refs.keys().filter(|&&r| head.labels_of(r).is_none()).copied().collect();
         for series_ref in lost {
             let labels = self.model.refs.remove(&series_ref).expect("listed");
             self.model.retired.insert(series_ref, labels);
         }
-        self.model.refs.extend(live);
-        context.trace(format_args!("check recovered {kept} commits, {} series", recovered.len()));
-        Ok(())
     }
 
     /// How many commits, from the first, the open owes: every synced one, but damage the disk
@@ -72,46 +82,54 @@ impl Workload {
             };
             // Commits whose record begins before the damage, less the one that may hold it.
             let starting_before =
-                self.model.commits.iter().take_while(|commit| commit.position.is_some_and(before)).count();
+                self.model.commits().iter().take_while(|commit| commit.position.is_some_and(before)).count();
             let holding = usize::from(damage.kind != FaultKind::MisdirectedWrite && starting_before > 0);
             owed = owed.min(starting_before - holding);
         }
         owed
     }
 
-    /// How many commits, from the first, `recovered` holds: exactly their samples, in order,
-    /// and at least the `owed` ones.
-    fn kept_commits(&self, recovered: &BTreeMap<Labels, Vec<(i64, u64)>>, owed: usize) -> Result<usize, Failure> {
+    /// How many changes, from the first, `recovered` holds: exactly what they make (the
+    /// samples a query returns, each series' newest sample, the head's lowest and newest
+    /// times), and at least the `owed` ones. Of prefixes that make the same, the longest.
+    fn kept_commits(
+        &self,
+        head: &Head,
+        recovered: &BTreeMap<Labels, Vec<(i64, u64)>>,
+        owed: usize,
+    ) -> Result<usize, Failure> {
         let total: usize = recovered.values().map(Vec::len).sum();
-        let mut count = 0;
-        let mut kept = 0;
-        while count < total && kept < self.model.commits.len() {
-            count += self.model.commits[kept].samples.len();
-            kept += 1;
-        }
-        if count != total {
-            fail!("recovered {total} samples, which is no prefix of the commits (a commit torn, or samples never committed)");
-        }
-        let mut expected: BTreeMap<Labels, Vec<(i64, u64)>> = BTreeMap::new();
-        for commit in &self.model.commits[..kept] {
-            for (labels, t, bits) in &commit.samples {
-                expected.entry(labels.clone()).or_default().push((*t, *bits));
+        let (newest, floor, max_time) = (head.newest_times(), head.min_time(), head.max_time());
+        let same = |state: &State| {
+            state.visible_count == total
+                && state.max_time == max_time
+                && state.floor.filter(|&floor| floor > i64::MIN) == floor
+                && state.visible() == *recovered
+                && state.newest_times() == newest
+        };
+        let mut state = State::default();
+        let mut kept = same(&state).then_some(0);
+        for (index, commit) in self.model.commits().iter().enumerate() {
+            state.apply(&commit.change);
+            if same(&state) {
+                kept = Some(index + 1);
             }
         }
-        if expected != *recovered {
-            fail!("the {total} samples recovered are not those of the first {kept} commits");
-        }
+        let Some(kept) = kept else {
+            fail!("recovered {total} samples, which no prefix of the changes makes (a change torn, or one never made)");
+        };
         if kept < owed {
             fail!(
-                "lost synced data: {kept} commits recovered, {owed} were owed ({} synced)",
+                "lost synced data: {kept} changes recovered, {owed} were owed ({} synced)",
                 self.model.synced_prefix()
             );
         }
         Ok(kept)
     }
 
-    /// Liveness on a perfect disk: a commit to every series (the last one synced), a close,
-    /// and a reopen that finds everything.
+    /// Liveness on a perfect disk: a commit to every series (the last one synced), a
+    /// checkpoint, after which the head's files hold little more than its data, a close, and
+    /// a reopen that finds everything.
     pub(super) fn final_work(&mut self, context: &mut Context, mut head: Head) -> Result<(), Failure> {
         let t = self.model.max_time().map_or(0, |max| max + 1);
         for index in 0..self.series_count {
@@ -125,13 +143,18 @@ impl Workload {
             if let Err(error) = appender.commit(durability) {
                 fail!("commit on a perfect disk failed: {error}");
             }
-            let samples = vec![(labels, later, (index as f64).to_bits())];
+            self.model.push(Change::Commit(vec![(labels, later, (index as f64).to_bits())]));
             let position = head.last_commit_position().map(|position| (position.segment, position.offset));
-            self.model.commits.push(super::model::ModelCommit { samples, synced: false, position });
+            self.model.last_mut().expect("pushed").position = position;
         }
         self.model.all_synced();
+        if let Err(error) = head.checkpoint() {
+            fail!("checkpoint on a perfect disk failed: {error}");
+        }
+        self.retire_lost_refs(&head);
+        self.check_disk_use(context)?;
         // Counted before the reopen, whose check cuts the model to what it recovered.
-        let committed: usize = self.model.commits.iter().map(|commit| commit.samples.len()).sum();
+        let committed = self.model.state().visible_count;
         if let Err(error) = head.close() {
             fail!("close on a perfect disk failed: {error}");
         }
@@ -141,6 +164,28 @@ impl Workload {
         let found: usize = head.select(i64::MIN, i64::MAX, &[]).iter().map(|series| series.samples.len()).sum();
         if found != committed {
             fail!("after a close on a perfect disk {found} samples were found, {committed} committed");
+        }
+        Ok(())
+    }
+
+    /// After a checkpoint the head's files are its checkpoint, which holds no more than its
+    /// series, stored samples and tombstones take, and a WAL of at most two segments (the
+    /// one begun, and one file kept for reuse), the `refs` file and the lock.
+    fn check_disk_use(&self, context: &Context) -> Result<(), Failure> {
+        let state = self.model.state();
+        let stored: u64 = state.series.values().map(|samples| samples.len() as u64).sum();
+        let labels: u64 = state.series.keys().map(|labels| labels.to_string().len() as u64 + 64).sum();
+        let deletions = self.model.commits().iter().filter(|commit| matches!(commit.change, Change::Delete(_))).count();
+        let checkpoint_bound = 1024 + labels + 24 * stored + 24 * (deletions as u64) * self.series_count;
+        let bound = checkpoint_bound + 2 * self.options.wal_segment_size + 4096;
+        let mut used = 0;
+        for directory in [Path::new(DIRECTORY), Path::new(WAL_DIRECTORY)] {
+            for name in context.vfs.current_names(directory) {
+                used += context.vfs.current_length(&directory.join(name)).unwrap_or(0);
+            }
+        }
+        if used > bound {
+            fail!("after a checkpoint the head uses {used} bytes, more than {bound} for {stored} samples");
         }
         Ok(())
     }

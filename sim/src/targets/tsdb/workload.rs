@@ -1,6 +1,7 @@
 //! The tsdb workload: batches of samples appended by labels and by ref (some at t = 0, some
 //! out of order or duplicated on purpose, each refusal checked), committed buffered or synced
-//! or rolled back; syncs; queries with random matchers compared with the model; clean reopens.
+//! or rolled back; deletions by matchers and time range; truncations and checkpoints; syncs;
+//! queries with random matchers compared with the model; clean reopens.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,7 @@ use ballast::tsdb::{AppendError, Durability, Head, Labels, MatchKind, Matcher, S
 use ballast::Error;
 use rand::Rng;
 
-use super::model::{ModelCommit, ModelSample};
+use super::model::{Change, ModelSample};
 use super::Workload;
 use crate::fail;
 use crate::harness::{Context, Failure, Step};
@@ -34,8 +35,8 @@ impl Workload {
     /// Draws one operation and applies it.
     pub(super) fn operate(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
         match context.rng.gen_range(0..100) {
-            0..=49 => self.batch(context, head),
-            50..=61 => {
+            0..=44 => self.batch(context, head),
+            45..=54 => {
                 context.trace(format_args!("op sync"));
                 let result = head.sync();
                 if result.is_ok() {
@@ -43,7 +44,10 @@ impl Workload {
                 }
                 Step::after(result, "sync")
             }
-            62..=91 => {
+            55..=59 => self.delete(context, head),
+            60..=62 => self.truncate(context, head),
+            63..=64 => self.checkpoint(context, head),
+            65..=91 => {
                 self.check_query(context, head)?;
                 Ok(Step::Continue)
             }
@@ -54,17 +58,21 @@ impl Workload {
         }
     }
 
+    /// Where the change just pushed wrote its record, if the call wrote one: so that damage
+    /// before it cannot excuse its loss.
+    fn note_position(&mut self, head: &Head, changes_before: usize, position_before: Option<ballast::wal::Position>) {
+        let position = head.last_commit_position().filter(|&after| Some(after) != position_before);
+        if let (Some(position), true) = (position, self.model.commits().len() > changes_before) {
+            let change = self.model.last_mut().expect("one was pushed");
+            change.position = Some((position.segment, position.offset));
+        }
+    }
+
     /// Appends a drawn batch, then commits it (buffered or synced) or rolls it back.
     fn batch(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
-        let (commits_before, position_before) = (self.model.commits.len(), head.last_commit_position());
+        let (changes_before, position_before) = (self.model.commits().len(), head.last_commit_position());
         let step = self.append_batch(context, head)?;
-        // A commit whose record was written: where, so that damage before it cannot excuse
-        // its loss.
-        let position = head.last_commit_position().filter(|&after| Some(after) != position_before);
-        if let (Some(position), true) = (position, self.model.commits.len() > commits_before) {
-            let commit = self.model.commits.last_mut().expect("one was pushed");
-            commit.position = Some((position.segment, position.offset));
-        }
+        self.note_position(head, changes_before, position_before);
         Ok(step)
     }
 
@@ -73,13 +81,14 @@ impl Workload {
         let mut appender = head.appender();
         let mut batch: Vec<ModelSample> = Vec::new();
         let mut newest: BTreeMap<Labels, (i64, u64)> = BTreeMap::new();
-        let max_time = self.model.max_time();
+        let (max_time, floor) = (self.model.max_time(), self.model.state().floor);
         for _ in 0..context.rng.gen_range(1..=8) {
             let index = context.rng.gen_range(0..self.series_count);
             let labels = Self::labels_of(index);
             let before = newest.get(&labels).copied().or_else(|| self.model.newest(&labels));
             let (t, bits) = self.draw_sample(context, before);
-            let expected = Self::expect(before, max_time, self.options.chunk_range, t, bits);
+            let min_valid = max_time.map(|max| max - self.options.chunk_range / 2).max(floor);
+            let expected = Self::expect(before, min_valid, t, bits);
             let known_ref = self.model.refs.iter().find(|(_, known)| **known == labels).map(|(&r, _)| r);
             let result = match known_ref.filter(|_| context.rng.gen_bool(0.5)) {
                 Some(series_ref) => appender.append_ref(series_ref, t, f64::from_bits(bits)).map(|()| series_ref),
@@ -127,16 +136,14 @@ impl Workload {
         match &result {
             Ok(()) => {
                 if written {
-                    self.model.commits.push(ModelCommit { samples: batch, synced: false, position: None });
+                    self.model.push(Change::Commit(batch));
                 }
                 if durability == Durability::Synced {
                     self.model.all_synced();
                 }
             }
             // Written or not: the recovery decides, and the model allows both.
-            Err(Error::Io { .. }) if written => {
-                self.model.commits.push(ModelCommit { samples: batch, synced: false, position: None });
-            }
+            Err(Error::Io { .. }) if written => self.model.push(Change::Commit(batch)),
             Err(Error::RecordTooLarge { .. }) => {
                 context.note("commit_too_large");
                 return Ok(Step::Continue);
@@ -166,9 +173,10 @@ impl Workload {
         }
     }
 
-    /// What the head must do with sample `(t, bits)` of a series whose newest is `before`.
-    fn expect(before: Option<(i64, u64)>, max_time: Option<i64>, chunk_range: i64, t: i64, bits: u64) -> Expected {
-        if max_time.is_some_and(|max| t < max - chunk_range / 2) {
+    /// What the head must do with sample `(t, bits)` of a series whose newest is `before`,
+    /// when it accepts nothing below `min_valid`.
+    fn expect(before: Option<(i64, u64)>, min_valid: Option<i64>, t: i64, bits: u64) -> Expected {
+        if min_valid.is_some_and(|min_valid| t < min_valid) {
             return Expected::OutOfBounds;
         }
         match before {
@@ -184,9 +192,9 @@ impl Workload {
         }
     }
 
-    /// The label names and each name's values are those of the committed series.
+    /// The label names and each name's values are those of the series the head holds.
     fn check_label_values(&self, head: &Head) -> Result<(), Failure> {
-        let series = self.model.samples();
+        let series = &self.model.state().series;
         let mut values: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
         for labels in series.keys() {
             for label in labels.iter() {
@@ -219,8 +227,8 @@ impl Workload {
         }
     }
 
-    /// A query with drawn matchers and window, compared with the model's committed samples.
-    fn check_query(&self, context: &mut Context, head: &Head) -> Result<(), Failure> {
+    /// Up to two matchers over the workload's labels (and one no series has).
+    fn draw_matchers(context: &mut Context) -> Vec<Matcher> {
         let kinds = [MatchKind::Equal, MatchKind::NotEqual, MatchKind::Regex, MatchKind::NotRegex];
         let mut matchers = Vec::new();
         for _ in 0..context.rng.gen_range(0..=2) {
@@ -229,9 +237,24 @@ impl Workload {
             let kind = kinds[context.rng.gen_range(0..4)];
             matchers.push(Matcher::new(kind, name, value).expect("the drawn patterns compile"));
         }
+        matchers
+    }
+
+    fn selects(matchers: &[Matcher], labels: &Labels) -> bool {
+        matchers.iter().all(|m| m.matches(labels.get(m.name()).unwrap_or("")))
+    }
+
+    /// A time window over the samples so far, and a little beyond.
+    fn draw_window(&self, context: &mut Context) -> (i64, i64) {
         let newest = self.model.max_time().unwrap_or(0).max(0);
         let min_time = context.rng.gen_range(-10_000..=newest);
-        let max_time = min_time + context.rng.gen_range(0..=newest.max(1) - min_time.min(newest) + 30_000);
+        (min_time, min_time + context.rng.gen_range(0..=newest.max(1) - min_time.min(newest) + 30_000))
+    }
+
+    /// A query with drawn matchers and window, compared with the model's samples.
+    fn check_query(&self, context: &mut Context, head: &Head) -> Result<(), Failure> {
+        let matchers = Self::draw_matchers(context);
+        let (min_time, max_time) = self.draw_window(context);
         context.trace(format_args!("op query {} matchers {min_time}..={max_time}", matchers.len()));
         let found: Vec<(Labels, Vec<(i64, u64)>)> = head
             .select(min_time, max_time, &matchers)
@@ -242,7 +265,7 @@ impl Workload {
             .model
             .samples()
             .into_iter()
-            .filter(|(labels, _)| matchers.iter().all(|m| m.matches(labels.get(m.name()).unwrap_or(""))))
+            .filter(|(labels, _)| Self::selects(&matchers, labels))
             .map(|(labels, samples)| {
                 (labels, samples.into_iter().filter(|(t, _)| (min_time..=max_time).contains(t)).collect::<Vec<_>>())
             })
@@ -257,5 +280,73 @@ impl Workload {
             );
         }
         self.check_label_values(head)
+    }
+
+    /// Deletes a drawn window of the series drawn matchers select; the number of series it
+    /// hid samples of, and what it hid, are checked against the model.
+    fn delete(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
+        let matchers = Self::draw_matchers(context);
+        let (min_time, max_time) = self.draw_window(context);
+        let durability = if context.rng.gen_bool(0.3) { Durability::Synced } else { Durability::Buffered };
+        context.trace(format_args!("op delete {} matchers {min_time}..={max_time} {durability:?}", matchers.len()));
+        let state = self.model.state();
+        let min_time = min_time.max(state.floor.unwrap_or(i64::MIN));
+        let ranges: Vec<(Labels, i64, i64)> = state
+            .series
+            .iter()
+            .filter(|(labels, _)| Self::selects(&matchers, labels))
+            .filter_map(|(labels, samples)| {
+                let max_time = max_time.min(samples.last()?.0);
+                let hides = samples.iter().any(|&(t, _, deleted)| !deleted && (min_time..=max_time).contains(&t));
+                hides.then(|| (labels.clone(), min_time, max_time))
+            })
+            .collect();
+        let (changes_before, position_before) = (self.model.commits().len(), head.last_commit_position());
+        let result = head.delete(min_time, max_time, &matchers, durability);
+        let count = ranges.len() as u64;
+        match &result {
+            Ok(deleted) if *deleted != count => fail!("delete hid samples of {deleted} series, the model {count}"),
+            Ok(_) | Err(Error::Io { .. }) if count > 0 => self.model.push(Change::Delete(ranges)),
+            _ => {}
+        }
+        if result.is_ok() && durability == Durability::Synced {
+            self.model.all_synced();
+        }
+        self.note_position(head, changes_before, position_before);
+        Step::after(result.map(drop), "delete")
+    }
+
+    /// Truncates at a drawn time: up to two chunk ranges before the newest sample, or
+    /// anywhere from 0 to it (the workload's samples begin near 0).
+    fn truncate(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
+        let Some(max_time) = self.model.max_time() else { return Ok(Step::Continue) };
+        let min_time = if context.rng.gen_bool(0.5) {
+            max_time - context.rng.gen_range(0..=2 * self.options.chunk_range)
+        } else {
+            context.rng.gen_range(0..=max_time.max(0))
+        };
+        context.trace(format_args!("op truncate {min_time}"));
+        let result = head.truncate(min_time);
+        match &result {
+            Ok(()) => {
+                self.model.push(Change::Truncate(min_time));
+                self.model.all_synced();
+                self.retire_lost_refs(head);
+            }
+            Err(Error::Io { .. }) => self.model.push(Change::Truncate(min_time)),
+            Err(_) => {}
+        }
+        Step::after(result, "truncate")
+    }
+
+    /// A checkpoint: it changes nothing a query sees, and drops series no commit logged.
+    fn checkpoint(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
+        context.trace(format_args!("op checkpoint"));
+        let result = head.checkpoint();
+        if result.is_ok() {
+            self.model.all_synced();
+            self.retire_lost_refs(head);
+        }
+        Step::after(result, "checkpoint")
     }
 }
