@@ -3,8 +3,10 @@
 //! `cargo run --features tsdb --example tsdb -- /tmp/my-tsdb` scrapes three made-up targets'
 //! `up` and a counter each run, appending the first scrape by labels and later ones by the
 //! refs the head returned, one synced commit per scrape; then it queries with matchers and
-//! prints what the head holds. Run it twice: the second run finds the first run's series
-//! under the same refs, and its samples, rebuilt from the WAL.
+//! prints what the head holds, keeps an hour of samples (a truncation, which checkpoints and
+//! removes the WAL segments the checkpoint covers) and deletes instance c's `up` of this run.
+//! Run it twice: the second run finds the first run's series under the same refs, and its
+//! samples, rebuilt from the checkpoint and the WAL.
 
 use std::error::Error;
 use std::sync::Arc;
@@ -57,6 +59,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         );
     }
     println!("label names: {:?}; instances: {:?}", head.label_names(), head.label_values("instance"));
+
+    // Keep an hour: what is older goes (in a full TSDB, into blocks), with the WAL behind it.
+    head.truncate(start - 3_600_000)?;
+    let c_up = [Matcher::equal("__name__", "up"), Matcher::equal("instance", "c:9100")];
+    let hidden = head.delete(start, i64::MAX, &c_up, Durability::Synced)?;
+    println!("deleted this run's samples of {hidden} series; the head starts at {:?}", head.min_time());
     head.close()?;
     Ok(())
 }

@@ -7,13 +7,13 @@
 //! matchers; [`MemPostings`], the label index with the sorted-list algebra a query runs on;
 //! and the [`Head`]: series with stable refs (reserved durably in blocks, so none is issued
 //! twice across crashes), an [`Appender`] whose commit is one WAL record (atomic through any
-//! crash) and is buffered or synced, chunks cut as Prometheus cuts them, and `select` over
-//! matchers and a time window, all rebuilt from the WAL at open.
+//! crash) and is buffered or synced, chunks cut as Prometheus cuts them, `select` over
+//! matchers and a time window, deletion by tombstones ([`Head::delete`]), truncation and
+//! checkpoints ([`Head::truncate`], [`Head::checkpoint`]) that bound the WAL, all rebuilt at
+//! open from the newest checkpoint and the WAL after it.
 //!
-//! Not yet: head chunk files (full chunks stay in memory), checkpoints (the WAL grows without
-//! bound and replay reads all of it), tombstones, the simulator target and the benchmark.
-//! Until they land this module is behind the `tsdb` cargo feature and not part of the crate's
-//! stable API.
+//! Not yet: head chunk files (full chunks stay in memory) and the benchmark. Until they land
+//! this module is behind the `tsdb` cargo feature and not part of the crate's stable API.
 
 mod appender;
 mod checkpoint;
