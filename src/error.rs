@@ -100,8 +100,9 @@ pub enum Error {
     BadFileName { file: PathBuf },
     /// Segment numbering has a hole: `missing` should exist between its neighbours.
     SegmentGap { directory: PathBuf, missing: u64 },
-    /// Another handle, in this process or another, holds the directory's lock.
-    Locked { directory: PathBuf },
+    /// Another handle, in this process or another, holds the directory's lock. `holder` is
+    /// the process ID the holder wrote in the `LOCK` file, when it wrote one (`OsVfs` does).
+    Locked { directory: PathBuf, holder: Option<u32> },
     /// An earlier write or sync failed; the handle refuses every mutating call until reopened.
     Poisoned,
     /// A record is larger than one segment can hold.
@@ -155,7 +156,10 @@ impl fmt::Display for Error {
             Self::SegmentGap { directory, missing } => {
                 write!(f, "segment {missing} is missing in {}", directory.display())
             }
-            Self::Locked { directory } => {
+            Self::Locked { directory, holder: Some(pid) } => {
+                write!(f, "directory {} is locked by another handle, of process {pid}", directory.display())
+            }
+            Self::Locked { directory, holder: None } => {
                 write!(f, "directory {} is locked by another handle", directory.display())
             }
             Self::Poisoned => write!(f, "handle poisoned by an earlier failed write or sync; reopen it"),

@@ -90,11 +90,20 @@ pub fn open_directory_locked(vfs: &dyn Vfs, directory: &Path) -> crate::Result<B
     }
     vfs.lock_dir(directory).map_err(|error| {
         if error.kind() == io::ErrorKind::WouldBlock {
-            Error::Locked { directory: directory.to_path_buf() }
+            Error::Locked { directory: directory.to_path_buf(), holder: lock_holder(vfs, directory) }
         } else {
             Error::io(directory, "lock_dir", error)
         }
     })
+}
+
+/// The process ID the holder of `directory`'s lock wrote in its `LOCK` file, if it wrote one
+/// that reads back: only for the error message, so anything else is `None`.
+fn lock_holder(vfs: &dyn Vfs, directory: &Path) -> Option<u32> {
+    let file = vfs.open(&directory.join(super::LOCK_FILE_NAME), OpenMode::Read).ok()?;
+    let mut bytes = [0u8; 16];
+    let read = file.read_at(&mut bytes, 0).ok()?;
+    std::str::from_utf8(&bytes[..read]).ok()?.trim_end().parse().ok()
 }
 
 /// How many times [`write_verified_rewriting`] writes again a write that read back different.

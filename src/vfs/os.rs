@@ -8,7 +8,8 @@ use std::path::Path;
 
 use super::{OpenMode, Vfs, VfsFile, VfsLock};
 
-/// Name of the lock file `OsVfs::lock_dir` creates inside a locked directory.
+/// Name of the lock file `OsVfs::lock_dir` creates inside a locked directory. Its holder
+/// writes its process ID there, in decimal and a newline.
 pub const LOCK_FILE_NAME: &str = "LOCK";
 
 /// [`Vfs`] on the operating system's filesystem: `pread`/`pwrite`, `fdatasync`, directory
@@ -98,7 +99,15 @@ impl Vfs for OsVfs {
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path.join(LOCK_FILE_NAME))?;
         match file.try_lock() {
-            Ok(()) => Ok(Box::new(OsLock { file })),
+            Ok(()) => {
+                // Who holds it, for the error a second open gets (`Error::Locked`). The lock is
+                // the flock, never this number: a holder that dies releases the flock, and
+                // the next holder overwrites the number it left. Writing it is a courtesy an
+                // open does not fail for.
+                let holder = format!("{}\n", std::process::id());
+                let _ = file.set_len(0).and_then(|()| file.write_all_at(holder.as_bytes(), 0));
+                Ok(Box::new(OsLock { file }))
+            }
             Err(TryLockError::WouldBlock) => Err(io::Error::new(io::ErrorKind::WouldBlock, "directory is locked")),
             Err(TryLockError::Error(error)) => Err(error),
         }

@@ -86,7 +86,12 @@ fn a_second_open_in_this_process_is_locked() {
     let directory = tempfile::tempdir().unwrap();
     let _first = open(directory.path(), RecoveryMode::Strict).unwrap();
     match open(directory.path(), RecoveryMode::Strict) {
-        Err(Error::Locked { directory: reported }) => assert_eq!(reported, directory.path()),
+        Err(error @ Error::Locked { .. }) => {
+            let Error::Locked { directory: reported, holder } = &error else { unreachable!() };
+            assert_eq!(reported, directory.path());
+            assert_eq!(*holder, Some(std::process::id()), "the lock file names the holder");
+            assert!(error.to_string().ends_with(&format!("of process {}", std::process::id())), "{error}");
+        }
         other => panic!("expected Locked, got {other:?}"),
     }
 }
@@ -100,22 +105,28 @@ fn a_lock_held_by_another_process() {
     let mut holder = Command::new("flock")
         .arg("--nonblock")
         .arg(&lock_path)
-        .args(["--command", "echo locked; exec cat"])
+        .args(["--command", &format!("echo $$ > {}; echo $$; exec cat", lock_path.display())])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("flock(1) from util-linux is installed");
     let mut line = String::new();
     BufReader::new(holder.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "locked");
+    let pid: u32 = line.trim().parse().expect("the holder's shell printed its PID");
     let result = open(directory.path(), RecoveryMode::Strict);
     drop(holder.stdin.take());
     holder.wait().unwrap();
     match result {
-        Err(Error::Locked { directory: reported }) => assert_eq!(reported, directory.path()),
+        Err(Error::Locked { directory: reported, holder }) => {
+            assert_eq!(reported, directory.path());
+            assert_eq!(holder, Some(pid), "the PID the holder wrote in the lock file");
+        }
         other => panic!("expected Locked, got {other:?}"),
     }
-    open(directory.path(), RecoveryMode::Strict).expect("the lock is free once the other process exits");
+    // The dead holder's PID is still in the file; the lock is what counts, and it is free.
+    let _wal = open(directory.path(), RecoveryMode::Strict).expect("the lock is free once the other process exits");
+    let written = std::fs::read_to_string(&lock_path).unwrap();
+    assert_eq!(written, format!("{}\n", std::process::id()), "the new holder overwrote the old number");
 }
 
 /// Regression: closing a store and opening it again at once sometimes failed with
