@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let requests =
         [Matcher::equal("__name__", "requests_total"), Matcher::new(MatchKind::Regex, "instance", "[ab]:.*")?];
-    for series in head.select(i64::MIN, i64::MAX, &requests) {
+    for series in head.select(i64::MIN, i64::MAX, &requests)? {
         println!(
             "{} (ref {}): {} samples, last {:?}",
             series.labels,

@@ -123,13 +123,14 @@ impl<'a> Appender<'a> {
         let new_series: Vec<(SeriesRef, &Labels)> =
             created.iter().map(|series_ref| (*series_ref, &head.series[series_ref].labels)).collect();
         let bytes = record::encode_commit(&new_series, &self.samples);
-        head.write_record(&bytes, durability)?;
+        let position = head.write_record(&bytes, durability)?;
         for series_ref in created {
             head.log_series(series_ref);
         }
         for sample in self.samples {
             head.apply_sample(sample);
         }
+        head.write_full_chunks(position)?;
         Ok(())
     }
 

@@ -12,8 +12,8 @@ impl Head {
     /// and returns how many series had such samples. Samples appended later are never hidden,
     /// even inside the range: each series' tombstone ends at its newest sample. The deletion
     /// is one WAL record, wholly kept or wholly lost by a crash, and durable when it returns
-    /// if `durability` is [`Durability::Synced`]. An I/O error poisons the head and deletes
-    /// nothing.
+    /// if `durability` is [`Durability::Synced`]. An I/O error (or damage met reading a chunk
+    /// file) poisons the head and deletes nothing.
     pub fn delete(
         &mut self,
         min_time: i64,
@@ -23,16 +23,16 @@ impl Head {
     ) -> Result<u64> {
         self.check_health()?;
         let min_time = min_time.max(self.min_time);
-        let tombstones: Vec<Tombstone> = self
-            .postings
-            .select(matchers)
-            .into_iter()
-            .filter_map(|series_ref| {
-                let series = &self.series[&series_ref];
-                let (min_time, max_time) = series.deletion(min_time, max_time)?;
-                Some(Tombstone { series: series_ref, min_time, max_time })
-            })
-            .collect();
+        let mut tombstones: Vec<Tombstone> = Vec::new();
+        for series_ref in self.postings.select(matchers) {
+            // Which samples it hides may need chunk files read back: a failure there is the
+            // disk failing the head, as a failed write is.
+            match self.series[&series_ref].deletion(&self.chunk_files, min_time, max_time) {
+                Ok(Some((min_time, max_time))) => tombstones.push(Tombstone { series: series_ref, min_time, max_time }),
+                Ok(None) => {}
+                Err(error) => return Err(self.poison(error)),
+            }
+        }
         if tombstones.is_empty() {
             return if durability == Durability::Synced { self.sync().map(|()| 0) } else { Ok(0) };
         }

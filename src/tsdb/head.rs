@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::appender::{Appender, Durability};
 use super::checkpoint;
+use super::chunk_files::{self, ChunkFiles, EntryMeta, MappedChunk};
 use super::labels::Labels;
 use super::matcher::Matcher;
 use super::postings::MemPostings;
@@ -31,8 +32,12 @@ pub struct HeadOptions {
     pub wal_segment_size: u64,
     /// The WAL's page size (see [`WalOptions::page_size`]). Defaults to 32 KiB.
     pub wal_page_size: u32,
-    /// What opening does with damaged synced data in the WAL.
+    /// What opening does with damaged synced data in the WAL and the head chunk files
+    /// (whose damage loses nothing: the WAL and the checkpoint hold what they hold).
     pub recovery_mode: RecoveryMode,
+    /// The size of a head chunk file: a file is preallocated to it, and the next begins when
+    /// an entry would not fit. At least 4 KiB. Defaults to 128 MiB.
+    pub chunk_file_size: u64,
     /// How many refs the head reserves at a time: it records the end of each reservation in
     /// the `refs` file (a small atomic write) before handing out the first ref of it, so that
     /// no crash can make it hand a ref out twice. At least 1; defaults to 1,024.
@@ -47,6 +52,7 @@ impl Default for HeadOptions {
             wal_segment_size: wal.segment_size,
             wal_page_size: wal.page_size,
             recovery_mode: RecoveryMode::Strict,
+            chunk_file_size: 128 << 20,
             refs_reserved_at_once: 1024,
         }
     }
@@ -84,8 +90,14 @@ pub struct Head {
     pub(super) checkpoint: Option<u64>,
     /// Where the last commit's record went in the WAL.
     pub(super) last_commit: Option<wal::Position>,
+    pub(super) chunk_files: ChunkFiles,
+    /// Series with full chunks waiting for a chunk file.
+    pub(super) full_chunks: Vec<SeriesRef>,
     _lock: Box<dyn VfsLock>,
 }
+
+/// Past this many bytes of chunk entries waiting, the head syncs its WAL and writes them.
+const CHUNK_BYTES_BUFFERED_MAX: usize = 1 << 20;
 
 impl Head {
     /// Opens the head in `directory` (creating it if needed), and replays its newest
@@ -102,6 +114,9 @@ impl Head {
         if options.refs_reserved_at_once == 0 {
             return Err(Error::InvalidArgument { reason: "refs_reserved_at_once must be at least 1".to_string() });
         }
+        if options.chunk_file_size < 4096 {
+            return Err(Error::InvalidArgument { reason: "chunk_file_size must be at least 4096".to_string() });
+        }
         let directory = directory.into();
         crate::directory::check_path(&directory)?;
         crate::directory::refuse_foreign(vfs.as_ref(), &directory, crate::directory::Structure::Tsdb)?;
@@ -115,6 +130,8 @@ impl Head {
         };
         let newest = checkpoint::list(vfs.as_ref(), &directory)?.0.last().copied();
         let checkpoint = newest.map(|segment| checkpoint::read(vfs.as_ref(), &directory, segment)).transpose()?;
+        let chunks_scan =
+            chunk_files::scan(vfs.as_ref(), &directory.join(chunk_files::DIRECTORY), options.recovery_mode)?;
         let wal_directory = directory.join(WAL_DIRECTORY);
         let wal_options = WalOptions {
             segment_size: options.wal_segment_size,
@@ -124,6 +141,9 @@ impl Head {
             ..WalOptions::default()
         };
         let wal = Wal::open(vfs.clone(), &wal_directory, wal_options)?;
+        // Only the chunks of commits the WAL kept stay.
+        let (chunk_files, mapped) =
+            ChunkFiles::recover(vfs.clone(), &directory, options.chunk_file_size, chunks_scan, wal.end())?;
         let mut head = Self {
             vfs,
             directory,
@@ -140,10 +160,12 @@ impl Head {
             max_time: None,
             checkpoint: None,
             last_commit: None,
+            chunk_files,
+            full_chunks: Vec::new(),
             _lock: lock,
         };
         let refs_damaged = reserved == Some(None);
-        head.replay(checkpoint, reserved)?;
+        head.replay(checkpoint, mapped, reserved)?;
         if refs_damaged {
             // The repair is finished by recording where refs now restart.
             refs::write(head.vfs.as_ref(), &head.directory, head.next_ref)?;
@@ -175,23 +197,64 @@ impl Head {
         Appender::new(self)
     }
 
-    /// Writes `bytes` as one WAL record, synced if asked; an I/O error poisons the head.
-    pub(super) fn write_record(&mut self, bytes: &[u8], durability: Durability) -> Result<()> {
-        match self.wal.append(bytes) {
-            Ok(position) => self.last_commit = Some(position),
+    /// Writes `bytes` as one WAL record, synced if asked, and returns where it went; an I/O
+    /// error poisons the head.
+    pub(super) fn write_record(&mut self, bytes: &[u8], durability: Durability) -> Result<wal::Position> {
+        let position = match self.wal.append(bytes) {
+            Ok(position) => position,
             Err(error) => return Err(self.poison(error)),
-        }
+        };
+        self.last_commit = Some(position);
         if durability == Durability::Synced {
             self.sync()?;
         }
-        Ok(())
+        Ok(position)
     }
 
     /// Adds a sample newer than every sample of its series.
     pub(super) fn apply_sample(&mut self, sample: Sample) {
         let series = self.series.get_mut(&sample.series).expect("the series exists");
-        series.append(sample.t, sample.value_bits, self.options.chunk_range);
+        if series.append(sample.t, sample.value_bits, self.options.chunk_range) {
+            self.full_chunks.push(sample.series);
+        }
         self.max_time = Some(self.max_time.map_or(sample.t, |max| max.max(sample.t)));
+    }
+
+    /// Hands the full chunks cut since the last call to the chunk files, recording `position`,
+    /// the WAL position of the record whose samples completed them (an open keeps an entry
+    /// only if the WAL still holds that record). An I/O error poisons the head; the chunks
+    /// stay in memory.
+    pub(super) fn write_full_chunks(&mut self, position: wal::Position) -> Result<()> {
+        for series_ref in std::mem::take(&mut self.full_chunks) {
+            let series = self.series.get_mut(&series_ref).expect("the series exists");
+            let mut full = series.take_full_chunks().into_iter();
+            while let Some(chunk) = full.next() {
+                let meta = EntryMeta {
+                    series: series_ref,
+                    min_time: chunk.min_time,
+                    max_time: chunk.max_time,
+                    last_value_bits: chunk.last_value_bits,
+                    position,
+                    chunk_length: u32::try_from(chunk.chunk.bytes().len()).expect("a chunk is small"),
+                };
+                match self.chunk_files.append(&meta, chunk.chunk.bytes()) {
+                    Ok(at) => series.mapped.push(MappedChunk {
+                        at,
+                        min_time: chunk.min_time,
+                        max_time: chunk.max_time,
+                        last_value_bits: chunk.last_value_bits,
+                    }),
+                    Err(error) => {
+                        series.chunks.splice(0..0, std::iter::once(chunk).chain(full));
+                        return Err(self.poison(error));
+                    }
+                }
+            }
+        }
+        if self.chunk_files.buffered() > CHUNK_BYTES_BUFFERED_MAX {
+            self.sync()?;
+        }
+        Ok(())
     }
 
     /// The labels of series `series`, if it exists.
@@ -201,26 +264,21 @@ impl Head {
 
     /// The series `matchers` select that have samples in `min_time..=max_time`, sorted by
     /// labels, each with those samples (but the deleted, and those below the time the head was
-    /// truncated to).
-    pub fn select(&self, min_time: i64, max_time: i64, matchers: &[Matcher]) -> Vec<SeriesSamples> {
+    /// truncated to). Chunks in chunk files are read back: an I/O error or damage there fails
+    /// the query (and poisons nothing; the next query tries again).
+    pub fn select(&self, min_time: i64, max_time: i64, matchers: &[Matcher]) -> Result<Vec<SeriesSamples>> {
         let min_time = min_time.max(self.min_time);
-        let mut selected: Vec<SeriesSamples> = self
-            .postings
-            .select(matchers)
-            .into_iter()
-            .filter_map(|series_ref| {
-                let series = &self.series[&series_ref];
-                let samples: Vec<(i64, f64)> =
-                    series.samples(min_time, max_time).into_iter().map(|(t, bits)| (t, f64::from_bits(bits))).collect();
-                (!samples.is_empty()).then(|| SeriesSamples {
-                    series: series_ref,
-                    labels: series.labels.clone(),
-                    samples,
-                })
-            })
-            .collect();
+        let mut selected = Vec::new();
+        for series_ref in self.postings.select(matchers) {
+            let series = &self.series[&series_ref];
+            let samples = series.samples(&self.chunk_files, min_time, max_time)?;
+            if !samples.is_empty() {
+                let samples = samples.into_iter().map(|(t, bits)| (t, f64::from_bits(bits))).collect();
+                selected.push(SeriesSamples { series: series_ref, labels: series.labels.clone(), samples });
+            }
+        }
         selected.sort_by(|a, b| a.labels.cmp(&b.labels));
-        selected
+        Ok(selected)
     }
 
     /// Where the last commit this handle wrote begins in the WAL: for checkers, which hold a
@@ -243,6 +301,13 @@ impl Head {
         logged.filter_map(|series| Some((series.labels.clone(), series.newest?.0))).collect()
     }
 
+    /// How many chunks the head holds in memory (the rest are in its chunk files): for
+    /// checkers of the memory it uses.
+    #[cfg(feature = "checks")]
+    pub fn chunks_in_memory(&self) -> usize {
+        self.series.values().map(|series| series.chunks.len()).sum()
+    }
+
     /// The newest sample time the head has taken (truncated or deleted since or not), if any.
     pub fn max_time(&self) -> Option<i64> {
         self.max_time
@@ -261,14 +326,16 @@ impl Head {
     /// Makes every commit so far durable.
     pub fn sync(&mut self) -> Result<()> {
         self.check_health()?;
-        let synced = self.wal.sync();
+        // The WAL first: a chunk entry reaches its file only once its samples are durable.
+        let synced = self.wal.sync().and_then(|()| self.chunk_files.flush());
         synced.map_err(|error| self.poison(error))
     }
 
     /// Syncs and closes the WAL. A poisoned head refuses with [`Error::Poisoned`].
-    pub fn close(self) -> Result<()> {
+    pub fn close(mut self) -> Result<()> {
         self.check_health()?;
-        self.wal.close()
+        self.wal.close()?;
+        self.chunk_files.sync()
     }
 
     /// Refuses when an earlier write or sync of the head, or of its WAL, failed.

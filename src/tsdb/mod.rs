@@ -17,6 +17,7 @@
 
 mod appender;
 mod checkpoint;
+mod chunk_files;
 pub mod chunkenc;
 mod deletion;
 mod head;

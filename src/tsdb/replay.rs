@@ -3,7 +3,10 @@
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
 use super::checkpoint::{self, Checkpoint};
+use super::chunk_files::MappedChunk;
 use super::head::Head;
 use super::labels::Labels;
 use super::record::{self, Record, Sample, Tombstone};
@@ -22,15 +25,26 @@ fn bad_record(file: &Path, segment: u64, offset: u64, at: u64) -> Error {
 
 impl Head {
     /// Rebuilds the series, samples and tombstones from `checkpoint` and the WAL records after
-    /// it, and the ref counter from them and the `reserved` value of the refs file
-    /// (`Some(None)`: the file was damaged).
-    pub(super) fn replay(&mut self, checkpoint: Option<Checkpoint>, reserved: Option<Option<SeriesRef>>) -> Result<()> {
+    /// it, each series starting from the chunks the chunk files kept for it (`mapped`; replay
+    /// skips the samples they hold), and the ref counter from them and the `reserved` value of
+    /// the refs file (`Some(None)`: the file was damaged). Chunks replay fills go to the chunk
+    /// files as they fill.
+    pub(super) fn replay(
+        &mut self,
+        checkpoint: Option<Checkpoint>,
+        mut mapped: BTreeMap<SeriesRef, Vec<MappedChunk>>,
+        reserved: Option<Option<SeriesRef>>,
+    ) -> Result<()> {
         if let Some(checkpoint) = checkpoint {
             self.min_time = checkpoint.min_time;
             self.max_time = checkpoint.max_time;
             let file = self.directory.join(checkpoint::file_name(checkpoint.segment));
+            // The checkpoint's samples came from segments up to its own: a position there.
+            let position = wal::Position { segment: checkpoint.segment, offset: 0 };
             for (offset, bytes) in checkpoint.records {
-                self.replay_record(&bytes).map_err(|at| bad_record(&file, checkpoint.segment, offset, at))?;
+                let replayed = self.replay_record(&bytes, &mut mapped);
+                replayed.map_err(|at| bad_record(&file, checkpoint.segment, offset, at))?;
+                self.write_full_chunks(position)?;
             }
             self.checkpoint = Some(checkpoint.segment);
         }
@@ -40,7 +54,9 @@ impl Head {
         }
         for (position, bytes) in records {
             let file = self.wal_directory.join(wal::segment_file_name(position.segment));
-            self.replay_record(&bytes).map_err(|at| bad_record(&file, position.segment, position.offset, at))?;
+            let replayed = self.replay_record(&bytes, &mut mapped);
+            replayed.map_err(|at| bad_record(&file, position.segment, position.offset, at))?;
+            self.write_full_chunks(position)?;
         }
         let after_series = self.series.keys().next_back().map_or(1, |&last| last.saturating_add(1));
         self.next_ref = match reserved {
@@ -54,11 +70,15 @@ impl Head {
     }
 
     /// Applies one record; `Err(at)` names the byte where it stops making sense.
-    fn replay_record(&mut self, bytes: &[u8]) -> std::result::Result<(), u64> {
+    fn replay_record(
+        &mut self,
+        bytes: &[u8],
+        mapped: &mut BTreeMap<SeriesRef, Vec<MappedChunk>>,
+    ) -> std::result::Result<(), u64> {
         match record::decode(bytes)? {
             Record::Commit { series, samples } => {
                 for (series_ref, labels) in series {
-                    self.replay_series(series_ref, labels).map_err(|()| 0u64)?;
+                    self.replay_series(series_ref, labels, mapped).map_err(|()| 0u64)?;
                 }
                 for sample in samples {
                     self.replay_sample(sample).map_err(|()| 0u64)?;
@@ -76,7 +96,12 @@ impl Head {
     /// A series record at replay. The same series twice (in the checkpoint and in a segment
     /// it covered, or a commit after a rollback) is one series, its samples kept; one ref for
     /// two label sets, or two refs for one, is damage the checksums could not see.
-    fn replay_series(&mut self, series_ref: SeriesRef, labels: Labels) -> std::result::Result<(), ()> {
+    fn replay_series(
+        &mut self,
+        series_ref: SeriesRef,
+        labels: Labels,
+        mapped: &mut BTreeMap<SeriesRef, Vec<MappedChunk>>,
+    ) -> std::result::Result<(), ()> {
         if let Some(existing) = self.series.get(&series_ref) {
             return if existing.labels == labels { Ok(()) } else { Err(()) };
         }
@@ -85,6 +110,10 @@ impl Head {
         }
         self.insert_series(series_ref, labels);
         self.log_series(series_ref);
+        if let Some(chunks) = mapped.remove(&series_ref) {
+            let min_time = self.min_time;
+            self.series.get_mut(&series_ref).expect("inserted").attach(chunks, min_time);
+        }
         Ok(())
     }
 

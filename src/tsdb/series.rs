@@ -6,8 +6,10 @@
 //! aims for, the end of the chunk is predicted from the rate so far, so that the rest of the
 //! range is shared evenly by chunks of about 120 samples.
 
-use super::chunkenc::XorChunk;
+use super::chunk_files::{ChunkFiles, MappedChunk};
+use super::chunkenc::{XorChunk, XorIterator};
 use super::labels::Labels;
+use crate::error::{CorruptionReason, Error, Result};
 
 /// The number of samples a chunk aims for.
 pub(crate) const SAMPLES_PER_CHUNK: u16 = 120;
@@ -24,12 +26,17 @@ pub(crate) struct HeadChunk {
     pub chunk: XorChunk,
     pub min_time: i64,
     pub max_time: i64,
+    /// The value bits of its last sample.
+    pub last_value_bits: u64,
 }
 
 #[derive(Clone, Debug)]
 pub(crate) struct MemSeries {
     pub labels: Labels,
-    /// Chunks cut, oldest first; the last is the one samples are appended to.
+    /// Full chunks in the head's chunk files, oldest first: all older than `chunks`.
+    pub mapped: Vec<MappedChunk>,
+    /// Chunks in memory, oldest first: full ones waiting for a chunk file, then the one
+    /// samples are appended to.
     pub chunks: Vec<HeadChunk>,
     /// When the open chunk is cut at the latest.
     next_at: i64,
@@ -62,16 +69,44 @@ fn predicted_end(start: i64, current: i64, range_end: i64) -> i64 {
 
 impl MemSeries {
     pub fn new(labels: Labels) -> Self {
-        Self { labels, chunks: Vec::new(), next_at: i64::MIN, newest: None, logged: false, tombstones: Vec::new() }
+        Self {
+            labels,
+            mapped: Vec::new(),
+            chunks: Vec::new(),
+            next_at: i64::MIN,
+            newest: None,
+            logged: false,
+            tombstones: Vec::new(),
+        }
+    }
+
+    /// Takes the chunks a chunk file holds for this series, at open: those the head still
+    /// needs (ending at or after `min_time`). The newest sample is the last of them, until
+    /// replay appends a later one.
+    pub fn attach(&mut self, mapped: Vec<MappedChunk>, min_time: i64) {
+        debug_assert!(self.chunks.is_empty() && self.mapped.is_empty(), "attached before any sample");
+        self.mapped = mapped.into_iter().filter(|chunk| chunk.max_time >= min_time).collect();
+        self.newest = self.mapped.last().map(|chunk| (chunk.max_time, chunk.last_value_bits));
+    }
+
+    /// The full chunks waiting for a chunk file, which then holds them (`mapped`).
+    pub fn take_full_chunks(&mut self) -> Vec<HeadChunk> {
+        let full = self.chunks.len().saturating_sub(1);
+        self.chunks.drain(..full).collect()
+    }
+
+    /// Whether the series holds no chunk at all.
+    pub fn is_empty(&self) -> bool {
+        self.mapped.is_empty() && self.chunks.is_empty()
     }
 
     /// The range a deletion of `min_time..=max_time` hides now: up to the newest sample, and
     /// `None` if no sample a query would return lies in it.
-    pub fn deletion(&self, min_time: i64, max_time: i64) -> Option<(i64, i64)> {
-        let (newest, _) = self.newest?;
+    pub fn deletion(&self, files: &ChunkFiles, min_time: i64, max_time: i64) -> Result<Option<(i64, i64)>> {
+        let Some((newest, _)) = self.newest else { return Ok(None) };
         let max_time = max_time.min(newest);
-        let hides = min_time <= max_time && !self.samples(min_time, max_time).is_empty();
-        hides.then_some((min_time, max_time))
+        let hides = min_time <= max_time && !self.samples(files, min_time, max_time)?.is_empty();
+        Ok(hides.then_some((min_time, max_time)))
     }
 
     pub fn is_deleted(&self, t: i64) -> bool {
@@ -81,16 +116,25 @@ impl MemSeries {
     /// Drops the chunks wholly older than `min_time`, and the tombstones that hid only their
     /// samples (a kept chunk may begin before `min_time`: what hides its samples stays).
     pub fn truncate_before(&mut self, min_time: i64) {
+        self.mapped.retain(|chunk| chunk.max_time >= min_time);
         self.chunks.retain(|chunk| chunk.max_time >= min_time);
-        let oldest = self.chunks.first().map_or(i64::MAX, |chunk| chunk.min_time);
+        let oldest_mapped = self.mapped.first().map(|chunk| chunk.min_time);
+        let oldest = oldest_mapped.or(self.chunks.first().map(|chunk| chunk.min_time)).unwrap_or(i64::MAX);
         self.tombstones.retain(|&(_, max)| max >= oldest);
     }
 
-    /// Appends a sample newer than every sample of the series, cutting a chunk first if due.
-    pub fn append(&mut self, t: i64, value_bits: u64, chunk_range: i64) {
+    /// Appends a sample newer than every sample of the series, cutting a chunk first if due;
+    /// whether it cut one after another (a full chunk now waits for a chunk file).
+    pub fn append(&mut self, t: i64, value_bits: u64, chunk_range: i64) -> bool {
         debug_assert!(self.newest.is_none_or(|(newest, _)| t > newest), "appends are in order");
-        if self.cut_due(t) {
-            self.chunks.push(HeadChunk { chunk: XorChunk::new(), min_time: t, max_time: t });
+        let cut = self.cut_due(t);
+        if cut {
+            self.chunks.push(HeadChunk {
+                chunk: XorChunk::new(),
+                min_time: t,
+                max_time: t,
+                last_value_bits: value_bits,
+            });
             self.next_at = range_end(t, chunk_range);
         }
         let open = self.chunks.last_mut().expect("a chunk was cut");
@@ -100,7 +144,9 @@ impl MemSeries {
         }
         open.chunk.append(t, f64::from_bits(value_bits));
         open.max_time = t;
+        open.last_value_bits = value_bits;
         self.newest = Some((t, value_bits));
+        cut && self.chunks.len() > 1
     }
 
     fn cut_due(&self, t: i64) -> bool {
@@ -118,22 +164,35 @@ impl MemSeries {
     }
 
     /// The samples with `min_time <= t <= max_time` no tombstone hides, oldest first, as
-    /// `(t, value bits)`.
-    pub fn samples(&self, min_time: i64, max_time: i64) -> Vec<(i64, u64)> {
-        let mut samples = self.stored_samples(min_time, max_time);
+    /// `(t, value bits)`. Chunks in chunk files are read back (an I/O error, or damage).
+    pub fn samples(&self, files: &ChunkFiles, min_time: i64, max_time: i64) -> Result<Vec<(i64, u64)>> {
+        let mut samples = self.stored_samples(files, min_time, max_time)?;
         if !self.tombstones.is_empty() {
             samples.retain(|&(t, _)| !self.is_deleted(t));
         }
-        samples
+        Ok(samples)
     }
 
     /// The samples with `min_time <= t <= max_time`, deleted or not, oldest first.
-    pub fn stored_samples(&self, min_time: i64, max_time: i64) -> Vec<(i64, u64)> {
+    pub fn stored_samples(&self, files: &ChunkFiles, min_time: i64, max_time: i64) -> Result<Vec<(i64, u64)>> {
+        let overlaps = |low: i64, high: i64| high >= min_time && low <= max_time;
         let mut samples = Vec::new();
-        for head_chunk in &self.chunks {
-            if head_chunk.max_time < min_time || head_chunk.min_time > max_time {
-                continue;
+        for mapped in self.mapped.iter().filter(|chunk| overlaps(chunk.min_time, chunk.max_time)) {
+            let bytes = files.read(mapped.at)?;
+            let bad = |_| Error::Corruption {
+                file: files.path_of(mapped.at.file),
+                segment: mapped.at.file,
+                offset: mapped.at.offset,
+                reason: CorruptionReason::BadRecord { at: 0 },
+            };
+            for sample in XorIterator::new(&bytes).map_err(bad)? {
+                let (t, v) = sample.map_err(bad)?;
+                if (min_time..=max_time).contains(&t) {
+                    samples.push((t, v.to_bits()));
+                }
             }
+        }
+        for head_chunk in self.chunks.iter().filter(|chunk| overlaps(chunk.min_time, chunk.max_time)) {
             for sample in head_chunk.chunk.iter() {
                 let (t, v) = sample.expect("a chunk the head wrote decodes");
                 if (min_time..=max_time).contains(&t) {
@@ -141,7 +200,7 @@ impl MemSeries {
                 }
             }
         }
-        samples
+        Ok(samples)
     }
 }
 
@@ -191,7 +250,7 @@ mod tests {
         for i in 0..500 {
             series.append(i * 10, i as u64, 2 * HOUR);
         }
-        let window = series.samples(1000, 1990);
+        let window = series.samples(&ChunkFiles::none(), 1000, 1990).unwrap();
         assert_eq!(window.first(), Some(&(1000, 100)));
         assert_eq!(window.last(), Some(&(1990, 199)));
         assert_eq!(window.len(), 100);
@@ -203,22 +262,26 @@ mod tests {
         for i in 0..300 {
             series.append(i * 10, i as u64, 2 * HOUR);
         }
-        assert_eq!(series.deletion(5000, 10_000), None, "no sample there");
-        let (min, max) = series.deletion(100, i64::MAX).expect("hides samples");
+        assert_eq!(series.deletion(&ChunkFiles::none(), 5000, 10_000).unwrap(), None, "no sample there");
+        let (min, max) = series.deletion(&ChunkFiles::none(), 100, i64::MAX).unwrap().expect("hides samples");
         assert_eq!((min, max), (100, 2990), "ends at the newest sample");
         series.tombstones.push((min, max));
         series.append(3000, 300, 2 * HOUR);
         assert_eq!(
-            series.samples(0, i64::MAX),
+            series.samples(&ChunkFiles::none(), 0, i64::MAX).unwrap(),
             vec![(0, 0), (10, 1), (20, 2), (30, 3), (40, 4), (50, 5), (60, 6), (70, 7), (80, 8), (90, 9), (3000, 300)]
         );
-        assert_eq!(series.stored_samples(0, i64::MAX).len(), 301);
+        assert_eq!(series.stored_samples(&ChunkFiles::none(), 0, i64::MAX).unwrap().len(), 301);
         let first_chunk_end = series.chunks[0].max_time;
         series.truncate_before(first_chunk_end + 1);
         assert!(series.chunks.iter().all(|chunk| chunk.max_time > first_chunk_end));
         assert_eq!(series.tombstones, vec![(100, 2990)]);
         series.truncate_before(2991);
-        assert_eq!(series.samples(0, i64::MAX), vec![(3000, 300)], "what the kept chunk holds stays hidden");
+        assert_eq!(
+            series.samples(&ChunkFiles::none(), 0, i64::MAX).unwrap(),
+            vec![(3000, 300)],
+            "what the kept chunk holds stays hidden"
+        );
         series.append(8_000_000, 1, 2 * HOUR);
         series.truncate_before(3001);
         assert!(series.tombstones.is_empty(), "{:?}", series.tombstones);

@@ -30,10 +30,15 @@ impl Head {
             return Err(self.poison(error));
         }
         self.drop_before(min_time.max(self.min_time));
-        let bytes = checkpoint::encode(covered, self.min_time, self.max_time, &self.checkpoint_records());
-        let written = checkpoint::write(self.vfs.as_ref(), &self.directory, covered, &bytes)
+        let written = self
+            .checkpoint_records()
+            .and_then(|records| {
+                let bytes = checkpoint::encode(covered, self.min_time, self.max_time, &records);
+                checkpoint::write(self.vfs.as_ref(), &self.directory, covered, &bytes)
+            })
             .and_then(|()| checkpoint::remove_older(self.vfs.as_ref(), &self.directory, covered))
-            .and_then(|()| self.wal.truncate_before(covered + 1));
+            .and_then(|()| self.wal.truncate_before(covered + 1))
+            .and_then(|()| self.chunk_files.remove_before(self.min_time));
         if let Err(error) = written {
             return Err(self.poison(error));
         }
@@ -58,7 +63,7 @@ impl Head {
         let mut emptied: Vec<SeriesRef> = Vec::new();
         for (&series_ref, series) in &mut self.series {
             series.truncate_before(min_time);
-            if series.chunks.is_empty() {
+            if series.is_empty() {
                 emptied.push(series_ref);
             }
         }
@@ -73,13 +78,13 @@ impl Head {
 
     /// The head's series, samples and tombstones as WAL records, each of about
     /// [`RECORD_BYTES`]: a series' record comes before its samples and tombstones.
-    fn checkpoint_records(&self) -> Vec<Vec<u8>> {
+    fn checkpoint_records(&self) -> Result<Vec<Vec<u8>>> {
         let mut records = Vec::new();
         let mut batch = Batch::default();
         for (&series_ref, series) in self.series.iter().filter(|(_, series)| series.logged) {
             batch.series.push((series_ref, &series.labels));
             batch.bytes += 64;
-            for (t, value_bits) in series.stored_samples(self.min_time, i64::MAX) {
+            for (t, value_bits) in series.stored_samples(&self.chunk_files, self.min_time, i64::MAX)? {
                 batch.samples.push(Sample { series: series_ref, t, value_bits });
                 batch.bytes += 24;
             }
@@ -91,7 +96,7 @@ impl Head {
             }
         }
         batch.flush(&mut records);
-        records
+        Ok(records)
     }
 }
 

@@ -19,6 +19,7 @@ mod logstor_os;
 mod logstor_space;
 mod repair_counts;
 mod tsdb_checkpoint;
+mod tsdb_chunk_files;
 mod tsdb_chunks;
 mod tsdb_head;
 mod tsdb_index;

@@ -28,6 +28,7 @@ type Contents = Vec<(SeriesRef, Labels, Vec<(i64, u64)>)>;
 
 fn contents(head: &Head) -> Contents {
     head.select(i64::MIN, i64::MAX, &[])
+        .expect("reads back")
         .into_iter()
         .map(|series| (series.series, series.labels, series.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect()))
         .collect()

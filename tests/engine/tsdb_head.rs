@@ -15,7 +15,11 @@ fn open(directory: &std::path::Path) -> Head {
 
 fn all(head: &Head) -> Vec<(Labels, Vec<(i64, f64)>)> {
     let matcher = Matcher::new(MatchKind::Regex, "__name__", ".*").expect("compiles");
-    head.select(i64::MIN, i64::MAX, &[matcher]).into_iter().map(|series| (series.labels, series.samples)).collect()
+    head.select(i64::MIN, i64::MAX, &[matcher])
+        .expect("reads back")
+        .into_iter()
+        .map(|series| (series.labels, series.samples))
+        .collect()
 }
 
 #[test]

@@ -28,12 +28,13 @@ use ballast::{wal, Error, RecoveryMode};
 use rand::Rng;
 
 use crate::faults::FaultConfig;
-use crate::harness::{self, draw_faults, Checked, Context, Failure, Opened, Step, Target};
+use crate::harness::{draw_faults, Checked, Context, Failure, Opened, Step, Target};
 use crate::Damage;
 use model::Model;
 
 const DIRECTORY: &str = "/tsdb";
 const WAL_DIRECTORY: &str = "/tsdb/wal";
+const CHUNKS_DIRECTORY: &str = "/tsdb/chunks_head";
 
 fn segment_of(path: &Path) -> Option<u64> {
     if path.parent() != Some(Path::new(WAL_DIRECTORY)) {
@@ -67,6 +68,8 @@ impl Target for Workload {
             wal_segment_size: u64::from(wal_page_size) * context.rng.gen_range(2..=8),
             wal_page_size,
             recovery_mode: RecoveryMode::Strict,
+            // Small, so that chunks fill several files and files are sealed and removed.
+            chunk_file_size: [4096, 8192, 32768][context.rng.gen_range(0..3)],
             // Small, so that lives renew their reservation and crashes fall inside one.
             refs_reserved_at_once: context.rng.gen_range(1..=64),
         };
@@ -77,8 +80,9 @@ impl Target for Workload {
 
     fn describe(&self) -> String {
         format!(
-            "chunk_range={} wal_page_size={} wal_segment_size={} refs_reserved_at_once={} series={}",
+            "chunk_range={} chunk_file_size={} wal_page_size={} wal_segment_size={} refs_reserved_at_once={} series={}",
             self.options.chunk_range,
+            self.options.chunk_file_size,
             self.options.wal_page_size,
             self.options.wal_segment_size,
             self.options.refs_reserved_at_once,
@@ -86,8 +90,9 @@ impl Target for Workload {
         )
     }
 
+    /// Two WAL segments, and a chunk file preallocated.
     fn space_to_free(&self) -> u64 {
-        2 * self.options.wal_segment_size
+        2 * self.options.wal_segment_size + self.options.chunk_file_size
     }
 
     fn before_open(&self, _context: &Context) {}
@@ -97,8 +102,10 @@ impl Target for Workload {
         Head::open(context.vfs_handle.clone(), DIRECTORY, options)
     }
 
+    /// Corruption the open reports must be in a file the disk damaged.
     fn explains_corruption(&self, damage: &[Damage], error: &Error) -> bool {
-        harness::damage_explains(damage, error, segment_of)
+        let Error::Corruption { file, .. } = error else { return false };
+        damage.iter().any(|damage| damage.path == *file)
     }
 
     fn check_recovered(
@@ -107,7 +114,7 @@ impl Target for Workload {
         head: &Head,
         opened: &Opened<'_, ()>,
     ) -> Result<Checked, Failure> {
-        self.check_open(context, head, opened).map(|()| Checked::Sound)
+        self.check_open(context, head, opened)
     }
 
     fn step(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
@@ -138,9 +145,25 @@ impl Target for Workload {
         self.model.all_synced();
     }
 
-    /// Sealed WAL segments, as for the wal target.
+    /// Sealed WAL segments, as for the wal target, and sealed head chunk files (all but the
+    /// newest, past their header: damage to the header of a file made atomically is damage
+    /// all the same, but rot there is what the header-less case already covers).
     fn rot_eligible(&self, context: &Context) -> Vec<(PathBuf, Range<u64>)> {
-        super::wal::sealed_segments(context, Path::new(WAL_DIRECTORY))
+        let mut eligible = super::wal::sealed_segments(context, Path::new(WAL_DIRECTORY));
+        let directory = Path::new(CHUNKS_DIRECTORY);
+        let mut numbers: Vec<u64> =
+            context.vfs.durable_names(directory).iter().filter_map(|name| wal::parse_segment_file_name(name)).collect();
+        numbers.sort_unstable();
+        numbers.pop();
+        for number in numbers {
+            let path = directory.join(wal::segment_file_name(number));
+            if let Some(length) = context.vfs.durable_contents(&path).map(|bytes| bytes.len() as u64) {
+                if length > 16 {
+                    eligible.push((path, 16..length));
+                }
+            }
+        }
+        eligible
     }
 
     fn final_phase(&mut self, context: &mut Context, head: Head) -> Result<(), Failure> {

@@ -11,22 +11,31 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use ballast::tsdb::{Durability, Head, Labels};
+use ballast::Error;
 
 use super::model::{Change, State};
 use super::{segment_of, Workload, DIRECTORY, WAL_DIRECTORY};
 use crate::fail;
 use crate::faults::FaultKind;
-use crate::harness::{self, Context, Failure, Opened};
+use crate::harness::{self, Checked, Context, Failure, Opened};
 
 impl Workload {
-    /// Checks what an open recovered against the model, and adopts it.
+    /// Checks what an open recovered against the model, and adopts it. Reading a chunk file
+    /// back may fail (an I/O error, or damage the disk did there): then open again, so that
+    /// recovery finds the damage.
     pub(super) fn check_open(
         &mut self,
         context: &mut Context,
         head: &Head,
         opened: &Opened<'_, ()>,
-    ) -> Result<(), Failure> {
-        let recovered = head.select(i64::MIN, i64::MAX, &[]);
+    ) -> Result<Checked, Failure> {
+        let recovered = match head.select(i64::MIN, i64::MAX, &[]) {
+            Ok(recovered) => recovered,
+            Err(error) => {
+                Self::read_failed(context, error)?;
+                return Ok(Checked::Reopen);
+            }
+        };
         let mut by_series: BTreeMap<Labels, Vec<(i64, u64)>> = BTreeMap::new();
         for series in &recovered {
             if self.model.refs.get(&series.series).is_some_and(|labels| *labels != series.labels) {
@@ -56,7 +65,24 @@ impl Workload {
         let live: BTreeMap<_, _> = recovered.iter().map(|series| (series.series, series.labels.clone())).collect();
         self.model.refs.extend(live);
         context.trace(format_args!("check recovered {kept} changes, {} series", recovered.len()));
-        Ok(())
+        Ok(Checked::Sound)
+    }
+
+    /// A query failed reading a chunk file back: an I/O error may pass; corruption only in a
+    /// file the disk damaged. Anything else fails the seed.
+    pub(super) fn read_failed(context: &mut Context, error: Error) -> Result<(), Failure> {
+        match error {
+            Error::Io { .. } => {
+                context.note("read_retried");
+                Ok(())
+            }
+            Error::Corruption { file, offset, .. } if context.vfs.damage().iter().any(|d| d.path == file) => {
+                context.note("chunk_damage_detected");
+                context.trace(format_args!("read met damage in {} at {offset}", file.display()));
+                Ok(())
+            }
+            error => fail!("a query failed: {error}"),
+        }
     }
 
     /// Refs whose series the head no longer holds (never logged by a durable commit, or left
@@ -161,7 +187,10 @@ impl Workload {
         let Some(head) = harness::open_and_check(self, context, false)? else {
             fail!("power failed on a perfect disk")
         };
-        let found: usize = head.select(i64::MIN, i64::MAX, &[]).iter().map(|series| series.samples.len()).sum();
+        let found = match head.select(i64::MIN, i64::MAX, &[]) {
+            Ok(found) => found.iter().map(|series| series.samples.len()).sum::<usize>(),
+            Err(error) => fail!("a query on a perfect disk failed: {error}"),
+        };
         if found != committed {
             fail!("after a close on a perfect disk {found} samples were found, {committed} committed");
         }

@@ -256,8 +256,11 @@ impl Workload {
         let matchers = Self::draw_matchers(context);
         let (min_time, max_time) = self.draw_window(context);
         context.trace(format_args!("op query {} matchers {min_time}..={max_time}", matchers.len()));
-        let found: Vec<(Labels, Vec<(i64, u64)>)> = head
-            .select(min_time, max_time, &matchers)
+        let selected = match head.select(min_time, max_time, &matchers) {
+            Ok(selected) => selected,
+            Err(error) => return Self::read_failed(context, error),
+        };
+        let found: Vec<(Labels, Vec<(i64, u64)>)> = selected
             .into_iter()
             .map(|series| (series.labels, series.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect()))
             .collect();
@@ -313,7 +316,19 @@ impl Workload {
             self.model.all_synced();
         }
         self.note_position(head, changes_before, position_before);
-        Step::after(result.map(drop), "delete")
+        Self::after_reading(context, result.map(drop), "delete")
+    }
+
+    /// [`Step::after`] for a call that reads chunk files back and poisons the head when that
+    /// fails: corruption in a file the disk damaged is such a failure too.
+    fn after_reading(context: &mut Context, result: ballast::Result<()>, what: &str) -> Result<Step, Failure> {
+        match result {
+            Err(Error::Corruption { file, .. }) if context.vfs.damage().iter().any(|d| d.path == file) => {
+                context.note("chunk_damage_detected");
+                Ok(Step::Poisoned)
+            }
+            result => Step::after(result, what),
+        }
     }
 
     /// Truncates at a drawn time: up to two chunk ranges before the newest sample, or
@@ -336,7 +351,7 @@ impl Workload {
             Err(Error::Io { .. }) => self.model.push(Change::Truncate(min_time)),
             Err(_) => {}
         }
-        Step::after(result, "truncate")
+        Self::after_reading(context, result, "truncate")
     }
 
     /// A checkpoint: it changes nothing a query sees, and drops series no commit logged.
@@ -347,6 +362,6 @@ impl Workload {
             self.model.all_synced();
             self.retire_lost_refs(head);
         }
-        Step::after(result, "checkpoint")
+        Self::after_reading(context, result, "checkpoint")
     }
 }
