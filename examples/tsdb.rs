@@ -1,4 +1,4 @@
-//! Embedding the TSDB head (feature `tsdb`, in the making) on the real filesystem.
+//! Embedding the TSDB head (feature `tsdb`) on the real filesystem.
 //!
 //! `cargo run --features tsdb --example tsdb -- /tmp/my-tsdb` scrapes three made-up targets'
 //! `up` and a counter each run, appending the first scrape by labels and later ones by the

@@ -1,19 +1,20 @@
-//! The TSDB head, in the making (issue 13): a fourth structure, modelled on the Prometheus TSDB's
-//! head block, on ballast's own WAL.
+//! The TSDB head (issue 13): a fourth structure, modelled on the Prometheus TSDB's head block,
+//! on ballast's own WAL.
 //!
-//! What is here so far: [`chunkenc`], the XOR (Gorilla) chunk encoding, bit for bit as
-//! Prometheus writes it, so that the blocks of the next issue can be read by Prometheus;
-//! [`Labels`], a series' validated and sorted label set; [`Matcher`], the four PromQL label
-//! matchers; [`MemPostings`], the label index with the sorted-list algebra a query runs on;
-//! and the [`Head`]: series with stable refs (reserved durably in blocks, so none is issued
-//! twice across crashes), an [`Appender`] whose commit is one WAL record (atomic through any
-//! crash) and is buffered or synced, chunks cut as Prometheus cuts them, `select` over
-//! matchers and a time window, deletion by tombstones ([`Head::delete`]), truncation and
-//! checkpoints ([`Head::truncate`], [`Head::checkpoint`]) that bound the WAL, all rebuilt at
-//! open from the newest checkpoint and the WAL after it.
+//! [`chunkenc`], the XOR (Gorilla) chunk encoding, bit for bit as Prometheus writes it, so
+//! that the blocks of the next issue can be read by Prometheus; [`Labels`], a series'
+//! validated and sorted label set; [`Matcher`], the four PromQL label matchers;
+//! [`MemPostings`], the label index with the sorted-list algebra a query runs on; and the
+//! [`Head`]: series with stable refs (reserved durably in blocks, so none is issued twice
+//! across crashes), an [`Appender`] whose commit is one WAL record (atomic through any crash)
+//! and is buffered or synced, chunks cut as Prometheus cuts them, full chunks in head chunk
+//! files so that memory holds about one open chunk per series, `select` over matchers and a
+//! time window, deletion by tombstones ([`Head::delete`]), truncation and checkpoints
+//! ([`Head::truncate`], [`Head::checkpoint`]) that bound the WAL, all rebuilt at open from
+//! the newest checkpoint, the chunk files and the WAL after it.
 //!
-//! Not yet: head chunk files (full chunks stay in memory) and the benchmark. Until they land
-//! this module is behind the `tsdb` cargo feature and not part of the crate's stable API.
+//! Behind the `tsdb` cargo feature (it brings the `regex` crate), and not yet covered by the
+//! crate's stability: persisted blocks come with the next issue.
 
 mod appender;
 mod checkpoint;
