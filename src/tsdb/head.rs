@@ -172,8 +172,9 @@ impl Head {
         }
         // Every check has passed; a refs file a crash left half made, and checkpoints older
         // than the newest or half made, go.
-        let temp = format!("{}.tmp", refs::FILE_NAME);
-        vfs::remove_if_present(head.vfs.as_ref(), &head.directory.join(temp))?;
+        // Durably: a removal a crash can lose would let the next refs file's rename bring the
+        // leftover back as `refs` (tsdb seeds 21481, 25111, 32188).
+        vfs::remove_durably(head.vfs.as_ref(), &head.directory, &format!("{}.tmp", refs::FILE_NAME))?;
         checkpoint::remove_older(head.vfs.as_ref(), &head.directory, newest.unwrap_or(0))?;
         Ok(head)
     }

@@ -38,12 +38,17 @@ pub fn create_atomically_with(
 ) -> crate::Result<Box<dyn VfsFile>> {
     let temp_path = directory.join(format!("{name}.tmp"));
     let path = directory.join(name);
-    remove_if_present(vfs, &temp_path)?;
+    // A leftover temp file's removal is made durable before the name is made again: else a
+    // crash could lose both the removal and the new file's entry but keep the rename, which
+    // then puts the leftover under `name` (tsdb seeds 21481 and 25111 met it through the
+    // head's own cleanup: a `refs` file of 0 and 14 bytes, the temp files of a crashed and of
+    // a failed write).
+    remove_durably(vfs, directory, &format!("{name}.tmp"))?;
     let file = vfs.open(&temp_path, OpenMode::CreateNew).map_err(|error| Error::io(&temp_path, "open", error))?;
     if let Err(error) = fill(file.as_ref(), &temp_path) {
         if matches!(error, Error::Io { operation: "verify", .. }) {
             drop(file);
-            vfs.remove_file(&temp_path).map_err(|error| Error::io(&temp_path, "remove_file", error))?;
+            remove_durably(vfs, directory, &format!("{name}.tmp"))?;
         }
         return Err(error);
     }
