@@ -24,6 +24,11 @@ pub struct Row {
 }
 
 impl Row {
+    /// A row of figures measured outside [`Bench::measure`].
+    pub fn new(suite: &'static str, case: String, engine: &'static str, unit: &'static str, samples: Vec<f64>, higher_is_better: bool) -> Self {
+        Self { suite, case, engine, unit, samples, higher_is_better, limit: None }
+    }
+
     pub fn median(&self) -> f64 {
         let mut sorted = self.samples.clone();
         sorted.sort_by(f64::total_cmp);
@@ -286,6 +291,19 @@ fn wal_shape_io(path: &Path, syncs: u64, overwrite: bool) -> std::io::Result<f64
         file.sync_data()?;
     }
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// The bytes a directory tree's files take on disk (allocated blocks: the zeros of a sparse
+/// preallocation take none).
+pub fn allocated_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let metadata = entry.metadata()?;
+        total += if metadata.is_dir() { allocated_bytes(&entry.path())? } else { metadata.blocks() * 512 };
+    }
+    Ok(total)
 }
 
 /// Size of a directory tree in bytes.

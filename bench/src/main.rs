@@ -8,6 +8,7 @@
 mod harness;
 mod kv;
 mod logs;
+mod tsdb;
 
 use std::path::PathBuf;
 
@@ -42,6 +43,7 @@ enum Suite {
     Wal,
     Commitlog,
     Kv,
+    Tsdb,
     All,
 }
 
@@ -59,6 +61,9 @@ fn main() -> std::io::Result<()> {
     }
     if matches!(cli.suite, Suite::Kv | Suite::All) {
         kv::kv(&mut bench, &limits)?;
+    }
+    if matches!(cli.suite, Suite::Tsdb | Suite::All) {
+        tsdb::tsdb(&mut bench, &limits)?;
     }
     bench.finish(&limits);
     Ok(())

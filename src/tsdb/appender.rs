@@ -105,7 +105,9 @@ impl<'a> Appender<'a> {
     /// Writes the batch to the WAL as one record (with the records of the series it creates),
     /// syncs it if asked, and only then applies it to the head. A synced commit makes every
     /// commit before it durable too, even when it holds no sample itself. An I/O error poisons
-    /// the head and applies nothing. A batch too large for one WAL record (see
+    /// the head; one writing or syncing the record applies nothing, but one writing the chunks
+    /// the commit filled to a chunk file comes after the commit was written (and synced, if
+    /// asked) and applied: a reopen then decides, as after any failure. A batch too large for one WAL record (see
     /// [`Wal::record_length_max`]) is refused with [`Error::RecordTooLarge`], applies nothing
     /// and leaves the head usable: commit it in smaller batches.
     pub fn commit(self, durability: Durability) -> Result<()> {

@@ -39,7 +39,7 @@ impl Head {
         self.write_record(&record::encode_tombstones(&tombstones), durability)?;
         for tombstone in &tombstones {
             let series = self.series.get_mut(&tombstone.series).expect("selected");
-            series.tombstones.push((tombstone.min_time, tombstone.max_time));
+            series.add_tombstone(tombstone.min_time, tombstone.max_time);
         }
         Ok(tombstones.len() as u64)
     }

@@ -15,7 +15,7 @@ use super::record::Sample;
 use super::refs;
 use super::series::MemSeries;
 use super::SeriesRef;
-use crate::error::{Error, Result};
+use crate::error::{CorruptionReason, Error, Result};
 use crate::health::Health;
 use crate::vfs::{self, Vfs, VfsLock};
 use crate::wal::{self, Wal, WalOptions};
@@ -67,6 +67,37 @@ pub struct SeriesSamples {
     pub samples: Vec<(i64, f64)>,
 }
 
+/// What a head holds, counted without I/O: for a program that watches its memory and disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeadStats {
+    /// Series the head holds.
+    pub series: u64,
+    /// Chunks in memory (about one open chunk per series, and full ones not yet written).
+    pub chunks_in_memory: u64,
+    /// Samples in those chunks.
+    pub samples_in_memory: u64,
+    /// Chunks in the head chunk files.
+    pub chunks_in_files: u64,
+    /// The bytes of their entries in the chunk files (headers, chunks and checksums).
+    pub chunk_file_bytes: u64,
+}
+
+/// What an open of the head found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeadRecovery {
+    /// The WAL's: a torn tail cut, or a repair of damaged synced data (what it dropped).
+    pub wal: wal::RecoveryReport,
+    /// Damage in the head chunk files that a repairing open cut at, or a torn tail of the last
+    /// one: the file, the offset and why. What they held was restored from the WAL and the
+    /// checkpoint.
+    pub chunk_file_damage: Option<(PathBuf, u64, CorruptionReason)>,
+    /// Chunk-file entries read and dropped: those of commits the WAL no longer holds (lost
+    /// with its unsynced tail, or cut by its repair), and those after the cut in its file.
+    pub chunk_entries_dropped: u64,
+    /// Chunk files removed after the cut (not read, so not counted above).
+    pub chunk_files_removed: u64,
+}
+
 /// The head of a TSDB in one directory.
 #[derive(Debug)]
 pub struct Head {
@@ -91,12 +122,14 @@ pub struct Head {
     /// Where the last commit's record went in the WAL.
     pub(super) last_commit: Option<wal::Position>,
     pub(super) chunk_files: ChunkFiles,
+    recovery: HeadRecovery,
     /// Series with full chunks waiting for a chunk file.
     pub(super) full_chunks: Vec<SeriesRef>,
     _lock: Box<dyn VfsLock>,
 }
 
-/// Past this many bytes of chunk entries waiting, the head syncs its WAL and writes them.
+/// Past this many bytes of chunk entries waiting, the head writes them to the chunk file (no
+/// sync: an open keeps only the entries whose commit the WAL still holds).
 const CHUNK_BYTES_BUFFERED_MAX: usize = 1 << 20;
 
 impl Head {
@@ -132,6 +165,12 @@ impl Head {
         let checkpoint = newest.map(|segment| checkpoint::read(vfs.as_ref(), &directory, segment)).transpose()?;
         let chunks_scan =
             chunk_files::scan(vfs.as_ref(), &directory.join(chunk_files::DIRECTORY), options.recovery_mode)?;
+        if newest.is_some() {
+            // The checkpoint's name durable before the WAL open removes the segments it
+            // covers: a checkpoint made by a head whose directory sync then failed is
+            // otherwise only pending (the open reads it, and a power loss takes it back).
+            vfs.sync_dir(&directory).map_err(|error| Error::io(&directory, "sync_dir", error))?;
+        }
         let wal_directory = directory.join(WAL_DIRECTORY);
         let wal_options = WalOptions {
             segment_size: options.wal_segment_size,
@@ -142,8 +181,22 @@ impl Head {
         };
         let wal = Wal::open(vfs.clone(), &wal_directory, wal_options)?;
         // Only the chunks of commits the WAL kept stay.
-        let (chunk_files, mapped) =
+        let (chunk_files, mapped, recovered) =
             ChunkFiles::recover(vfs.clone(), &directory, options.chunk_file_size, chunks_scan, wal.end())?;
+        let chunks_directory = directory.join(chunk_files::DIRECTORY);
+        let recovery = HeadRecovery {
+            wal: wal.recovery_report().clone(),
+            chunk_file_damage: recovered
+                .damage
+                .map(|(name, offset, reason)| (chunks_directory.join(name), offset, reason)),
+            chunk_entries_dropped: recovered.entries_dropped,
+            chunk_files_removed: recovered.files_removed,
+        };
+        if recovery.chunk_file_damage.is_some() || recovery.chunk_entries_dropped + recovery.chunk_files_removed > 0 {
+            let (damage, dropped, removed) =
+                (&recovery.chunk_file_damage, recovery.chunk_entries_dropped, recovery.chunk_files_removed);
+            tracing::info!(?damage, dropped, removed, "head chunk files cut");
+        }
         let mut head = Self {
             vfs,
             directory,
@@ -161,6 +214,7 @@ impl Head {
             checkpoint: None,
             last_commit: None,
             chunk_files,
+            recovery,
             full_chunks: Vec::new(),
             _lock: lock,
         };
@@ -252,8 +306,12 @@ impl Head {
                 }
             }
         }
+        // Not a WAL sync: at open that would retire the WAL's repair plan before the open
+        // returns (a repair a crash could then leave unreported).
         if self.chunk_files.buffered() > CHUNK_BYTES_BUFFERED_MAX {
-            self.sync()?;
+            if let Err(error) = self.chunk_files.flush() {
+                return Err(self.poison(error));
+            }
         }
         Ok(())
     }
@@ -302,11 +360,22 @@ impl Head {
         logged.filter_map(|series| Some((series.labels.clone(), series.newest?.0))).collect()
     }
 
-    /// How many chunks the head holds in memory (the rest are in its chunk files): for
-    /// checkers of the memory it uses.
-    #[cfg(feature = "checks")]
-    pub fn chunks_in_memory(&self) -> usize {
-        self.series.values().map(|series| series.chunks.len()).sum()
+    /// What the open that made this handle found and did: what recovery dropped, and why.
+    pub fn recovery_report(&self) -> &HeadRecovery {
+        &self.recovery
+    }
+
+    /// What the head holds: series, chunks in memory and in chunk files.
+    pub fn stats(&self) -> HeadStats {
+        let mut stats = HeadStats { series: self.series.len() as u64, ..HeadStats::default() };
+        for series in self.series.values() {
+            stats.chunks_in_memory += series.chunks.len() as u64;
+            stats.samples_in_memory +=
+                series.chunks.iter().map(|chunk| u64::from(chunk.chunk.num_samples())).sum::<u64>();
+            stats.chunks_in_files += series.mapped.len() as u64;
+            stats.chunk_file_bytes += series.mapped.iter().map(|chunk| chunk.at.length).sum::<u64>();
+        }
+        stats
     }
 
     /// The newest sample time the head has taken (truncated or deleted since or not), if any.
@@ -327,7 +396,7 @@ impl Head {
     /// Makes every commit so far durable.
     pub fn sync(&mut self) -> Result<()> {
         self.check_health()?;
-        // The WAL first: a chunk entry reaches its file only once its samples are durable.
+        // The chunk entries need no sync: the WAL and the checkpoint hold all they hold.
         let synced = self.wal.sync().and_then(|()| self.chunk_files.flush());
         synced.map_err(|error| self.poison(error))
     }

@@ -32,7 +32,7 @@ mod series;
 mod truncation;
 
 pub use appender::{AppendError, Appender, Durability};
-pub use head::{Head, HeadOptions, SeriesSamples};
+pub use head::{Head, HeadOptions, HeadRecovery, HeadStats, SeriesSamples};
 pub use labels::{is_valid_name, Label, LabelError, Labels};
 pub use matcher::{MatchKind, Matcher, MatcherError};
 pub use postings::MemPostings;

@@ -130,10 +130,7 @@ impl Head {
 
     fn replay_tombstone(&mut self, tombstone: Tombstone) -> std::result::Result<(), ()> {
         let series = self.series.get_mut(&tombstone.series).ok_or(())?;
-        let range = (tombstone.min_time, tombstone.max_time);
-        if !series.tombstones.contains(&range) {
-            series.tombstones.push(range);
-        }
+        series.add_tombstone(tombstone.min_time, tombstone.max_time);
         Ok(())
     }
 }

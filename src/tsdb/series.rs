@@ -44,8 +44,8 @@ pub(crate) struct MemSeries {
     pub newest: Option<(i64, u64)>,
     /// Whether the series' record is in the WAL (a commit wrote it).
     pub logged: bool,
-    /// Time ranges deleted, `(min_time, max_time)` inclusive, in the order the deletions came.
-    /// Each ends at the newest sample the series had then, so that it hides no later sample.
+    /// Time ranges deleted, `(min_time, max_time)` inclusive, none overlapping another. Each
+    /// ends at the newest sample the series had when deleted, so that it hides no later one.
     pub tombstones: Vec<(i64, i64)>,
 }
 
@@ -107,6 +107,20 @@ impl MemSeries {
         let max_time = max_time.min(newest);
         let hides = min_time <= max_time && !self.samples(files, min_time, max_time)?.is_empty();
         Ok(hides.then_some((min_time, max_time)))
+    }
+
+    /// Adds a deletion's range, merged with the ranges it overlaps or touches, so that
+    /// queries and checkpoints meet as few ranges as the deletions allow.
+    pub fn add_tombstone(&mut self, min_time: i64, max_time: i64) {
+        let (mut min, mut max) = (min_time, max_time);
+        self.tombstones.retain(|&(low, high)| {
+            let apart = high < min.saturating_sub(1) || low > max.saturating_add(1);
+            if !apart {
+                (min, max) = (min.min(low), max.max(high));
+            }
+            apart
+        });
+        self.tombstones.push((min, max));
     }
 
     pub fn is_deleted(&self, t: i64) -> bool {
@@ -257,6 +271,21 @@ mod tests {
     }
 
     #[test]
+    fn tombstones_merge_when_they_overlap_or_touch() {
+        let mut series = series();
+        series.add_tombstone(10, 20);
+        series.add_tombstone(30, 40);
+        series.add_tombstone(21, 25);
+        assert_eq!(series.tombstones, vec![(30, 40), (10, 25)]);
+        series.add_tombstone(0, 35);
+        assert_eq!(series.tombstones, vec![(0, 40)]);
+        series.add_tombstone(i64::MIN, i64::MIN);
+        series.add_tombstone(i64::MAX, i64::MAX);
+        assert_eq!(series.tombstones.len(), 3);
+        assert!(series.is_deleted(i64::MIN) && series.is_deleted(40) && !series.is_deleted(41));
+    }
+
+    #[test]
     fn a_deletion_hides_what_it_covers_up_to_the_newest_sample_and_truncation_drops_whole_chunks() {
         let mut series = series();
         for i in 0..300 {
@@ -265,7 +294,7 @@ mod tests {
         assert_eq!(series.deletion(&ChunkFiles::none(), 5000, 10_000).unwrap(), None, "no sample there");
         let (min, max) = series.deletion(&ChunkFiles::none(), 100, i64::MAX).unwrap().expect("hides samples");
         assert_eq!((min, max), (100, 2990), "ends at the newest sample");
-        series.tombstones.push((min, max));
+        series.add_tombstone(min, max);
         series.append(3000, 300, 2 * HOUR);
         assert_eq!(
             series.samples(&ChunkFiles::none(), 0, i64::MAX).unwrap(),

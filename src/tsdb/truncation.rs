@@ -22,7 +22,7 @@ impl Head {
     /// set), and the series left without samples (their refs are never issued again); then
     /// checkpoints. From then on appends older than `min_time` are out of bounds. Durable when
     /// it returns: a crash keeps either the head before the call or the head after it. An I/O
-    /// error poisons the head.
+    /// error poisons the head, which may then show either until it is reopened.
     pub fn truncate(&mut self, min_time: i64) -> Result<()> {
         self.check_health()?;
         let (_, covered) = self.wal.segments();

@@ -33,7 +33,10 @@ fn fill(directory: &Path) -> Contents {
         appender.commit(Durability::Buffered).unwrap();
     }
     head.sync().unwrap();
-    assert!(head.chunks_in_memory() <= 2 * series.len(), "{} chunks in memory", head.chunks_in_memory());
+    let stats = head.stats();
+    assert!(stats.chunks_in_memory <= 2 * series.len() as u64, "{stats:?}");
+    assert!(stats.chunks_in_files >= 80, "{stats:?}");
+    assert_eq!(stats.series, 20);
     let contents = contents(&head);
     head.close().unwrap();
     contents
@@ -52,7 +55,7 @@ fn full_chunks_leave_memory_for_chunk_files_and_read_back_after_a_reopen() {
     let expected = fill(directory.path());
     assert!(chunk_files(directory.path()).len() >= 3, "{:?}", chunk_files(directory.path()));
     let head = Head::open(os(), directory.path(), options(RecoveryMode::Strict)).unwrap();
-    assert!(head.chunks_in_memory() <= 20, "replay kept {} chunks in memory", head.chunks_in_memory());
+    assert!(head.stats().chunks_in_memory <= 20, "replay kept {:?}", head.stats());
     assert_eq!(contents(&head), expected);
 }
 
@@ -75,6 +78,9 @@ fn a_damaged_head_chunk_file_fails_a_strict_open_and_a_repair_restores_it_from_t
     assert_eq!(digest(directory.path()), before, "a failed open changes nothing");
     let head = Head::open(os(), directory.path(), options(RecoveryMode::Repair)).unwrap();
     assert_eq!(contents(&head), expected, "every sample restored from the WAL");
+    let report = head.recovery_report();
+    assert!(matches!(&report.chunk_file_damage, Some((file, _, CorruptionReason::Checksum { .. })) if *file == sealed));
+    assert!(report.chunk_files_removed > 0, "the files after the damage go: {report:?}");
     drop(head);
     let head = Head::open(os(), directory.path(), options(RecoveryMode::Strict)).expect("repaired for good");
     assert_eq!(contents(&head), expected);
@@ -93,4 +99,6 @@ fn a_torn_tail_of_the_last_chunk_file_is_cut_silently() {
     std::fs::write(&last, &bytes).unwrap();
     let head = Head::open(os(), directory.path(), options(RecoveryMode::Strict)).expect("a torn tail is no damage");
     assert_eq!(contents(&head), expected);
+    let (file, _, _) = head.recovery_report().chunk_file_damage.clone().expect("the torn tail is reported");
+    assert_eq!(file, last);
 }

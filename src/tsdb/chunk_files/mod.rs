@@ -69,6 +69,18 @@ pub(crate) struct MappedChunk {
     pub last_value_bits: u64,
 }
 
+/// What an open did to the chunk files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Recovered {
+    /// The damage or torn tail it cut at: file name, offset, why.
+    pub damage: Option<(String, u64, crate::error::CorruptionReason)>,
+    /// Entries it read and dropped: those of commits the WAL no longer holds, and those
+    /// after the cut in the file it cut.
+    pub entries_dropped: u64,
+    /// Files it removed, after the cut (unread: their entries are not counted above).
+    pub files_removed: u64,
+}
+
 /// The file entries are appended to.
 #[derive(Debug)]
 struct Active {
@@ -103,19 +115,26 @@ impl ChunkFiles {
         file_size: u64,
         scan: Scan,
         wal_end: Position,
-    ) -> Result<(Self, BTreeMap<SeriesRef, Vec<MappedChunk>>)> {
+    ) -> Result<(Self, BTreeMap<SeriesRef, Vec<MappedChunk>>, Recovered)> {
         let directory = head_directory.join(DIRECTORY);
         let mut cut = scan.cut.as_ref().map(|damage| (damage.number, damage.offset));
         let mut mapped: BTreeMap<SeriesRef, Vec<MappedChunk>> = BTreeMap::new();
         let mut files: BTreeMap<u64, i64> = scan.numbers.iter().map(|&number| (number, i64::MIN)).collect();
-        'files: for file in &scan.files {
+        let mut recovered = Recovered {
+            damage: scan.cut.as_ref().map(|damage| (file_name(damage.number), damage.offset, damage.reason.clone())),
+            entries_dropped: 0,
+            files_removed: 0,
+        };
+        for file in &scan.files {
             for &(offset, meta) in &file.entries {
                 if cut.is_some_and(|cut| (file.number, offset) >= cut) {
-                    break 'files;
+                    recovered.entries_dropped += 1;
+                    continue;
                 }
                 if meta.position >= wal_end {
                     cut = Some((file.number, offset));
-                    break 'files;
+                    recovered.entries_dropped += 1;
+                    continue;
                 }
                 let at = ChunkRef { file: file.number, offset, length: meta.length() };
                 let chunk = MappedChunk {
@@ -134,14 +153,16 @@ impl ChunkFiles {
         let mut chunk_files =
             Self { vfs, directory, file_size, active: None, buffer: Vec::new(), files, readers: Mutex::default() };
         let ends: BTreeMap<u64, u64> = scan.files.iter().map(|file| (file.number, file.end)).collect();
+        let files_before = chunk_files.files.len();
         let end = match cut {
             Some((number, offset)) => chunk_files.cut_at(number, offset, &ends)?,
             None => scan.files.last().map(|file| (file.number, file.end)),
         };
+        recovered.files_removed = (files_before - chunk_files.files.len()) as u64;
         if let Some((number, end)) = end {
             chunk_files.activate(number, end)?;
         }
-        Ok((chunk_files, mapped))
+        Ok((chunk_files, mapped, recovered))
     }
 
     /// Removes every file after `number`, newest first (or `number` too, when the cut is at
