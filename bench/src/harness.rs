@@ -25,7 +25,14 @@ pub struct Row {
 
 impl Row {
     /// A row of figures measured outside [`Bench::measure`].
-    pub fn new(suite: &'static str, case: String, engine: &'static str, unit: &'static str, samples: Vec<f64>, higher_is_better: bool) -> Self {
+    pub fn new(
+        suite: &'static str,
+        case: String,
+        engine: &'static str,
+        unit: &'static str,
+        samples: Vec<f64>,
+        higher_is_better: bool,
+    ) -> Self {
         Self { suite, case, engine, unit, samples, higher_is_better, limit: None }
     }
 

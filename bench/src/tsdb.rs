@@ -182,7 +182,10 @@ pub fn tsdb(bench: &mut Bench, limits: &Limits) -> io::Result<()> {
 fn ingest(bench: &mut Bench, data: &Data, name: String, durability: Durability, sync: WalSyncMode) -> io::Result<()> {
     let samples = data.samples() as f64;
     let mut engines: Vec<(&'static str, Run<'_>)> = vec![
-        ("ballast, by labels", Box::new(move |dir: &Path| ballast_ingest(dir, data, false, durability).map(|(_, s)| s))),
+        (
+            "ballast, by labels",
+            Box::new(move |dir: &Path| ballast_ingest(dir, data, false, durability).map(|(_, s)| s)),
+        ),
         ("ballast, by ref", Box::new(move |dir: &Path| ballast_ingest(dir, data, true, durability).map(|(_, s)| s))),
     ];
     if bench.selected("tsink") {
@@ -233,7 +236,10 @@ fn sizes_and_queries(bench: &mut Bench, data: &Data, _limits: &Limits) -> io::Re
     let in_files = samples - stats.samples_in_memory;
     let mut rows = vec![("XOR chunks of 120 samples (the encoding alone)", xor_bytes_per_sample(data))];
     if in_files > 0 {
-        rows.push(("ballast (head chunk files: entries of full chunks)", stats.chunk_file_bytes as f64 / in_files as f64));
+        rows.push((
+            "ballast (head chunk files: entries of full chunks)",
+            stats.chunk_file_bytes as f64 / in_files as f64,
+        ));
     }
     let tsink_dir = tempfile::tempdir_in(&bench.base)?;
     let periodic = WalSyncMode::Periodic(Duration::from_secs(1));
@@ -263,9 +269,15 @@ fn sizes_and_queries(bench: &mut Bench, data: &Data, _limits: &Limits) -> io::Re
     head.close().map_err(other)?;
     if let Some(storage) = tsink {
         storage.close().map_err(other)?;
-        rows.push(("tsink (blocks of all its files, after close)", allocated_bytes(tsink_dir.path())? as f64 / samples as f64));
+        rows.push((
+            "tsink (blocks of all its files, after close)",
+            allocated_bytes(tsink_dir.path())? as f64 / samples as f64,
+        ));
     }
-    rows.push(("ballast (blocks of all its files, after close)", allocated_bytes(ballast_dir.path())? as f64 / samples as f64));
+    rows.push((
+        "ballast (blocks of all its files, after close)",
+        allocated_bytes(ballast_dir.path())? as f64 / samples as f64,
+    ));
     for (engine, bytes) in rows {
         bench.rows.push(BenchRow::new("tsdb", "bytes per sample".to_string(), engine, "B", vec![bytes], false));
     }

@@ -5,6 +5,14 @@
 //! holds 240 samples, or when its bytes pass 1 KiB. At a quarter of the 120 samples a chunk
 //! aims for, the end of the chunk is predicted from the rate so far, so that the rest of the
 //! range is shared evenly by chunks of about 120 samples.
+//!
+//! Readers and the open chunk: a query takes the head by `&self` and a commit by `&mut self`,
+//! so no query runs while a commit appends, and an appender's samples reach a chunk only when
+//! it commits. A query therefore always reads whole commits, and needs neither the seeds'
+//! 4-sample buffer nor a copy of the open chunk. When the head is shared between threads (a
+//! later issue), a reader will copy the open chunk's bytes and sample count under the lock, as
+//! Prometheus came to do: an XOR chunk only grows at its end, so that copy is a consistent
+//! prefix.
 
 use super::chunk_files::{ChunkFiles, MappedChunk};
 use super::chunkenc::{XorChunk, XorIterator};
