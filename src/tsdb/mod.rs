@@ -2,7 +2,7 @@
 //! on ballast's own WAL.
 //!
 //! [`chunkenc`], the XOR (Gorilla) chunk encoding, bit for bit as Prometheus writes it, so
-//! that the blocks of the next issue can be read by Prometheus; [`Labels`], a series'
+//! that the blocks of issue 17 can be read by Prometheus; [`Labels`], a series'
 //! validated and sorted label set; [`Matcher`], the four PromQL label matchers;
 //! [`MemPostings`], the label index with the sorted-list algebra a query runs on; and the
 //! [`Head`]: series with stable refs (reserved durably in blocks, so none is issued twice
@@ -14,7 +14,7 @@
 //! the newest checkpoint, the chunk files and the WAL after it.
 //!
 //! Behind the `tsdb` cargo feature (it brings the `regex` crate), and not yet covered by the
-//! crate's stability: persisted blocks come with the next issue.
+//! crate's stability: persisted blocks come with issue 17.
 
 mod appender;
 mod checkpoint;

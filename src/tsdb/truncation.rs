@@ -1,5 +1,5 @@
 //! Truncation and checkpoints: the head drops what is older than a time (what the blocks of
-//! the next issue will hold), writes `checkpoint.N` with everything it still holds of WAL
+//! issue 17 will hold), writes `checkpoint.N` with everything it still holds of WAL
 //! segments up to `N`, and removes those segments. See `checkpoint.rs` for the file.
 //!
 //! The order makes every crash safe: the WAL is sealed first (every commit so far durable,
