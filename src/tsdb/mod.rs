@@ -17,6 +17,8 @@
 //! crate's stability: persisted blocks come with issue 17.
 
 mod appender;
+#[cfg(feature = "blocks")]
+pub mod block;
 mod checkpoint;
 mod chunk_files;
 pub mod chunkenc;

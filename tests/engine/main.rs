@@ -18,6 +18,7 @@ mod logstor_open;
 mod logstor_os;
 mod logstor_space;
 mod repair_counts;
+mod tsdb_block;
 mod tsdb_checkpoint;
 mod tsdb_chunk_files;
 mod tsdb_chunks;
