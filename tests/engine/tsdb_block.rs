@@ -8,7 +8,7 @@
 
 use std::process::Command;
 
-use ballast::tsdb::block::{write_block, Ulid};
+use ballast::tsdb::block::{read_block, write_block, Ulid};
 use ballast::tsdb::{Durability, Head, HeadOptions, Labels};
 
 use crate::os;
@@ -89,4 +89,81 @@ fn promtool_lists_and_dumps_a_block_ballast_wrote_exactly() {
     dumped.sort();
     assert_eq!(dumped.len(), 3000);
     assert_eq!(dumped, expected_dump(&head));
+}
+
+#[test]
+fn a_block_ballast_wrote_reads_back_whole() {
+    let head_directory = tempfile::tempdir().unwrap();
+    let mut head = Head::open(os(), head_directory.path(), HeadOptions::default()).unwrap();
+    let mut appender = head.appender();
+    for i in 0..500i64 {
+        let labels = Labels::new([("__name__", "m"), ("i", &(i % 7).to_string())]).unwrap();
+        appender.append(&labels, 1_000 + i * 10, if i % 11 == 0 { f64::NAN } else { i as f64 * 0.5 }).unwrap();
+    }
+    appender.commit(Durability::Buffered).unwrap();
+    let series = head.select(i64::MIN, i64::MAX, &[]).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (block, _) = write_block(os().as_ref(), data.path(), Ulid::new(5, 6), &series).unwrap();
+    let read = read_block(os().as_ref(), &block).unwrap();
+    let bits = |all: &[ballast::tsdb::SeriesSamples]| -> Vec<(Labels, Vec<(i64, u64)>)> {
+        all.iter().map(|s| (s.labels.clone(), s.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect())).collect()
+    };
+    assert_eq!(bits(&read), bits(&series));
+    // A flipped bit in a chunk is corruption naming the chunk file.
+    let chunks = block.join("chunks").join("000001");
+    let mut bytes = std::fs::read(&chunks).unwrap();
+    bytes[40] ^= 4;
+    std::fs::write(&chunks, bytes).unwrap();
+    match read_block(os().as_ref(), &block) {
+        Err(ballast::Error::Corruption { file, .. }) => assert_eq!(file, chunks),
+        other => panic!("a damaged chunk must be corruption, got {other:?}"),
+    }
+}
+
+/// `promtool tsdb create-blocks-from openmetrics` writes blocks from an OpenMetrics file;
+/// ballast reads back exactly what the file holds.
+#[test]
+fn ballast_reads_the_blocks_promtool_writes() {
+    let Some(promtool) = promtool() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    let mut expected = Vec::new();
+    for (name, instance) in [("up", "a"), ("up", "b"), ("requests_total", "a")] {
+        text.push_str(&format!("# TYPE {name} gauge\n"));
+        for i in 0..200i64 {
+            // OpenMetrics timestamps are seconds.
+            let (t, v) = (1_700_000_000 + i * 15, (i * 3) as f64 + 0.25);
+            text.push_str(&format!("{name}{{instance=\"{instance}\"}} {v} {t}\n"));
+            expected.push(format!("{{__name__=\"{name}\", instance=\"{instance}\"}} {v} {}", t * 1000));
+        }
+    }
+    // OpenMetrics wants each metric family's lines together, which the loop above keeps.
+    text.push_str("# EOF\n");
+    let input = work.path().join("input.om");
+    std::fs::write(&input, text).unwrap();
+    let out = work.path().join("out");
+    let made = Command::new(promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&input)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "promtool create-blocks-from failed: {}", String::from_utf8_lossy(&made.stderr));
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let block = entry.unwrap().path();
+        if !block.join("meta.json").exists() {
+            continue;
+        }
+        for series in read_block(os().as_ref(), &block).unwrap() {
+            let labels: Vec<String> = series.labels.iter().map(|l| format!("{}=\"{}\"", l.name, l.value)).collect();
+            for (t, v) in series.samples {
+                found.push(format!("{{{}}} {} {t}", labels.join(", "), go_float(v)));
+            }
+        }
+    }
+    found.sort();
+    expected.sort();
+    assert!(!found.is_empty(), "promtool wrote no block into {}", out.display());
+    assert_eq!(found, expected);
 }

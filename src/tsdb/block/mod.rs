@@ -5,17 +5,20 @@
 //!
 //! What is here: [`write_block`], which writes the samples of some series as one block, into
 //! `<ULID>.tmp-for-creation` made durable and then renamed, so that a block is visible only
-//! whole. Not yet: head compaction into blocks, reading blocks back, block compaction,
+//! whole; and [`read_block`], which reads every series and sample of a block back, whoever
+//! wrote it. Not yet: head compaction into blocks, queries over blocks, block compaction,
 //! retention, the simulator's checks. Behind the `blocks` feature (it brings `crc32c`).
 
 mod encode;
 mod index;
+mod read;
 mod ulid;
 
 use std::path::{Path, PathBuf};
 
 use encode::{crc32c, put_be32, put_uvarint};
 use index::ChunkMeta;
+pub use read::read_block;
 pub use ulid::Ulid;
 
 use super::chunkenc::XorChunk;
