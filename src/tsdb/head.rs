@@ -141,6 +141,14 @@ impl Head {
     /// segments it replaced are gone, so nothing can repair it (Prometheus learnt not to try,
     /// #7530), and no open changes the directory before it has read the checkpoint whole.
     pub fn open(vfs: Arc<dyn Vfs>, directory: impl Into<PathBuf>, options: HeadOptions) -> Result<Self> {
+        Self::open_above(vfs, directory.into(), options, i64::MIN)
+    }
+
+    /// [`Head::open`] of the head of a TSDB whose blocks hold every sample older than `floor`:
+    /// replay skips those samples and appends below `floor` are refused (Prometheus's
+    /// `minValidTime`), so that a crash between writing a block and truncating the head counts
+    /// no sample twice.
+    pub(crate) fn open_above(vfs: Arc<dyn Vfs>, directory: PathBuf, options: HeadOptions, floor: i64) -> Result<Self> {
         if options.chunk_range <= 0 {
             return Err(Error::InvalidArgument { reason: "chunk_range must be positive".to_string() });
         }
@@ -150,7 +158,6 @@ impl Head {
         if options.chunk_file_size < 4096 {
             return Err(Error::InvalidArgument { reason: "chunk_file_size must be at least 4096".to_string() });
         }
-        let directory = directory.into();
         crate::directory::check_path(&directory)?;
         crate::directory::refuse_foreign(vfs.as_ref(), &directory, crate::directory::Structure::Tsdb)?;
         let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
@@ -209,7 +216,7 @@ impl Head {
             postings: MemPostings::default(),
             next_ref: 1,
             reserved_until: 1,
-            min_time: i64::MIN,
+            min_time: floor,
             max_time: None,
             checkpoint: None,
             last_commit: None,
@@ -376,6 +383,16 @@ impl Head {
             stats.chunk_file_bytes += series.mapped.iter().map(|chunk| chunk.at.length).sum::<u64>();
         }
         stats
+    }
+
+    /// The time of the oldest sample the head holds (deleted or not), if it holds any.
+    pub fn min_sample_time(&self) -> Option<i64> {
+        let oldest = |series: &MemSeries| {
+            let mapped = series.mapped.first().map(|chunk| chunk.min_time);
+            mapped.or(series.chunks.first().map(|chunk| chunk.min_time))
+        };
+        // A chunk a truncation cut into still starts below the time the head starts at.
+        self.series.values().filter_map(oldest).min().map(|oldest| oldest.max(self.min_time))
     }
 
     /// The newest sample time the head has taken (truncated or deleted since or not), if any.

@@ -22,6 +22,10 @@ pub mod block;
 mod checkpoint;
 mod chunk_files;
 pub mod chunkenc;
+#[cfg(feature = "blocks")]
+mod compact;
+#[cfg(feature = "blocks")]
+mod db;
 mod deletion;
 mod head;
 mod labels;
@@ -34,6 +38,8 @@ mod series;
 mod truncation;
 
 pub use appender::{AppendError, Appender, Durability};
+#[cfg(feature = "blocks")]
+pub use db::{Tsdb, TsdbOptions, TsdbRecovery, DAMAGED_SUFFIX, HEAD_DIRECTORY, PROMETHEUS_WAL_DIRECTORY};
 pub use head::{Head, HeadOptions, HeadRecovery, HeadStats, SeriesSamples};
 pub use labels::{is_valid_name, Label, LabelError, Labels};
 pub use matcher::{MatchKind, Matcher, MatcherError};

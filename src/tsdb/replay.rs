@@ -36,7 +36,8 @@ impl Head {
         reserved: Option<Option<SeriesRef>>,
     ) -> Result<()> {
         if let Some(checkpoint) = checkpoint {
-            self.min_time = checkpoint.min_time;
+            // The blocks' floor (`Head::open_above`) may be above the checkpoint's.
+            self.min_time = self.min_time.max(checkpoint.min_time);
             self.max_time = checkpoint.max_time;
             let file = self.directory.join(checkpoint::file_name(checkpoint.segment));
             // The checkpoint's samples came from segments up to its own: a position there.

@@ -51,7 +51,8 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     /// `sync_dir` of the parent; after a crash the file may be back.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
 
-    /// Renames `from` to `to`, atomically replacing `to` if it exists. Both must be in the same
+    /// Renames `from` to `to`, atomically replacing `to` if it exists (a directory `from` may
+    /// replace no directory `to`: then `to` must not exist). Both must be in the same
     /// directory. Durable only after `sync_dir` of that directory; after a crash either the old
     /// or the new name must be visible, never a mix of contents.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -63,6 +64,14 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     /// The names of the regular files directly in `path`, sorted bytewise ascending.
     /// Must fail with `NotFound` if `path` does not exist.
     fn read_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+
+    /// The names of the directories directly in `path`, sorted bytewise ascending. Must fail
+    /// with `NotFound` if `path` does not exist.
+    fn subdirectories(&self, path: &Path) -> io::Result<Vec<String>>;
+
+    /// Removes the empty directory `path`; fails if it holds anything. Durable only after
+    /// `sync_dir` of its parent.
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
 
     /// Makes every entry operation (create, rename, remove) in directory `path` durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;

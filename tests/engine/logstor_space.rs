@@ -162,6 +162,12 @@ impl Vfs for Counting {
     fn read_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         self.inner.read_dir(path)
     }
+    fn subdirectories(&self, path: &Path) -> io::Result<Vec<String>> {
+        self.inner.subdirectories(path)
+    }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_dir(path)
+    }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.inner.sync_dir(path)
     }

@@ -90,6 +90,9 @@ impl Vfs for SimVfs {
         if from_parent != to_parent {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "rename across directories"));
         }
+        if state.directories.contains_key(from) {
+            return state.rename_directory(from, to);
+        }
         state.lookup(from)?;
         state.dir_op(&from_parent, DirOp::Rename { from: from_name, to: to_name })
     }
@@ -109,6 +112,19 @@ impl Vfs for SimVfs {
         let mut state = self.state();
         state.begin(format_args!("read_dir {}", path.display()))?;
         Ok(state.directory(path)?.current.keys().cloned().collect())
+    }
+
+    fn subdirectories(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut state = self.state();
+        state.begin(format_args!("subdirectories {}", path.display()))?;
+        state.directory(path)?;
+        Ok(state.subdirectories(path))
+    }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        state.begin(format_args!("rmdir {}", path.display()))?;
+        state.remove_directory(path)
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {

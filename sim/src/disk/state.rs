@@ -188,6 +188,37 @@ impl State {
         self.directories.get_mut(path).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such directory"))
     }
 
+    /// The names of the directories directly in `path`, sorted.
+    pub(super) fn subdirectories(&self, path: &Path) -> Vec<String> {
+        let children = self.directories.keys().filter(|child| child.parent() == Some(path) && *child != path);
+        children.filter_map(|child| Some(child.file_name()?.to_str()?.to_string())).collect()
+    }
+
+    /// Renames directory `from` and everything under it to `to`, which must not exist. Like
+    /// every directory operation of this disk, durable at once (FAULTS.md: directories).
+    pub(super) fn rename_directory(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        if self.directories.contains_key(to) || self.lookup(to).is_ok() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "rename onto an existing name"));
+        }
+        let moved: Vec<PathBuf> = self.directories.keys().filter(|path| path.starts_with(from)).cloned().collect();
+        for path in moved {
+            let directory = self.directories.remove(&path).expect("listed");
+            let renamed = to.join(path.strip_prefix(from).expect("under from"));
+            self.directories.insert(renamed, directory);
+        }
+        Ok(())
+    }
+
+    /// Removes the empty directory `path`, durably at once.
+    pub(super) fn remove_directory(&mut self, path: &Path) -> io::Result<()> {
+        let directory = self.directory(path)?;
+        if !directory.current.is_empty() || !self.subdirectories(path).is_empty() {
+            return Err(io::Error::new(io::ErrorKind::DirectoryNotEmpty, "directory not empty"));
+        }
+        self.directories.remove(path);
+        Ok(())
+    }
+
     pub(super) fn lookup(&self, path: &Path) -> io::Result<u64> {
         let (parent, name) = split(path)?;
         let directory = self

@@ -1,132 +1,173 @@
-//! Blocks in Prometheus's own format (issue 17, begun): a directory `<ULID>/` with
-//! `meta.json`, `index`, `chunks/000001` and `tombstones`, which `promtool tsdb list` and
-//! `promtool tsdb dump` read (tests/engine/tsdb_block.rs). See
-//! docs/design/prometheus-block-format.md for the bytes.
+//! Blocks in Prometheus's own format (issue 17): a directory `<ULID>/` with `meta.json`,
+//! `index`, `chunks/000001...` and `tombstones`, which `promtool tsdb list` and `promtool tsdb
+//! dump` read (tests/engine/tsdb_block.rs). See docs/design/prometheus-block-format.md for the
+//! bytes.
 //!
-//! What is here: [`write_block`], which writes the samples of some series as one block, into
-//! `<ULID>.tmp-for-creation` made durable and then renamed, so that a block is visible only
-//! whole; and [`read_block`], which reads every series and sample of a block back, whoever
-//! wrote it. Not yet: head compaction into blocks, queries over blocks, block compaction,
-//! retention, the simulator's checks. Behind the `blocks` feature (it brings `crc32c`).
+//! [`write_block`] writes series as one block, into `<ULID>.tmp-for-creation`, made durable,
+//! read back and checked whole, and only then renamed into place, so that a block is visible
+//! only whole and right; [`Block`] opens one, whoever wrote it, for queries. Behind the
+//! `blocks` feature (it brings `crc32c` and `serde_json`).
 
+mod chunks;
+mod cursor;
 mod encode;
 mod index;
+mod meta;
 mod read;
+mod reader;
 mod ulid;
 
 use std::path::{Path, PathBuf};
 
-use encode::{crc32c, put_be32, put_uvarint};
+use chunks::ChunkWriter;
 use index::ChunkMeta;
-pub use read::read_block;
+pub use meta::{BlockMeta, BlockParent};
+pub use reader::{Block, Series};
 pub use ulid::Ulid;
 
 use super::chunkenc::XorChunk;
-use super::SeriesSamples;
 use crate::error::{Error, Result};
 use crate::vfs::{self, Vfs};
 
-const CHUNKS_MAGIC: u32 = 0x85BD_40DD;
-const CHUNK_ENCODING_XOR: u8 = 1;
 /// Samples per chunk, as Prometheus cuts them.
 const SAMPLES_PER_CHUNK: usize = 120;
 /// An empty tombstones file: magic, version 1, and the CRC-32C of no entries.
 const TOMBSTONES_EMPTY: [u8; 9] = [0x01, 0x30, 0xBA, 0x30, 0x01, 0, 0, 0, 0];
+/// The suffix of a block directory being made; an open removes what a crash left.
+pub const TEMP_SUFFIX: &str = ".tmp-for-creation";
+/// The chunk file size Prometheus uses, as the seed says: 512 MiB.
+pub const CHUNK_FILE_SIZE_DEFAULT: u64 = 512 << 20;
 
-/// What a block holds, as its `meta.json` says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BlockStats {
+/// What a new block is: its name, range and history. Its counts come from its series.
+#[derive(Clone, Debug)]
+pub struct NewBlock {
+    pub ulid: Ulid,
+    /// The block's half-open range: every sample written must be in it.
     pub min_time: i64,
-    /// One past the newest sample (the block's range is half-open, as Prometheus's).
     pub max_time: i64,
-    pub samples: u64,
-    pub series: u64,
-    pub chunks: u64,
+    pub level: u32,
+    /// Empty for a block cut from the head: it is its own source.
+    pub sources: Vec<Ulid>,
+    pub parents: Vec<BlockParent>,
+    /// The size chunk files are preallocated to (4 KiB to 4 GiB).
+    pub chunk_file_size: u64,
 }
 
-/// Writes `series` (sorted by labels, as `Head::select` returns them; series without samples
-/// are left out) as the block `ulid` in `directory`: built in `<ULID>.tmp-for-creation`,
-/// every file synced, renamed to `<ULID>`, `directory` synced. Returns its path and stats.
-/// Refuses an empty block (Prometheus's readers divide by its time span).
-pub fn write_block(
-    vfs: &dyn Vfs,
-    directory: &Path,
-    ulid: Ulid,
-    series: &[SeriesSamples],
-) -> Result<(PathBuf, BlockStats)> {
-    let series: Vec<&SeriesSamples> = series.iter().filter(|series| !series.samples.is_empty()).collect();
-    let min_time = series.iter().map(|series| series.samples[0].0).min();
-    let max_time = series.iter().map(|series| series.samples[series.samples.len() - 1].0).max();
-    let (Some(min_time), Some(max_time)) = (min_time, max_time) else {
-        return Err(Error::InvalidArgument { reason: "a block must hold at least one sample".to_string() });
+/// Writes `series` (sorted by labels, as queries return them; series without samples are left
+/// out; every sample in the block's range) as block `new.ulid` in `directory`: built in
+/// `<ULID>.tmp-for-creation`, every file synced, the block read back and compared, renamed to
+/// `<ULID>`, `directory` synced. Returns its path and meta. A leftover temporary directory of
+/// the same name is replaced.
+pub fn write_block(vfs: &dyn Vfs, directory: &Path, new: NewBlock, series: &[Series]) -> Result<(PathBuf, BlockMeta)> {
+    check_new_block(&new, series)?;
+    let name = new.ulid.to_string();
+    let temp = directory.join(format!("{name}{TEMP_SUFFIX}"));
+    remove_block_directory(vfs, &temp)?;
+    let chunks_directory = temp.join("chunks");
+    vfs.create_dir_all(&chunks_directory).map_err(|error| Error::io(&chunks_directory, "create_dir_all", error))?;
+    let mut writer = ChunkWriter::new(vfs, &chunks_directory, new.chunk_file_size);
+    let sources = if new.sources.is_empty() { vec![new.ulid] } else { new.sources.clone() };
+    let mut meta = BlockMeta {
+        ulid: new.ulid,
+        min_time: new.min_time,
+        max_time: new.max_time,
+        samples: 0,
+        series: 0,
+        chunks: 0,
+        level: new.level,
+        sources,
+        parents: new.parents.clone(),
     };
-    let mut chunks_file = Vec::new();
-    put_be32(&mut chunks_file, CHUNKS_MAGIC);
-    chunks_file.extend_from_slice(&[1, 0, 0, 0]);
     let mut indexed = Vec::with_capacity(series.len());
-    let mut stats = BlockStats { min_time, max_time: max_time + 1, samples: 0, series: 0, chunks: 0 };
-    for selected in &series {
+    for selected in series.iter().filter(|series| !series.samples.is_empty()) {
         let mut metas = Vec::new();
         for samples in selected.samples.chunks(SAMPLES_PER_CHUNK) {
             let mut chunk = XorChunk::new();
             for &(t, v) in samples {
                 chunk.append(t, v);
             }
-            let reference = chunks_file.len() as u64;
-            put_uvarint(&mut chunks_file, chunk.bytes().len() as u64);
-            let start = chunks_file.len();
-            chunks_file.push(CHUNK_ENCODING_XOR);
-            chunks_file.extend_from_slice(chunk.bytes());
-            let checksum = crc32c(&chunks_file[start..]);
-            put_be32(&mut chunks_file, checksum);
+            let reference = writer.append(chunk.bytes())?;
             metas.push(ChunkMeta { min_time: samples[0].0, max_time: samples[samples.len() - 1].0, reference });
-            stats.samples += samples.len() as u64;
+            meta.samples += samples.len() as u64;
         }
-        stats.chunks += metas.len() as u64;
+        meta.chunks += metas.len() as u64;
         indexed.push((selected.labels.clone(), metas));
     }
-    stats.series = indexed.len() as u64;
-    if u32::try_from(chunks_file.len()).is_err() {
-        return Err(Error::InvalidArgument { reason: "a block's chunks must fit one 4 GiB chunk file".to_string() });
-    }
-    let index = index::encode(&indexed);
-    let name = ulid.to_string();
-    let temp = directory.join(format!("{name}.tmp-for-creation"));
-    let meta = meta_json(&name, &stats);
-    let files: [(&str, &[u8]); 4] = [
-        ("chunks/000001", &chunks_file),
-        ("index", &index),
-        ("tombstones", &TOMBSTONES_EMPTY),
-        ("meta.json", meta.as_bytes()),
-    ];
-    write_directory(vfs, &temp, &files)?;
-    let path = directory.join(&name);
-    vfs.rename(&temp, &path).map_err(|error| Error::io(&temp, "rename", error))?;
-    vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
-    Ok((path, stats))
-}
-
-/// Creates `temp` (removing what a crash left there) holding `files`, each synced, and the
-/// directories synced.
-fn write_directory(vfs: &dyn Vfs, temp: &Path, files: &[(&str, &[u8])]) -> Result<()> {
-    let chunks = temp.join("chunks");
-    vfs.create_dir_all(&chunks).map_err(|error| Error::io(&chunks, "create_dir_all", error))?;
+    meta.series = indexed.len() as u64;
+    writer.finish()?;
+    let files: [(&str, &[u8]); 3] =
+        [("index", &index::encode(&indexed)), ("tombstones", &TOMBSTONES_EMPTY), (meta::FILE_NAME, &meta.encode())];
     for (name, bytes) in files {
         let path = temp.join(name);
-        vfs::remove_if_present(vfs, &path)?;
         let file = vfs.open(&path, vfs::OpenMode::CreateNew).map_err(|error| Error::io(&path, "open", error))?;
         vfs::write_synced_and_verified(file.as_ref(), &path, bytes, 0)?;
     }
-    for directory in [chunks.as_path(), temp, temp.parent().expect("inside the data directory")] {
-        vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
+    for synced in [chunks_directory.as_path(), temp.as_path(), directory] {
+        vfs.sync_dir(synced).map_err(|error| Error::io(synced, "sync_dir", error))?;
+    }
+    verify_written(vfs, &temp, series, &meta)?;
+    let path = directory.join(&name);
+    vfs.rename(&temp, &path).map_err(|error| Error::io(&temp, "rename", error))?;
+    vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
+    Ok((path, meta))
+}
+
+fn check_new_block(new: &NewBlock, series: &[Series]) -> Result<()> {
+    let invalid = |reason: &str| Err(Error::InvalidArgument { reason: reason.to_string() });
+    if new.min_time >= new.max_time {
+        return invalid("a block's min_time must be below its max_time");
+    }
+    if !(4096..=u64::from(u32::MAX)).contains(&new.chunk_file_size) {
+        return invalid("a block's chunk_file_size must be between 4 KiB and 4 GiB");
+    }
+    if !series.windows(2).all(|pair| pair[0].labels < pair[1].labels) {
+        return invalid("a block's series must be sorted by labels, each once");
+    }
+    let outside = |&(t, _): &(i64, f64)| t < new.min_time || t >= new.max_time;
+    if series.iter().any(|series| series.samples.iter().any(outside)) {
+        return invalid("a block's samples must lie in its range");
     }
     Ok(())
 }
 
-/// `meta.json` for a block written from the head: compaction level 1, its own source.
-fn meta_json(ulid: &str, stats: &BlockStats) -> String {
-    format!(
-        "{{\n\t\"ulid\": \"{ulid}\",\n\t\"minTime\": {},\n\t\"maxTime\": {},\n\t\"stats\": {{\n\t\t\"numSamples\": {},\n\t\t\"numSeries\": {},\n\t\t\"numChunks\": {}\n\t}},\n\t\"compaction\": {{\n\t\t\"level\": 1,\n\t\t\"sources\": [\n\t\t\t\"{ulid}\"\n\t\t]\n\t}},\n\t\"version\": 1\n}}\n",
-        stats.min_time, stats.max_time, stats.samples, stats.series, stats.chunks
-    )
+/// Reads the block at `temp` back through [`Block`] and compares it with what was written:
+/// a write the disk lost or put elsewhere fails the block before it can replace its sources.
+fn verify_written(vfs: &dyn Vfs, temp: &Path, series: &[Series], meta: &BlockMeta) -> Result<()> {
+    let mismatch =
+        || Error::io(temp, "verify", std::io::Error::other("the block read back differs from what was written"));
+    let written = Block::open_named(vfs, temp, &meta.ulid.to_string())?;
+    if written.meta() != meta {
+        return Err(mismatch());
+    }
+    let read = written.all_series()?;
+    let expected = series.iter().filter(|series| !series.samples.is_empty());
+    if read.len() != expected.clone().count() || !read.iter().zip(expected).all(|(a, b)| same_series(a, b)) {
+        return Err(mismatch());
+    }
+    Ok(())
+}
+
+/// Equal labels and samples, values compared by their bits (NaN equals itself).
+fn same_series(a: &Series, b: &Series) -> bool {
+    a.labels == b.labels
+        && a.samples.len() == b.samples.len()
+        && a.samples.iter().zip(&b.samples).all(|(x, y)| x.0 == y.0 && x.1.to_bits() == y.1.to_bits())
+}
+
+/// Removes a block directory and everything in it (its files, then `chunks/`, then itself),
+/// durably; nothing to do if it is not there.
+pub(crate) fn remove_block_directory(vfs: &dyn Vfs, path: &Path) -> Result<()> {
+    let chunks = path.join("chunks");
+    for directory in [chunks.as_path(), path] {
+        let names = match vfs.read_dir(directory) {
+            Ok(names) => names,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(Error::io(directory, "read_dir", error)),
+        };
+        vfs::remove_all_durably(vfs, directory, names.iter().map(String::as_str))?;
+        let parent = directory.parent().expect("inside the data directory");
+        vfs.remove_dir(directory).map_err(|error| Error::io(directory, "remove_dir", error))?;
+        vfs.sync_dir(parent).map_err(|error| Error::io(parent, "sync_dir", error))?;
+    }
+    Ok(())
 }

@@ -1,122 +1,45 @@
-//! Reading a block back, whoever wrote it (ballast or Prometheus): every series the index
-//! lists and every sample of its chunks. Every length and offset is checked against the bytes
-//! there before it is used, and every CRC-32C is checked: damage is [`Error::Corruption`]
-//! naming the file and offset, never a panic.
+//! Reading a block's files, whoever wrote them (ballast or Prometheus): the index (every
+//! series with its chunk metas), the tombstones, and chunks on demand. Every length and offset
+//! is checked against the bytes there before it is used, and every CRC-32C is checked: damage
+//! is [`Error::Corruption`] naming the file and offset, never a panic.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::cursor::{corrupt, Cursor};
 use super::encode::crc32c;
-use crate::error::{CorruptionReason, Error, Result};
-use crate::tsdb::chunkenc::XorIterator;
-use crate::tsdb::{Labels, SeriesSamples};
-use crate::vfs::{self, OpenMode, Vfs};
+use super::index::ChunkMeta;
+use crate::error::{Error, Result};
+use crate::tsdb::Labels;
+use crate::vfs::{self, OpenMode, Vfs, VfsFile};
 
 const INDEX_MAGIC: u32 = 0xBAAA_D700;
-const CHUNKS_MAGIC: u32 = 0x85BD_40DD;
+pub(crate) const CHUNKS_MAGIC: u32 = 0x85BD_40DD;
+pub(crate) const TOMBSTONES_MAGIC: u32 = 0x0130_BA30;
 const TOC_SIZE: usize = 52;
+/// A chunk's length field and encoding byte take at most this many bytes.
+const CHUNK_HEADER_MAX: u64 = 11;
 
-/// Reads fields off bytes, each read bounds-checked; `Err(at)` is the offset where it failed.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// A series as the index lists it.
+#[derive(Clone, Debug)]
+pub(crate) struct IndexedSeries {
+    /// Its reference in the index (its offset over 16), which tombstones name.
+    pub reference: u64,
+    pub labels: Labels,
+    pub chunks: Vec<ChunkMeta>,
 }
 
-impl<'a> Cursor<'a> {
-    fn at(bytes: &'a [u8], at: u64) -> Result<Self, u64> {
-        let at_usize = usize::try_from(at).map_err(|_| at)?;
-        if at_usize > bytes.len() {
-            return Err(at);
-        }
-        Ok(Self { bytes, at: at_usize })
+/// Every series of an index, in the order its all-series postings list gives (sorted by
+/// labels, as Prometheus writes them).
+pub(crate) fn read_index(index: &[u8]) -> Result<Vec<IndexedSeries>, u64> {
+    let (symbols, all) = read_index_tables(index)?;
+    let mut series = Vec::with_capacity(all.len().min(index.len() / 16));
+    for reference in all {
+        let reference = u64::from(reference);
+        let (labels, chunks) = read_series(index, reference * 16, &symbols)?;
+        series.push(IndexedSeries { reference, labels, chunks });
     }
-
-    fn take(&mut self, length: usize) -> Result<&'a [u8], u64> {
-        let end = self.at.checked_add(length).filter(|&end| end <= self.bytes.len()).ok_or(self.at as u64)?;
-        let taken = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(taken)
-    }
-
-    fn be32(&mut self) -> Result<u32, u64> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
-    }
-
-    fn be64(&mut self) -> Result<u64, u64> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
-    }
-
-    fn uvarint(&mut self) -> Result<u64, u64> {
-        let start = self.at as u64;
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.take(1).map_err(|_| start)?[0];
-            value |= u64::from(byte & 0x7F).checked_shl(shift).ok_or(start)?;
-            if byte < 0x80 {
-                return Ok(value);
-            }
-        }
-        Err(start)
-    }
-
-    fn varint(&mut self) -> Result<i64, u64> {
-        let value = self.uvarint()?;
-        Ok((value >> 1).cast_signed() ^ -((value & 1).cast_signed()))
-    }
-
-    fn string(&mut self) -> Result<&'a str, u64> {
-        let at = self.at as u64;
-        let length = usize::try_from(self.uvarint()?).map_err(|_| at)?;
-        std::str::from_utf8(self.take(length)?).map_err(|_| at)
-    }
-
-    /// A section framed as BE32 length, body, BE32 CRC-32C of the body; returns the body.
-    fn section(&mut self) -> Result<&'a [u8], u64> {
-        let at = self.at as u64;
-        let length = usize::try_from(self.be32()?).map_err(|_| at)?;
-        let body = self.take(length)?;
-        if self.be32()? != crc32c(body) {
-            return Err(at);
-        }
-        Ok(body)
-    }
-}
-
-fn corrupt(file: &Path, offset: u64) -> Error {
-    Error::Corruption {
-        file: file.to_path_buf(),
-        segment: 0,
-        offset,
-        reason: CorruptionReason::BadRecord { at: offset },
-    }
-}
-
-fn read_file(vfs: &dyn Vfs, path: &Path) -> Result<Vec<u8>> {
-    let file = vfs.open(path, OpenMode::Read).map_err(|error| Error::io(path, "open", error))?;
-    let length = file.len().map_err(|error| Error::io(path, "len", error))?;
-    let mut bytes = vec![0u8; usize::try_from(length).map_err(|_| corrupt(path, 0))?];
-    vfs::read_exact_retrying(file.as_ref(), path, &mut bytes, 0)?;
-    Ok(bytes)
-}
-
-/// Every series of the block at `path` with all its samples, sorted by labels.
-pub fn read_block(vfs: &dyn Vfs, path: &Path) -> Result<Vec<SeriesSamples>> {
-    let index_path = path.join("index");
-    let index = read_file(vfs, &index_path)?;
-    let bad = |at| corrupt(&index_path, at);
-    let (symbols, all) = read_index_tables(&index).map_err(bad)?;
-    let mut chunk_files: BTreeMap<u64, (PathBuf, Vec<u8>)> = BTreeMap::new();
-    let mut selected = Vec::with_capacity(all.len());
-    for series_ref in all {
-        let (labels, chunks) = read_series(&index, u64::from(series_ref) * 16, &symbols).map_err(bad)?;
-        let mut samples = Vec::new();
-        for chunk_ref in chunks {
-            read_chunk(vfs, path, &mut chunk_files, chunk_ref, &mut samples)?;
-        }
-        selected.push(SeriesSamples { series: u64::from(series_ref), labels, samples });
-    }
-    selected.sort_by(|a, b| a.labels.cmp(&b.labels));
-    Ok(selected)
+    Ok(series)
 }
 
 /// The symbols and the all-series postings list, found through the TOC.
@@ -151,8 +74,8 @@ fn read_index_tables(index: &[u8]) -> Result<(Vec<&str>, Vec<u32>), u64> {
     Ok((symbols, all))
 }
 
-/// A series entry at `at`: its labels and its chunks' references.
-fn read_series(index: &[u8], at: u64, symbols: &[&str]) -> Result<(Labels, Vec<u64>), u64> {
+/// A series entry at `at`: its labels and its chunks.
+fn read_series(index: &[u8], at: u64, symbols: &[&str]) -> Result<(Labels, Vec<ChunkMeta>), u64> {
     let mut entry = Cursor::at(index, at)?;
     let length = usize::try_from(entry.uvarint()?).map_err(|_| at)?;
     let body = entry.take(length)?;
@@ -166,59 +89,113 @@ fn read_series(index: &[u8], at: u64, symbols: &[&str]) -> Result<(Labels, Vec<u
         pairs.push((symbol(body.uvarint()?)?, symbol(body.uvarint()?)?));
     }
     let labels = Labels::new(pairs).map_err(|_| at)?;
-    let mut chunks = Vec::new();
-    let mut reference = 0u64;
-    for index in 0..body.uvarint()? {
-        // Times are not needed to read the samples: the chunks hold them.
-        if index == 0 {
-            body.varint()?;
-            body.uvarint()?;
-            reference = body.uvarint()?;
-        } else {
-            body.uvarint()?;
-            body.uvarint()?;
-            reference = reference.checked_add_signed(body.varint()?).ok_or(at)?;
-        }
-        chunks.push(reference);
+    let mut chunks: Vec<ChunkMeta> = Vec::new();
+    for _ in 0..body.uvarint()? {
+        let chunk = match chunks.last() {
+            None => {
+                let min_time = body.varint()?;
+                let max_time = min_time.checked_add_unsigned(body.uvarint()?).ok_or(at)?;
+                ChunkMeta { min_time, max_time, reference: body.uvarint()? }
+            }
+            Some(previous) => {
+                let min_time = previous.max_time.checked_add_unsigned(body.uvarint()?).ok_or(at)?;
+                let max_time = min_time.checked_add_unsigned(body.uvarint()?).ok_or(at)?;
+                ChunkMeta {
+                    min_time,
+                    max_time,
+                    reference: previous.reference.checked_add_signed(body.varint()?).ok_or(at)?,
+                }
+            }
+        };
+        chunks.push(chunk);
     }
     Ok((labels, chunks))
 }
 
-/// Appends the samples of the chunk at `reference` (file index in the high 32 bits, offset in
-/// the low) to `samples`, loading the chunk file the first time.
-fn read_chunk(
-    vfs: &dyn Vfs,
-    block: &Path,
-    files: &mut BTreeMap<u64, (PathBuf, Vec<u8>)>,
-    reference: u64,
-    samples: &mut Vec<(i64, f64)>,
-) -> Result<()> {
-    let (file, offset) = (reference >> 32, reference & 0xFFFF_FFFF);
-    if let std::collections::btree_map::Entry::Vacant(vacant) = files.entry(file) {
-        let path = block.join("chunks").join(format!("{:06}", file + 1));
-        let bytes = read_file(vfs, &path)?;
-        if bytes.len() < 8 || bytes[0..4] != CHUNKS_MAGIC.to_be_bytes() || bytes[4] != 1 {
-            return Err(corrupt(&path, 0));
-        }
-        vacant.insert((path, bytes));
+/// The tombstones file: the deleted ranges `(min_time, max_time)`, inclusive, of each series
+/// by its index reference.
+pub(crate) fn read_tombstones(bytes: &[u8]) -> Result<BTreeMap<u64, Vec<(i64, i64)>>, u64> {
+    let mut cursor = Cursor::at(bytes, 0)?;
+    if cursor.be32()? != TOMBSTONES_MAGIC || cursor.take(1)?[0] != 1 {
+        return Err(0);
     }
-    let (path, bytes) = &files[&file];
-    let mut cursor = Cursor::at(bytes, offset).map_err(|at| corrupt(path, at))?;
-    let parsed = (|| {
-        let length = usize::try_from(cursor.uvarint()?).map_err(|_| offset)?;
-        let start = cursor.at;
-        let encoding = cursor.take(1)?[0];
-        let data = cursor.take(length)?;
-        if cursor.be32()? != crc32c(&bytes[start..start + 1 + length]) || encoding != 1 {
-            return Err(offset);
-        }
-        Ok(data)
-    })();
-    let data = parsed.map_err(|at| corrupt(path, at))?;
-    for sample in XorIterator::new(data).map_err(|_| corrupt(path, offset))? {
-        samples.push(sample.map_err(|_| corrupt(path, offset))?);
+    let body_end = bytes.len().checked_sub(4).filter(|&end| end >= 5).ok_or(0u64)?;
+    let mut trailer = Cursor::at(bytes, body_end as u64)?;
+    if trailer.be32()? != crc32c(&bytes[5..body_end]) {
+        return Err(body_end as u64);
     }
-    Ok(())
+    let mut body = Cursor { bytes: &bytes[..body_end], at: 5 };
+    let mut tombstones: BTreeMap<u64, Vec<(i64, i64)>> = BTreeMap::new();
+    while !body.is_empty() {
+        let series = body.uvarint()?;
+        let (min_time, max_time) = (body.varint()?, body.varint()?);
+        tombstones.entry(series).or_default().push((min_time, max_time));
+    }
+    Ok(tombstones)
+}
+
+/// A block's chunk files, opened, and read a chunk at a time.
+#[derive(Debug)]
+pub(crate) struct ChunkReader {
+    files: Vec<(PathBuf, Box<dyn VfsFile>, u64)>,
+}
+
+impl ChunkReader {
+    /// Opens `chunks/000001...` of the block at `block`, which must be numbered from 1 without
+    /// a gap, each beginning with the chunks magic and format 1.
+    pub fn open(vfs: &dyn Vfs, block: &Path) -> Result<Self> {
+        let directory = block.join("chunks");
+        let names = vfs.read_dir(&directory).map_err(|error| Error::io(&directory, "read_dir", error))?;
+        let mut files = Vec::with_capacity(names.len());
+        for (index, name) in names.iter().enumerate() {
+            let path = directory.join(name);
+            if *name != format!("{:06}", index + 1) {
+                return Err(Error::BadFileName { file: path });
+            }
+            let file = vfs.open(&path, OpenMode::Read).map_err(|error| Error::io(&path, "open", error))?;
+            let length = file.len().map_err(|error| Error::io(&path, "len", error))?;
+            let mut header = [0u8; 8];
+            if length < 8 {
+                return Err(corrupt(&path, 0));
+            }
+            vfs::read_exact_retrying(file.as_ref(), &path, &mut header, 0)?;
+            if header[0..4] != CHUNKS_MAGIC.to_be_bytes() || header[4] != 1 {
+                return Err(corrupt(&path, 0));
+            }
+            files.push((path, file, length));
+        }
+        Ok(Self { files })
+    }
+
+    /// The XOR chunk bytes at `reference` (file index in the high 32 bits, offset in the low),
+    /// its checksum verified. A reference to a file or offset that is not there is damage in
+    /// `index`, the file that holds the reference. Returns the bytes, and the chunk file and
+    /// offset they came from (for an error about them).
+    pub fn read(&self, index: &Path, reference: u64) -> Result<(Vec<u8>, &Path, u64)> {
+        let (file, offset) = (reference >> 32, reference & 0xFFFF_FFFF);
+        let entry = usize::try_from(file).ok().and_then(|file| self.files.get(file));
+        let Some((path, file, length)) = entry.filter(|(_, _, length)| offset >= 8 && offset < *length) else {
+            return Err(corrupt(index, 0));
+        };
+        let mut header = vec![0u8; usize::try_from(CHUNK_HEADER_MAX.min(length - offset)).expect("small")];
+        vfs::read_exact_retrying(file.as_ref(), path, &mut header, offset)?;
+        let mut cursor = Cursor::at(&header, 0).expect("at 0");
+        let data_length = cursor.uvarint().map_err(|_| corrupt(path, offset))?;
+        let data_at = offset + cursor.at as u64 + 1;
+        let end = data_at.checked_add(data_length).and_then(|end| end.checked_add(4));
+        if end.is_none_or(|end| end > *length) {
+            return Err(corrupt(path, offset));
+        }
+        let mut entry = vec![0u8; usize::try_from(data_length + 5).map_err(|_| corrupt(path, offset))?];
+        vfs::read_exact_retrying(file.as_ref(), path, &mut entry, data_at - 1)?;
+        let (body, checksum) = entry.split_at(entry.len() - 4);
+        if body[0] != 1 || crc32c(body) != u32::from_be_bytes(checksum.try_into().expect("4 bytes")) {
+            return Err(corrupt(path, offset));
+        }
+        entry.truncate(entry.len() - 4);
+        entry.remove(0);
+        Ok((entry, path, offset))
+    }
 }
 
 #[cfg(test)]
@@ -228,15 +205,18 @@ mod tests {
     use super::*;
 
     proptest! {
-        /// Any index bytes are read or refused without a panic, and no length field
-        /// allocates more than the bytes hold.
+        /// Any index or tombstones bytes are read or refused without a panic, and no length
+        /// field allocates more than the bytes hold.
         #[test]
         fn any_index_bytes_are_refused_without_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
-            if let Ok((symbols, all)) = read_index_tables(&bytes) {
-                for series_ref in all {
-                    let _ = read_series(&bytes, u64::from(series_ref) * 16, &symbols);
-                }
-            }
+            let _ = read_index(&bytes);
+            let _ = read_tombstones(&bytes);
         }
+    }
+
+    #[test]
+    fn an_empty_tombstones_file_holds_none() {
+        assert!(read_tombstones(&super::super::TOMBSTONES_EMPTY).unwrap().is_empty());
+        assert_eq!(read_tombstones(&[0x01, 0x30, 0xBA, 0x30, 0x01, 0, 0, 0, 1]), Err(5));
     }
 }

@@ -16,6 +16,28 @@ impl Ulid {
         let time = u128::from(millis & ((1 << 48) - 1));
         Self((time << 80) | (entropy & ((1 << 80) - 1)))
     }
+
+    /// The ULID `text` spells (26 Crockford base32 characters, either case), if it is one.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != 26 {
+            return None;
+        }
+        let mut value = 0u128;
+        for (index, byte) in text.bytes().enumerate() {
+            let digit = ALPHABET.iter().position(|&letter| letter == byte.to_ascii_uppercase())?;
+            // The first character holds only the top 3 of the 128 bits.
+            if index == 0 && digit > 7 {
+                return None;
+            }
+            value = (value << 5) | u128::from(u8::try_from(digit).expect("below 32"));
+        }
+        Some(Self(value))
+    }
+
+    /// Its milliseconds.
+    pub fn millis(self) -> u64 {
+        u64::try_from(self.0 >> 80).expect("48 bits")
+    }
 }
 
 impl fmt::Display for Ulid {
@@ -40,5 +62,18 @@ mod tests {
         // The ULID spec's largest: 7ZZZZZZZZZZZZZZZZZZZZZZZZZ.
         assert_eq!(Ulid::new(u64::MAX, u128::MAX).to_string(), "7ZZZZZZZZZZZZZZZZZZZZZZZZZ");
         assert!(Ulid::new(2, 0).to_string() > Ulid::new(1, u128::MAX).to_string(), "sorts by time");
+    }
+
+    #[test]
+    fn a_ulid_parses_back_and_nothing_else_does() {
+        for ulid in [Ulid::new(0, 0), Ulid::new(1_700_000_000_000, 0xDEAD_BEEF), Ulid::new(u64::MAX, u128::MAX)] {
+            assert_eq!(Ulid::parse(&ulid.to_string()), Some(ulid));
+            assert_eq!(Ulid::parse(&ulid.to_string().to_lowercase()), Some(ulid));
+        }
+        assert_eq!(Ulid::parse("01GSZ7Y1D3PR5BNZ6VQK7TKJXW").map(Ulid::millis), Some(1_677_159_499_171));
+        for bad in ["", "wal", "8ZZZZZZZZZZZZZZZZZZZZZZZZZ", "01GSZ7Y1D3PR5BNZ6VQK7TKJXU", "01GSZ7Y1D3PR5BNZ6VQK7TKJX"]
+        {
+            assert_eq!(Ulid::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -1,0 +1,126 @@
+//! An open block: its meta, its index in memory (series, chunk metas, postings), its
+//! tombstones, and its chunk files opened and read a chunk at a time by queries.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::cursor::{corrupt, read_file};
+use super::index::ChunkMeta;
+use super::meta::{self, BlockMeta};
+use super::read::{read_index, read_tombstones, ChunkReader, IndexedSeries};
+use crate::error::{Error, Result};
+use crate::tsdb::chunkenc::XorIterator;
+use crate::tsdb::{Labels, Matcher, MemPostings};
+use crate::vfs::Vfs;
+
+/// A series a query over blocks selected, and its samples in the queried window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub labels: Labels,
+    /// `(t, value)`, oldest first, no two at one time.
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// A block, opened: it reads its `meta.json`, `index` and `tombstones` whole, and opens its
+/// chunk files; queries read chunks from them.
+#[derive(Debug)]
+pub struct Block {
+    path: PathBuf,
+    meta: BlockMeta,
+    series: Vec<IndexedSeries>,
+    /// Over positions in `series`.
+    postings: MemPostings,
+    tombstones: BTreeMap<u64, Vec<(i64, i64)>>,
+    chunks: ChunkReader,
+}
+
+impl Block {
+    /// Opens the block at `path`, checking every checksum of its index and tombstones, and
+    /// that its `meta.json` names the directory it is in.
+    pub fn open(vfs: &dyn Vfs, path: &Path) -> Result<Self> {
+        let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
+        Self::open_named(vfs, path, name)
+    }
+
+    /// [`Block::open`] of a block whose `meta.json` must name `ulid`, wherever it is (a block
+    /// being made is read back from its temporary directory).
+    pub(crate) fn open_named(vfs: &dyn Vfs, path: &Path, ulid: &str) -> Result<Self> {
+        let meta_path = path.join(meta::FILE_NAME);
+        let meta = BlockMeta::decode(&meta_path, &read_file(vfs, &meta_path)?)?;
+        if meta.ulid.to_string() != ulid {
+            return Err(Error::BadFileName { file: path.to_path_buf() });
+        }
+        let index_path = path.join("index");
+        let series = read_index(&read_file(vfs, &index_path)?).map_err(|at| corrupt(&index_path, at))?;
+        let tombstones_path = path.join("tombstones");
+        let tombstones = match vfs.open(&tombstones_path, crate::vfs::OpenMode::Read) {
+            // Prometheus reads a block without a tombstones file as one without tombstones.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            _ => read_tombstones(&read_file(vfs, &tombstones_path)?).map_err(|at| corrupt(&tombstones_path, at))?,
+        };
+        let chunks = ChunkReader::open(vfs, path)?;
+        let mut postings = MemPostings::default();
+        for (position, series) in series.iter().enumerate() {
+            postings.add(position as u64, &series.labels);
+        }
+        Ok(Self { path: path.to_path_buf(), meta, series, postings, tombstones, chunks })
+    }
+
+    /// What its `meta.json` says.
+    pub fn meta(&self) -> &BlockMeta {
+        &self.meta
+    }
+
+    /// Its directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The series `matchers` select that have samples in `min_time..=max_time` (tombstones
+    /// applied), sorted by labels, each with those samples.
+    pub fn select(&self, min_time: i64, max_time: i64, matchers: &[Matcher]) -> Result<Vec<Series>> {
+        let mut selected = Vec::new();
+        if !self.meta.overlaps(min_time, max_time) {
+            return Ok(selected);
+        }
+        for position in self.postings.select(matchers) {
+            let series = &self.series[usize::try_from(position).expect("a position in memory")];
+            let samples = self.samples(series, min_time, max_time)?;
+            if !samples.is_empty() {
+                selected.push(Series { labels: series.labels.clone(), samples });
+            }
+        }
+        // The index lists series sorted by labels; a block another tool wrote might not.
+        selected.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(selected)
+    }
+
+    /// Every series of the block with all its samples (tombstones applied), sorted by labels.
+    pub fn all_series(&self) -> Result<Vec<Series>> {
+        self.select(i64::MIN, i64::MAX, &[])
+    }
+
+    fn samples(&self, series: &IndexedSeries, min_time: i64, max_time: i64) -> Result<Vec<(i64, f64)>> {
+        let deleted = self.tombstones.get(&series.reference).map_or(&[][..], Vec::as_slice);
+        let in_window = |t: i64| t >= min_time && t <= max_time && !deleted.iter().any(|&(a, b)| t >= a && t <= b);
+        let index_path = self.path.join("index");
+        let mut samples: Vec<(i64, f64)> = Vec::new();
+        let wanted = series.chunks.iter().filter(|chunk| chunk.max_time >= min_time && chunk.min_time <= max_time);
+        for &ChunkMeta { reference, .. } in wanted {
+            let (bytes, file, offset) = self.chunks.read(&index_path, reference)?;
+            // Bytes whose checksum verifies but that do not decode as an XOR chunk.
+            let bad = || corrupt(file, offset);
+            for sample in XorIterator::new(&bytes).map_err(|_| bad())? {
+                let (t, value) = sample.map_err(|_| bad())?;
+                if in_window(t) {
+                    samples.push((t, value));
+                }
+            }
+        }
+        // Chunks of one series in a block do not overlap when Prometheus or ballast wrote
+        // them; sorting keeps a query's promise for any other writer.
+        samples.sort_by_key(|&(t, _)| t);
+        samples.dedup_by_key(|&mut (t, _)| t);
+        Ok(samples)
+    }
+}

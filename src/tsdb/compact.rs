@@ -1,0 +1,64 @@
+//! Head compaction: when the head spans more than one and a half chunk ranges, its oldest
+//! range becomes a block, and the head drops it (truncation and a checkpoint).
+//!
+//! Every crash is safe. Before the block's rename, the head is whole and the next open
+//! removes the temporary directory. After it, the next open finds the block and replays only
+//! samples newer than its max time (`Head::open_above`), so a crash before the head's
+//! truncation counts nothing twice; the truncation itself is atomic (truncation.rs).
+
+use super::block::{self, BlockMeta, NewBlock, Series};
+use super::db::Tsdb;
+use crate::error::Result;
+
+impl Tsdb {
+    /// Cuts blocks from the head while it spans more than 1.5 chunk ranges: each holds the
+    /// samples from the head's oldest to the end of that sample's chunk range, deletions
+    /// applied. Returns the blocks made, oldest first. A failure to write a block poisons
+    /// compaction until a reopen (the head goes on taking samples); a failure of the head's
+    /// truncation poisons the head.
+    pub fn compact_head(&mut self) -> Result<Vec<BlockMeta>> {
+        self.health.check()?;
+        let range = self.options.head.chunk_range;
+        let mut made = Vec::new();
+        while let (Some(oldest), Some(newest)) = (self.head.min_sample_time(), self.head.max_time()) {
+            if i128::from(newest) - i128::from(oldest) <= i128::from(range / 2 * 3) {
+                break;
+            }
+            let end = oldest.div_euclid(range).saturating_add(1).saturating_mul(range);
+            let selected = self.head.select(oldest, end - 1, &[])?;
+            if !selected.is_empty() {
+                let series: Vec<Series> = selected
+                    .into_iter()
+                    .map(|series| Series { labels: series.labels, samples: series.samples })
+                    .collect();
+                made.push(self.write_block_from_head(oldest, end, &series)?);
+            }
+            self.head.truncate(end)?;
+        }
+        Ok(made)
+    }
+
+    fn write_block_from_head(&mut self, min_time: i64, max_time: i64, series: &[Series]) -> Result<BlockMeta> {
+        let new = NewBlock {
+            ulid: self.new_ulid(min_time, max_time),
+            min_time,
+            max_time,
+            level: 1,
+            sources: Vec::new(),
+            parents: Vec::new(),
+            chunk_file_size: self.options.block_chunk_file_size,
+        };
+        let written = block::write_block(self.vfs.as_ref(), &self.directory, new, series)
+            .and_then(|(path, _)| block::Block::open(self.vfs.as_ref(), &path));
+        match written {
+            Ok(block) => {
+                let meta = block.meta().clone();
+                let at =
+                    self.blocks.partition_point(|b| (b.meta().min_time, b.meta().ulid) < (meta.min_time, meta.ulid));
+                self.blocks.insert(at, block);
+                Ok(meta)
+            }
+            Err(error) => Err(self.health.poison(&self.directory, error)),
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! A TSDB: the head and the blocks cut from it, in one directory laid out so that
+//! Prometheus's tools read it (docs/format.md, "A TSDB directory"):
+//!
+//! ```text
+//! DIR/LOCK       ballast's lock
+//! DIR/<ULID>/    blocks, in Prometheus's format
+//! DIR/wal/       empty: `promtool tsdb dump` opens it, and fails without it or on ballast's WAL
+//! DIR/head/      ballast's head: its WAL, checkpoints, head chunk files and refs file
+//! ```
+//!
+//! Prometheus's tools list only the directories whose names are ULIDs, so they never look in
+//! `head/`, nor in a `<ULID>.tmp-for-creation` or a block set aside as `<ULID>.damaged`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::block::{self, Block, BlockMeta, Series, Ulid, TEMP_SUFFIX};
+use super::{Appender, Head, HeadOptions, HeadRecovery, Matcher};
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::health::Health;
+use crate::vfs::{self, Vfs, VfsLock};
+use crate::RecoveryMode;
+
+/// The head's directory inside the TSDB's.
+pub const HEAD_DIRECTORY: &str = "head";
+/// The directory Prometheus's tools open as the WAL: kept empty.
+pub const PROMETHEUS_WAL_DIRECTORY: &str = "wal";
+/// The suffix a repairing open gives a damaged block's directory: set aside, not deleted.
+pub const DAMAGED_SUFFIX: &str = ".damaged";
+
+/// How a TSDB is opened.
+#[derive(Clone, Debug)]
+pub struct TsdbOptions {
+    /// The head's; its `recovery_mode` governs the blocks too.
+    pub head: HeadOptions,
+    /// The size a block's chunk files are preallocated to (4 KiB to 4 GiB); each is truncated
+    /// to its final size when the block is complete. Defaults to 512 MiB, as Prometheus.
+    pub block_chunk_file_size: u64,
+}
+
+impl Default for TsdbOptions {
+    fn default() -> Self {
+        Self { head: HeadOptions::default(), block_chunk_file_size: block::CHUNK_FILE_SIZE_DEFAULT }
+    }
+}
+
+/// What an open of a TSDB found and did.
+#[derive(Debug, Default)]
+pub struct TsdbRecovery {
+    /// The head's.
+    pub head: HeadRecovery,
+    /// Blocks a crash left half made (`<ULID>.tmp-for-creation`), removed.
+    pub temporary_blocks_removed: Vec<PathBuf>,
+    /// Damaged blocks a repairing open set aside as `<ULID>.damaged`, with what was wrong.
+    pub blocks_set_aside: Vec<(PathBuf, Error)>,
+}
+
+/// A TSDB in one directory: a head and its blocks.
+#[derive(Debug)]
+pub struct Tsdb {
+    pub(super) vfs: Arc<dyn Vfs>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) directory: PathBuf,
+    pub(super) head: Head,
+    /// Sorted by min time, then ULID.
+    pub(super) blocks: Vec<Block>,
+    pub(super) options: TsdbOptions,
+    /// Poisoned when writing a block failed: its name may be half durable, so compaction
+    /// waits for a reopen to look at the directory again. The head goes on.
+    pub(super) health: Health,
+    recovery: TsdbRecovery,
+    _lock: Box<dyn VfsLock>,
+}
+
+impl Tsdb {
+    /// Opens the TSDB in `directory`, creating it if needed: its blocks (each read and checked
+    /// whole: meta, index, tombstones, chunk file headers), then its head, which replays only
+    /// samples newer than every block. A damaged block fails a [`RecoveryMode::Strict`] open,
+    /// naming the file and offset, before anything changed; a [`RecoveryMode::Repair`] open
+    /// sets it aside as `<ULID>.damaged`. Blocks a crash left half made are removed. `clock`
+    /// gives block names (ULIDs) their time; nothing else reads it.
+    pub fn open(
+        vfs: Arc<dyn Vfs>,
+        clock: Arc<dyn Clock>,
+        directory: impl Into<PathBuf>,
+        options: TsdbOptions,
+    ) -> Result<Self> {
+        let directory = directory.into();
+        crate::directory::check_path(&directory)?;
+        if !(4096..=u64::from(u32::MAX)).contains(&options.block_chunk_file_size) {
+            let reason = "block_chunk_file_size must be between 4 KiB and 4 GiB".to_string();
+            return Err(Error::InvalidArgument { reason });
+        }
+        crate::directory::refuse_foreign(vfs.as_ref(), &directory, crate::directory::Structure::Tsdb)?;
+        let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
+        let found = find_blocks(vfs.as_ref(), &directory, options.head.recovery_mode)?;
+        let floor = found.blocks.iter().map(|block| block.meta().max_time).max().unwrap_or(i64::MIN);
+        let head = Head::open_above(vfs.clone(), directory.join(HEAD_DIRECTORY), options.head.clone(), floor)?;
+        let wal = directory.join(PROMETHEUS_WAL_DIRECTORY);
+        vfs.create_dir_all(&wal).map_err(|error| Error::io(&wal, "create_dir_all", error))?;
+        for temp in &found.temporary {
+            block::remove_block_directory(vfs.as_ref(), temp)?;
+        }
+        for (path, error) in &found.damaged {
+            let aside = path.with_file_name(format!("{}{DAMAGED_SUFFIX}", path.file_name().unwrap().to_string_lossy()));
+            tracing::warn!(block = %path.display(), %error, "a damaged block is set aside");
+            vfs.rename(path, &aside).map_err(|error| Error::io(path, "rename", error))?;
+        }
+        if !found.temporary.is_empty() || !found.damaged.is_empty() {
+            vfs.sync_dir(&directory).map_err(|error| Error::io(&directory, "sync_dir", error))?;
+        }
+        let recovery = TsdbRecovery {
+            head: head.recovery_report().clone(),
+            temporary_blocks_removed: found.temporary,
+            blocks_set_aside: found.damaged,
+        };
+        Ok(Self {
+            vfs,
+            clock,
+            directory,
+            head,
+            blocks: found.blocks,
+            options,
+            health: Health::new(false),
+            recovery,
+            _lock: lock,
+        })
+    }
+
+    /// A batch of samples for the head, committed atomically or rolled back. Samples older
+    /// than the newest block's max time are out of bounds.
+    pub fn appender(&mut self) -> Appender<'_> {
+        self.head.appender()
+    }
+
+    /// The head, for what a TSDB does not wrap (its stats, label values, deletion in it).
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// The head, mutably: deletion ([`Head::delete`]) reaches only samples still in it.
+    pub fn head_mut(&mut self) -> &mut Head {
+        &mut self.head
+    }
+
+    /// The blocks, oldest first.
+    pub fn blocks(&self) -> impl Iterator<Item = &BlockMeta> {
+        self.blocks.iter().map(Block::meta)
+    }
+
+    /// What the open that made this handle found and did.
+    pub fn recovery_report(&self) -> &TsdbRecovery {
+        &self.recovery
+    }
+
+    /// The directory.
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
+    /// The series `matchers` select with samples in `min_time..=max_time`, over the blocks
+    /// and the head: sorted by labels, each with its samples in time order, a sample two
+    /// overlapping blocks both hold returned once, tombstones applied.
+    pub fn select(&self, min_time: i64, max_time: i64, matchers: &[Matcher]) -> Result<Vec<Series>> {
+        let mut parts: Vec<Vec<Series>> = Vec::with_capacity(self.blocks.len() + 1);
+        for block in self.blocks.iter().filter(|block| block.meta().overlaps(min_time, max_time)) {
+            parts.push(block.select(min_time, max_time, matchers)?);
+        }
+        let head = self.head.select(min_time, max_time, matchers)?;
+        parts.push(head.into_iter().map(|series| Series { labels: series.labels, samples: series.samples }).collect());
+        Ok(merge(parts))
+    }
+
+    /// Syncs the head and closes it.
+    pub fn close(self) -> Result<()> {
+        self.head.close()
+    }
+
+    /// Makes the head's commits so far durable.
+    pub fn sync(&mut self) -> Result<()> {
+        self.head.sync()
+    }
+
+    /// A name for a new block spanning `min_time..max_time`: the clock's milliseconds, and
+    /// entropy drawn from the range (no randomness of the engine's own), stepped past any
+    /// name already in use.
+    pub(super) fn new_ulid(&self, min_time: i64, max_time: i64) -> Ulid {
+        let millis = u64::try_from(self.clock.wall().as_millis()).unwrap_or(u64::MAX);
+        let mut entropy = mix(min_time.cast_unsigned(), max_time.cast_unsigned());
+        loop {
+            let ulid = Ulid::new(millis, entropy);
+            let taken = self.blocks.iter().any(|block| block.meta().ulid == ulid);
+            if !taken {
+                return ulid;
+            }
+            entropy = entropy.wrapping_add(1);
+        }
+    }
+}
+
+/// 80 bits mixed from `a` and `b` (SplitMix64's finalizer on each).
+fn mix(a: u64, b: u64) -> u128 {
+    let finalize = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    (u128::from(finalize(a)) << 64 | u128::from(finalize(b ^ 0x9E37_79B9_7F4A_7C15))) & ((1 << 80) - 1)
+}
+
+/// What an open found among the TSDB directory's subdirectories.
+struct FoundBlocks {
+    blocks: Vec<Block>,
+    temporary: Vec<PathBuf>,
+    damaged: Vec<(PathBuf, Error)>,
+}
+
+/// Opens every block in `directory`, and lists the temporary ones; a damaged block is an
+/// error in `Strict` mode and listed in `Repair` mode. Changes nothing.
+fn find_blocks(vfs: &dyn Vfs, directory: &Path, mode: RecoveryMode) -> Result<FoundBlocks> {
+    let names = vfs.subdirectories(directory).map_err(|error| Error::io(directory, "subdirectories", error))?;
+    let mut found = FoundBlocks { blocks: Vec::new(), temporary: Vec::new(), damaged: Vec::new() };
+    for name in names {
+        let path = directory.join(&name);
+        if name.strip_suffix(TEMP_SUFFIX).is_some_and(|ulid| Ulid::parse(ulid).is_some()) {
+            found.temporary.push(path);
+            continue;
+        }
+        if Ulid::parse(&name).is_none() {
+            continue;
+        }
+        match Block::open(vfs, &path) {
+            Ok(block) => found.blocks.push(block),
+            Err(error @ (Error::Corruption { .. } | Error::BadFileName { .. })) if mode == RecoveryMode::Repair => {
+                found.damaged.push((path, error));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    found.blocks.sort_by_key(|block| (block.meta().min_time, block.meta().ulid));
+    Ok(found)
+}
+
+/// Merges per-source query results (each sorted by labels) into one: series by labels, each
+/// series' samples in time order, one sample per time (the first source's, oldest block first).
+fn merge(parts: Vec<Vec<Series>>) -> Vec<Series> {
+    let mut merged: std::collections::BTreeMap<super::Labels, Vec<(i64, f64)>> = std::collections::BTreeMap::new();
+    for part in parts {
+        for series in part {
+            merged.entry(series.labels).or_default().extend(series.samples);
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(labels, mut samples)| {
+            // Stable: of two samples at one time, the one from the earlier source stays.
+            samples.sort_by_key(|&(t, _)| t);
+            samples.dedup_by_key(|&mut (t, _)| t);
+            Series { labels, samples }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_keeps_one_sample_per_time_in_order() {
+        let labels = |v: &str| super::super::Labels::new([("a", v)]).unwrap();
+        let a = vec![Series { labels: labels("x"), samples: vec![(1, 1.0), (5, 5.0)] }];
+        let b = vec![
+            Series { labels: labels("w"), samples: vec![(2, 2.0)] },
+            Series { labels: labels("x"), samples: vec![(3, 3.0), (5, 50.0)] },
+        ];
+        let merged = merge(vec![a, b]);
+        assert_eq!(merged[0], Series { labels: labels("w"), samples: vec![(2, 2.0)] });
+        assert_eq!(merged[1], Series { labels: labels("x"), samples: vec![(1, 1.0), (3, 3.0), (5, 5.0)] });
+    }
+}
