@@ -145,6 +145,11 @@ impl SimVfs {
         state.directories.get(path).map(|directory| directory.current.keys().cloned().collect()).unwrap_or_default()
     }
 
+    /// The directories directly in `path`. No I/O is counted; for checkers.
+    pub fn subdirectory_names(&self, path: &Path) -> Vec<String> {
+        self.state().subdirectories(path)
+    }
+
     /// Current length of `path`, without counting an I/O call; for checkers.
     pub fn current_length(&self, path: &Path) -> Option<u64> {
         let state = self.state();

@@ -10,6 +10,7 @@ mod cli;
 mod corpus;
 mod fault_rules;
 mod runner;
+mod tsdb_compaction_crash_points;
 mod vfs_agreement;
 mod wal_crash_points;
 mod wal_lost_seal;
