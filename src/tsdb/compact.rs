@@ -11,6 +11,23 @@ use super::db::Tsdb;
 use crate::error::Result;
 
 impl Tsdb {
+    /// Everything compaction does, in order: blocks cut from the head ([`Tsdb::compact_head`]),
+    /// blocks merged ([`Tsdb::compact_blocks`]), blocks past retention removed
+    /// ([`Tsdb::apply_retention`]). Returns the blocks made and the blocks removed by retention.
+    pub fn compact(&mut self) -> Result<(Vec<BlockMeta>, Vec<BlockMeta>)> {
+        let mut made = self.compact_head()?;
+        made.extend(self.compact_blocks()?);
+        let removed = self.apply_retention()?;
+        Ok((made, removed))
+    }
+
+    /// Adds a block made by compaction where it sorts.
+    pub(super) fn insert_block(&mut self, block: block::Block) {
+        let key = (block.meta().min_time, block.meta().ulid);
+        let at = self.blocks.partition_point(|b| (b.meta().min_time, b.meta().ulid) < key);
+        self.blocks.insert(at, block);
+    }
+
     /// Cuts blocks from the head while it spans more than 1.5 chunk ranges: each holds the
     /// samples from the head's oldest to the end of that sample's chunk range, deletions
     /// applied. Returns the blocks made, oldest first. A failure to write a block poisons

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::block::{self, Block, BlockMeta, Series, Ulid, TEMP_SUFFIX};
+use super::block::{self, Block, BlockMeta, Series, Ulid, DELETION_SUFFIX, TEMP_SUFFIX};
 use super::{Appender, Head, HeadOptions, HeadRecovery, Matcher};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -37,11 +37,57 @@ pub struct TsdbOptions {
     /// The size a block's chunk files are preallocated to (4 KiB to 4 GiB); each is truncated
     /// to its final size when the block is complete. Defaults to 512 MiB, as Prometheus.
     pub block_chunk_file_size: u64,
+    /// The ranges blocks are compacted into, in milliseconds, each a multiple of the one
+    /// before; the first is the head's chunk range. Defaults to the chunk range times 1, 3, 9,
+    /// 27 and 81 (2 h to 162 h), as Prometheus's exponential ranges.
+    pub block_ranges: Vec<i64>,
+    /// Blocks whose max time is more than this many milliseconds before the newest block's
+    /// are removed by [`Tsdb::compact`]. `None` keeps them.
+    pub retention_duration: Option<i64>,
+    /// Past this many bytes of blocks (counted newest first), older blocks are removed by
+    /// [`Tsdb::compact`]; the newest block always stays. `None` keeps them. The head's files
+    /// are not counted.
+    pub retention_bytes: Option<u64>,
 }
 
 impl Default for TsdbOptions {
     fn default() -> Self {
-        Self { head: HeadOptions::default(), block_chunk_file_size: block::CHUNK_FILE_SIZE_DEFAULT }
+        let head = HeadOptions::default();
+        let block_ranges = [1, 3, 9, 27, 81].iter().map(|factor| head.chunk_range * factor).collect();
+        Self {
+            head,
+            block_chunk_file_size: block::CHUNK_FILE_SIZE_DEFAULT,
+            block_ranges,
+            retention_duration: None,
+            retention_bytes: None,
+        }
+    }
+}
+
+impl TsdbOptions {
+    /// Options whose head has `chunk_range` and whose block ranges follow it (times 1, 3, 9, 27
+    /// and 81); everything else the default.
+    pub fn with_chunk_range(chunk_range: i64) -> Self {
+        let head = HeadOptions { chunk_range, ..HeadOptions::default() };
+        let block_ranges = [1, 3, 9, 27, 81].iter().map(|factor| chunk_range.saturating_mul(*factor)).collect();
+        Self { head, block_ranges, ..Self::default() }
+    }
+
+    fn check(&self) -> Result<()> {
+        let invalid = |reason: &str| Err(Error::InvalidArgument { reason: reason.to_string() });
+        if !(4096..=u64::from(u32::MAX)).contains(&self.block_chunk_file_size) {
+            return invalid("block_chunk_file_size must be between 4 KiB and 4 GiB");
+        }
+        if self.block_ranges.first() != Some(&self.head.chunk_range) {
+            return invalid("block_ranges must begin with the head's chunk_range");
+        }
+        if !self.block_ranges.windows(2).all(|pair| pair[1] > pair[0] && pair[1] % pair[0] == 0) {
+            return invalid("each of block_ranges must be a larger multiple of the one before");
+        }
+        if self.retention_duration.is_some_and(|duration| duration <= 0) {
+            return invalid("retention_duration must be positive");
+        }
+        Ok(())
     }
 }
 
@@ -50,8 +96,12 @@ impl Default for TsdbOptions {
 pub struct TsdbRecovery {
     /// The head's.
     pub head: HeadRecovery,
-    /// Blocks a crash left half made (`<ULID>.tmp-for-creation`), removed.
+    /// Blocks a crash left half made (`<ULID>.tmp-for-creation`) or half removed
+    /// (`<ULID>.tmp-for-deletion`), removed.
     pub temporary_blocks_removed: Vec<PathBuf>,
+    /// Blocks a compaction had already merged into another (their ULIDs are its parents'), which
+    /// a crash kept from being removed: removed.
+    pub compacted_blocks_removed: Vec<PathBuf>,
     /// Damaged blocks a repairing open set aside as `<ULID>.damaged`, with what was wrong.
     pub blocks_set_aside: Vec<(PathBuf, Error)>,
 }
@@ -88,10 +138,7 @@ impl Tsdb {
     ) -> Result<Self> {
         let directory = directory.into();
         crate::directory::check_path(&directory)?;
-        if !(4096..=u64::from(u32::MAX)).contains(&options.block_chunk_file_size) {
-            let reason = "block_chunk_file_size must be between 4 KiB and 4 GiB".to_string();
-            return Err(Error::InvalidArgument { reason });
-        }
+        options.check()?;
         crate::directory::refuse_foreign(vfs.as_ref(), &directory, crate::directory::Structure::Tsdb)?;
         let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
         let found = find_blocks(vfs.as_ref(), &directory, options.head.recovery_mode)?;
@@ -101,6 +148,9 @@ impl Tsdb {
         vfs.create_dir_all(&wal).map_err(|error| Error::io(&wal, "create_dir_all", error))?;
         for temp in &found.temporary {
             block::remove_block_directory(vfs.as_ref(), temp)?;
+        }
+        for superseded in &found.superseded {
+            block::delete_block(vfs.as_ref(), superseded.path())?;
         }
         for (path, error) in &found.damaged {
             let aside = path.with_file_name(format!("{}{DAMAGED_SUFFIX}", path.file_name().unwrap().to_string_lossy()));
@@ -113,6 +163,7 @@ impl Tsdb {
         let recovery = TsdbRecovery {
             head: head.recovery_report().clone(),
             temporary_blocks_removed: found.temporary,
+            compacted_blocks_removed: found.superseded.iter().map(|block| block.path().to_path_buf()).collect(),
             blocks_set_aside: found.damaged,
         };
         Ok(Self {
@@ -139,9 +190,29 @@ impl Tsdb {
         &self.head
     }
 
-    /// The head, mutably: deletion ([`Head::delete`]) reaches only samples still in it.
-    pub fn head_mut(&mut self) -> &mut Head {
-        &mut self.head
+    /// Deletes the samples in `min_time..=max_time` of the series `matchers` select, in the
+    /// head (one WAL record, durable if `durability` says so; see [`Head::delete`]) and in
+    /// every block the range reaches (its tombstones file replaced atomically, synced). Each
+    /// block's deletion is atomic, the whole is not: a crash part way may leave the range
+    /// deleted in some blocks only, and deleting again finishes it. Compaction drops the
+    /// deleted samples for good. Returns how many series, per block and head, it hid samples
+    /// of. A failure in a block poisons compaction until a reopen.
+    pub fn delete(
+        &mut self,
+        min_time: i64,
+        max_time: i64,
+        matchers: &[Matcher],
+        durability: super::Durability,
+    ) -> Result<u64> {
+        self.health.check()?;
+        let mut deleted = self.head.delete(min_time, max_time, matchers, durability)?;
+        for block in self.blocks.iter_mut().filter(|block| block.meta().overlaps(min_time, max_time)) {
+            match block.delete(self.vfs.as_ref(), min_time, max_time, matchers) {
+                Ok(count) => deleted += count,
+                Err(error) => return Err(self.health.poison(&self.directory, error)),
+            }
+        }
+        Ok(deleted)
     }
 
     /// The blocks, oldest first.
@@ -212,6 +283,8 @@ fn mix(a: u64, b: u64) -> u128 {
 /// What an open found among the TSDB directory's subdirectories.
 struct FoundBlocks {
     blocks: Vec<Block>,
+    /// Blocks another block names as its parents: already in it.
+    superseded: Vec<Block>,
     temporary: Vec<PathBuf>,
     damaged: Vec<(PathBuf, Error)>,
 }
@@ -220,10 +293,14 @@ struct FoundBlocks {
 /// error in `Strict` mode and listed in `Repair` mode. Changes nothing.
 fn find_blocks(vfs: &dyn Vfs, directory: &Path, mode: RecoveryMode) -> Result<FoundBlocks> {
     let names = vfs.subdirectories(directory).map_err(|error| Error::io(directory, "subdirectories", error))?;
-    let mut found = FoundBlocks { blocks: Vec::new(), temporary: Vec::new(), damaged: Vec::new() };
+    let mut found =
+        FoundBlocks { blocks: Vec::new(), superseded: Vec::new(), temporary: Vec::new(), damaged: Vec::new() };
     for name in names {
         let path = directory.join(&name);
-        if name.strip_suffix(TEMP_SUFFIX).is_some_and(|ulid| Ulid::parse(ulid).is_some()) {
+        let temporary = [TEMP_SUFFIX, DELETION_SUFFIX]
+            .iter()
+            .any(|suffix| name.strip_suffix(suffix).is_some_and(|ulid| Ulid::parse(ulid).is_some()));
+        if temporary {
             found.temporary.push(path);
             continue;
         }
@@ -238,13 +315,18 @@ fn find_blocks(vfs: &dyn Vfs, directory: &Path, mode: RecoveryMode) -> Result<Fo
             Err(error) => return Err(error),
         }
     }
+    let parents: std::collections::BTreeSet<Ulid> =
+        found.blocks.iter().flat_map(|block| block.meta().parents.iter().map(|parent| parent.ulid)).collect();
+    let (superseded, blocks) = found.blocks.into_iter().partition(|block| parents.contains(&block.meta().ulid));
+    found.superseded = superseded;
+    found.blocks = blocks;
     found.blocks.sort_by_key(|block| (block.meta().min_time, block.meta().ulid));
     Ok(found)
 }
 
 /// Merges per-source query results (each sorted by labels) into one: series by labels, each
 /// series' samples in time order, one sample per time (the first source's, oldest block first).
-fn merge(parts: Vec<Vec<Series>>) -> Vec<Series> {
+pub(super) fn merge(parts: Vec<Vec<Series>>) -> Vec<Series> {
     let mut merged: std::collections::BTreeMap<super::Labels, Vec<(i64, f64)>> = std::collections::BTreeMap::new();
     for part in parts {
         for series in part {

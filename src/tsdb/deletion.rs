@@ -44,3 +44,18 @@ impl Head {
         Ok(tombstones.len() as u64)
     }
 }
+
+/// Adds `min_time..=max_time` to `intervals` (inclusive ranges, none overlapping or touching
+/// another), merging it with those it overlaps or touches.
+pub(crate) fn add_interval(intervals: &mut Vec<(i64, i64)>, min_time: i64, max_time: i64) {
+    let (mut min, mut max) = (min_time, max_time);
+    intervals.retain(|&(low, high)| {
+        let apart = high < min.saturating_sub(1) || low > max.saturating_add(1);
+        if !apart {
+            (min, max) = (min.min(low), max.max(high));
+        }
+        apart
+    });
+    intervals.push((min, max));
+    intervals.sort_unstable();
+}

@@ -26,14 +26,18 @@ pub mod chunkenc;
 mod compact;
 #[cfg(feature = "blocks")]
 mod db;
-mod deletion;
+pub(crate) mod deletion;
 mod head;
 mod labels;
+#[cfg(feature = "blocks")]
+mod leveled;
 mod matcher;
 pub mod postings;
 mod record;
 mod refs;
 mod replay;
+#[cfg(feature = "blocks")]
+mod retention;
 mod series;
 mod truncation;
 

@@ -120,15 +120,7 @@ impl MemSeries {
     /// Adds a deletion's range, merged with the ranges it overlaps or touches, so that
     /// queries and checkpoints meet as few ranges as the deletions allow.
     pub fn add_tombstone(&mut self, min_time: i64, max_time: i64) {
-        let (mut min, mut max) = (min_time, max_time);
-        self.tombstones.retain(|&(low, high)| {
-            let apart = high < min.saturating_sub(1) || low > max.saturating_add(1);
-            if !apart {
-                (min, max) = (min.min(low), max.max(high));
-            }
-            apart
-        });
-        self.tombstones.push((min, max));
+        super::deletion::add_interval(&mut self.tombstones, min_time, max_time);
     }
 
     pub fn is_deleted(&self, t: i64) -> bool {
@@ -284,7 +276,7 @@ mod tests {
         series.add_tombstone(10, 20);
         series.add_tombstone(30, 40);
         series.add_tombstone(21, 25);
-        assert_eq!(series.tombstones, vec![(30, 40), (10, 25)]);
+        assert_eq!(series.tombstones, vec![(10, 25), (30, 40)]);
         series.add_tombstone(0, 35);
         assert_eq!(series.tombstones, vec![(0, 40)]);
         series.add_tombstone(i64::MIN, i64::MIN);

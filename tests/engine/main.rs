@@ -22,6 +22,7 @@ mod tsdb_block;
 mod tsdb_checkpoint;
 mod tsdb_chunk_files;
 mod tsdb_chunks;
+mod tsdb_compaction;
 mod tsdb_head;
 mod tsdb_index;
 mod wal_damage;

@@ -44,10 +44,7 @@ fn go_float(v: f64) -> String {
 /// Ten series scraped every 15 s for 75 minutes, into a TSDB whose chunk range is 10
 /// minutes: compaction cuts blocks of every whole range but the newest one and a half.
 fn scraped_tsdb(directory: &std::path::Path) -> (Tsdb, Vec<(Labels, i64, f64)>) {
-    let options = TsdbOptions {
-        head: HeadOptions { chunk_range: 600_000, ..HeadOptions::default() },
-        block_chunk_file_size: 64 << 10,
-    };
+    let options = TsdbOptions { block_chunk_file_size: 64 << 10, ..TsdbOptions::with_chunk_range(600_000) };
     let mut tsdb = Tsdb::open(os(), Arc::new(SystemClock::new()), directory, options).unwrap();
     let start = 1_700_000_000_000i64;
     let mut written = Vec::new();
@@ -122,8 +119,7 @@ fn promtool_lists_and_dumps_the_blocks_of_a_compacted_tsdb_exactly() {
     all_written.sort();
     assert_eq!(everything(&tsdb), all_written);
     tsdb.close().unwrap();
-    let options =
-        TsdbOptions { head: HeadOptions { chunk_range: 600_000, ..HeadOptions::default() }, ..TsdbOptions::default() };
+    let options = TsdbOptions::with_chunk_range(600_000);
     let tsdb = Tsdb::open(os(), Arc::new(SystemClock::new()), data.path(), options).unwrap();
     assert_eq!(tsdb.blocks().count(), made.len());
     assert_eq!(everything(&tsdb), all_written);

@@ -33,8 +33,28 @@ use crate::vfs::{self, Vfs};
 const SAMPLES_PER_CHUNK: usize = 120;
 /// An empty tombstones file: magic, version 1, and the CRC-32C of no entries.
 const TOMBSTONES_EMPTY: [u8; 9] = [0x01, 0x30, 0xBA, 0x30, 0x01, 0, 0, 0, 0];
+
+/// A tombstones file: magic, version 1, then for each deleted range the series' index
+/// reference (uvarint) and the range's min and max time (varints, inclusive), then the
+/// CRC-32C of those entries.
+fn encode_tombstones(tombstones: &std::collections::BTreeMap<u64, Vec<(i64, i64)>>) -> Vec<u8> {
+    let mut out = TOMBSTONES_EMPTY[..5].to_vec();
+    for (&series, ranges) in tombstones {
+        for &(min_time, max_time) in ranges {
+            encode::put_uvarint(&mut out, series);
+            encode::put_varint(&mut out, min_time);
+            encode::put_varint(&mut out, max_time);
+        }
+    }
+    let checksum = encode::crc32c(&out[5..]);
+    encode::put_be32(&mut out, checksum);
+    out
+}
 /// The suffix of a block directory being made; an open removes what a crash left.
 pub const TEMP_SUFFIX: &str = ".tmp-for-creation";
+/// The suffix a block directory is renamed to before its files are removed, so that no crash
+/// leaves a block with some files gone under its own name; an open removes what is left.
+pub const DELETION_SUFFIX: &str = ".tmp-for-deletion";
 /// The chunk file size Prometheus uses, as the seed says: 512 MiB.
 pub const CHUNK_FILE_SIZE_DEFAULT: u64 = 512 << 20;
 
@@ -152,6 +172,16 @@ fn same_series(a: &Series, b: &Series) -> bool {
     a.labels == b.labels
         && a.samples.len() == b.samples.len()
         && a.samples.iter().zip(&b.samples).all(|(x, y)| x.0 == y.0 && x.1.to_bits() == y.1.to_bits())
+}
+
+/// Deletes the block at `path`: renamed to `<ULID>.tmp-for-deletion` durably, then removed.
+pub(crate) fn delete_block(vfs: &dyn Vfs, path: &Path) -> Result<()> {
+    let name = path.file_name().and_then(|name| name.to_str()).expect("a block's name");
+    let doomed = path.with_file_name(format!("{name}{DELETION_SUFFIX}"));
+    let directory = path.parent().expect("inside the data directory");
+    vfs.rename(path, &doomed).map_err(|error| Error::io(path, "rename", error))?;
+    vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
+    remove_block_directory(vfs, &doomed)
 }
 
 /// Removes a block directory and everything in it (its files, then `chunks/`, then itself),

@@ -167,6 +167,11 @@ impl ChunkReader {
         Ok(Self { files })
     }
 
+    /// The bytes of the chunk files.
+    pub fn size_bytes(&self) -> u64 {
+        self.files.iter().map(|(_, _, length)| length).sum()
+    }
+
     /// The XOR chunk bytes at `reference` (file index in the high 32 bits, offset in the low),
     /// its checksum verified. A reference to a file or offset that is not there is damage in
     /// `index`, the file that holds the reference. Returns the bytes, and the chunk file and

@@ -32,6 +32,7 @@ pub struct Block {
     postings: MemPostings,
     tombstones: BTreeMap<u64, Vec<(i64, i64)>>,
     chunks: ChunkReader,
+    size_bytes: u64,
 }
 
 impl Block {
@@ -46,29 +47,40 @@ impl Block {
     /// being made is read back from its temporary directory).
     pub(crate) fn open_named(vfs: &dyn Vfs, path: &Path, ulid: &str) -> Result<Self> {
         let meta_path = path.join(meta::FILE_NAME);
-        let meta = BlockMeta::decode(&meta_path, &read_file(vfs, &meta_path)?)?;
+        let meta_bytes = read_file(vfs, &meta_path)?;
+        let meta = BlockMeta::decode(&meta_path, &meta_bytes)?;
         if meta.ulid.to_string() != ulid {
             return Err(Error::BadFileName { file: path.to_path_buf() });
         }
         let index_path = path.join("index");
-        let series = read_index(&read_file(vfs, &index_path)?).map_err(|at| corrupt(&index_path, at))?;
+        let index = read_file(vfs, &index_path)?;
+        let series = read_index(&index).map_err(|at| corrupt(&index_path, at))?;
         let tombstones_path = path.join("tombstones");
-        let tombstones = match vfs.open(&tombstones_path, crate::vfs::OpenMode::Read) {
+        let (tombstones, tombstones_bytes) = match vfs.open(&tombstones_path, crate::vfs::OpenMode::Read) {
             // Prometheus reads a block without a tombstones file as one without tombstones.
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            _ => read_tombstones(&read_file(vfs, &tombstones_path)?).map_err(|at| corrupt(&tombstones_path, at))?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), 0),
+            _ => {
+                let bytes = read_file(vfs, &tombstones_path)?;
+                (read_tombstones(&bytes).map_err(|at| corrupt(&tombstones_path, at))?, bytes.len())
+            }
         };
         let chunks = ChunkReader::open(vfs, path)?;
+        let size_bytes = (meta_bytes.len() + index.len() + tombstones_bytes) as u64 + chunks.size_bytes();
         let mut postings = MemPostings::default();
         for (position, series) in series.iter().enumerate() {
             postings.add(position as u64, &series.labels);
         }
-        Ok(Self { path: path.to_path_buf(), meta, series, postings, tombstones, chunks })
+        Ok(Self { path: path.to_path_buf(), meta, series, postings, tombstones, chunks, size_bytes })
     }
 
     /// What its `meta.json` says.
     pub fn meta(&self) -> &BlockMeta {
         &self.meta
+    }
+
+    /// The bytes of its files.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
     }
 
     /// Its directory.
@@ -93,6 +105,32 @@ impl Block {
         // The index lists series sorted by labels; a block another tool wrote might not.
         selected.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(selected)
+    }
+
+    /// Deletes the samples in `min_time..=max_time` of the series `matchers` select: the
+    /// block's tombstones file is replaced atomically with one holding the new ranges too
+    /// (merged with those there). Returns how many series it hid samples of.
+    pub(crate) fn delete(&mut self, vfs: &dyn Vfs, min_time: i64, max_time: i64, matchers: &[Matcher]) -> Result<u64> {
+        let (min_time, max_time) = (min_time.max(self.meta.min_time), max_time.min(self.meta.max_time - 1));
+        let mut tombstones = self.tombstones.clone();
+        let mut deleted = 0;
+        for position in self.postings.select(matchers) {
+            let series = &self.series[usize::try_from(position).expect("a position in memory")];
+            if series.chunks.iter().any(|chunk| chunk.max_time >= min_time && chunk.min_time <= max_time) {
+                crate::tsdb::deletion::add_interval(
+                    tombstones.entry(series.reference).or_default(),
+                    min_time,
+                    max_time,
+                );
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            let bytes = super::encode_tombstones(&tombstones);
+            crate::vfs::create_file_atomically(vfs, &self.path, "tombstones", &bytes)?;
+            self.tombstones = tombstones;
+        }
+        Ok(deleted)
     }
 
     /// Every series of the block with all its samples (tombstones applied), sorted by labels.

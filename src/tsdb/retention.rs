@@ -1,0 +1,48 @@
+//! Retention: blocks older than a duration before the newest block, or past a total size
+//! counted newest first, are removed whole (renamed for deletion first, so that no crash
+//! leaves a block with some of its files gone). The head is never touched.
+
+use super::block::{self, BlockMeta};
+use super::db::Tsdb;
+use crate::error::Result;
+
+impl Tsdb {
+    /// Removes the blocks past `retention_duration` or `retention_bytes`; returns their metas.
+    /// The newest block always stays. A failure to remove one poisons compaction until a
+    /// reopen, which finishes the removal.
+    pub fn apply_retention(&mut self) -> Result<Vec<BlockMeta>> {
+        self.health.check()?;
+        let Some(newest_max) = self.blocks.iter().map(|block| block.meta().max_time).max() else {
+            return Ok(Vec::new());
+        };
+        // Newest first, as the sizes are counted.
+        let mut order: Vec<usize> = (0..self.blocks.len()).collect();
+        order.sort_by_key(|&index| {
+            std::cmp::Reverse((self.blocks[index].meta().max_time, self.blocks[index].meta().ulid))
+        });
+        let mut doomed = Vec::new();
+        let mut bytes = 0u64;
+        for (rank, &index) in order.iter().enumerate() {
+            let block = &self.blocks[index];
+            bytes = bytes.saturating_add(block.size_bytes());
+            let too_old = self.options.retention_duration.is_some_and(|duration| {
+                i128::from(newest_max) - i128::from(block.meta().max_time) > i128::from(duration)
+            });
+            let too_big = self.options.retention_bytes.is_some_and(|limit| bytes > limit);
+            if rank > 0 && (too_old || too_big) {
+                doomed.push(index);
+            }
+        }
+        doomed.sort_unstable();
+        let mut removed = Vec::with_capacity(doomed.len());
+        for index in doomed.into_iter().rev() {
+            let block = self.blocks.remove(index);
+            if let Err(error) = block::delete_block(self.vfs.as_ref(), block.path()) {
+                return Err(self.health.poison(&self.directory, error));
+            }
+            removed.push(block.meta().clone());
+        }
+        removed.reverse();
+        Ok(removed)
+    }
+}
