@@ -44,17 +44,6 @@ fn read_all(log: &Commitlog) -> ballast::Result<Vec<(u64, Vec<u8>)>> {
     log.transactions_from(0).collect()
 }
 
-fn hexdump(bytes: &[u8]) -> String {
-    bytes
-        .chunks(16)
-        .enumerate()
-        .map(|(line, chunk)| {
-            let hex: Vec<String> = chunk.iter().map(|byte| format!("{byte:02x}")).collect();
-            format!("{:06x}  {}\n", line * 16, hex.join(" "))
-        })
-        .collect()
-}
-
 #[test]
 fn byte_layout() {
     let directory = tempfile::tempdir().unwrap();
@@ -71,7 +60,7 @@ fn byte_layout() {
     }
     log.snapshot_now(&mut Fixed).unwrap();
     log.close().unwrap();
-    let read = |name: &str| hexdump(&fs::read(directory.path().join(name)).unwrap());
+    let read = |name: &str| crate::hexdump(&fs::read(directory.path().join(name)).unwrap(), usize::MAX);
     insta::assert_snapshot!("commitlog_segment", read("00000000000000000000.log"));
     insta::assert_snapshot!("commitlog_index", read("00000000000000000000.idx"));
     insta::assert_snapshot!("commitlog_snapshot", read("00000000000000000002.snap"));

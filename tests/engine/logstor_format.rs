@@ -15,18 +15,6 @@ use proptest::prelude::*;
 use crate::logstor_os::{open, options};
 use crate::os;
 
-fn hexdump(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for (line, chunk) in bytes.chunks(16).enumerate() {
-        if chunk.iter().all(|&byte| byte == 0) && line > 8 {
-            continue;
-        }
-        let hex: Vec<String> = chunk.iter().map(|byte| format!("{byte:02x}")).collect();
-        out.push_str(&format!("{:06x}  {}\n", line * 16, hex.join(" ")));
-    }
-    out
-}
-
 proptest! {
     #[test]
     fn records_round_trip(key in prop::collection::vec(any::<u8>(), 0..300), value in prop::option::of(prop::collection::vec(any::<u8>(), 0..3000)), group in any::<u32>(), sequence in any::<u64>()) {
@@ -63,11 +51,11 @@ fn byte_layout() {
     encode_record(&mut buffer, &Record { key: b"pear", value: None, group: 1, sequence: 43 });
     seal_buffer(&mut buffer, BufferKind::Data, 2, 5, 3, 8192, 2);
     assert_eq!(buffer.len(), BLOCK_SIZE as usize, "a buffer is whole blocks");
-    insta::assert_snapshot!("logstor_data_buffer", hexdump(&buffer));
-    insta::assert_snapshot!("logstor_seal", hexdump(&format::marker(BufferKind::Seal, 2, 5, 3, 12288)));
+    insta::assert_snapshot!("logstor_data_buffer", crate::hexdump(&buffer, 9));
+    insta::assert_snapshot!("logstor_seal", crate::hexdump(&format::marker(BufferKind::Seal, 2, 5, 3, 12288), 9));
     let geometry = format::Geometry { segment_size: 1 << 20, segments_per_file: 64 };
     let meta = format::Meta { geometry, groups_count: Some(16) };
-    insta::assert_snapshot!("logstor_meta", hexdump(&format::encode_meta(&meta)));
+    insta::assert_snapshot!("logstor_meta", crate::hexdump(&format::encode_meta(&meta), 9));
 }
 
 /// The bytes of data file 0.

@@ -77,6 +77,20 @@ pub fn digest(directory: &Path) -> std::collections::BTreeMap<String, (u64, u32)
     files
 }
 
+/// `bytes` as hex, 16 to a line after the line's offset, for layout snapshots; all-zero lines
+/// after the first `zero_lines_kept` are left out (a preallocated file's tail).
+pub fn hexdump(bytes: &[u8], zero_lines_kept: usize) -> String {
+    let mut out = String::new();
+    for (line, chunk) in bytes.chunks(16).enumerate() {
+        if chunk.iter().all(|&byte| byte == 0) && line >= zero_lines_kept {
+            continue;
+        }
+        let hex: Vec<String> = chunk.iter().map(|byte| format!("{byte:02x}")).collect();
+        out.push_str(&format!("{:06x}  {}\n", line * 16, hex.join(" ")));
+    }
+    out
+}
+
 pub fn os() -> Arc<dyn Vfs> {
     Arc::new(OsVfs::new())
 }

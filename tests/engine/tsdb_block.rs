@@ -223,3 +223,32 @@ fn ballast_reads_the_blocks_promtool_writes() {
     let window = tsdb.select(1_700_000_000_000, 1_700_000_000_000 + 49 * 15_000, &[]).unwrap();
     assert!(window.iter().all(|series| series.samples.len() == 50), "{window:?}");
 }
+
+/// The bytes of a two-series block, pinned: the index (symbols, series, postings, offset
+/// table, TOC), the chunk file, an empty tombstones file and meta.json. A change here is a
+/// format change Prometheus's readers must still accept (docs/design/prometheus-block-format.md).
+#[test]
+fn block_byte_layout() {
+    let series = |name: &str, samples: &[(i64, f64)]| Series {
+        labels: Labels::new([("__name__", name), ("job", "a")]).unwrap(),
+        samples: samples.to_vec(),
+    };
+    let all =
+        [series("down", &[(1_000, 0.0), (2_000, 1.0)]), series("up", &[(1_000, 1.0), (2_000, 1.0), (3_000, 1.0)])];
+    let data = tempfile::tempdir().unwrap();
+    let new = NewBlock {
+        ulid: Ulid::new(1_700_000_000_000, 1),
+        min_time: 1_000,
+        max_time: 4_000,
+        level: 1,
+        sources: Vec::new(),
+        parents: Vec::new(),
+        chunk_file_size: 4096,
+    };
+    let (block, _) = write_block(os().as_ref(), data.path(), new, &all).unwrap();
+    let read = |name: &str| std::fs::read(block.join(name)).unwrap();
+    insta::assert_snapshot!("block_index", crate::hexdump(&read("index"), usize::MAX));
+    insta::assert_snapshot!("block_chunks", crate::hexdump(&read("chunks/000001"), usize::MAX));
+    insta::assert_snapshot!("block_tombstones", crate::hexdump(&read("tombstones"), usize::MAX));
+    insta::assert_snapshot!("block_meta", String::from_utf8(read("meta.json")).unwrap());
+}
