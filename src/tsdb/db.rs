@@ -124,11 +124,14 @@ pub struct Tsdb {
 }
 
 impl Tsdb {
-    /// Opens the TSDB in `directory`, creating it if needed: its blocks (each read and checked
-    /// whole: meta, index, tombstones, chunk file headers), then its head, which replays only
-    /// samples newer than every block. A damaged block fails a [`RecoveryMode::Strict`] open,
-    /// naming the file and offset, before anything changed; a [`RecoveryMode::Repair`] open
-    /// sets it aside as `<ULID>.damaged`. Blocks a crash left half made are removed. `clock`
+    /// Opens the TSDB in `directory`, creating it if needed: its blocks (each block's meta,
+    /// index, tombstones and chunk file headers read and checked; a repairing open reads and
+    /// checks every chunk too), then its head, which replays only samples newer than every
+    /// block. A damaged block fails a [`RecoveryMode::Strict`] open, naming the file and
+    /// offset, before anything changed; a [`RecoveryMode::Repair`] open sets it aside as
+    /// `<ULID>.damaged` (its samples are lost to queries; the files stay for an operator).
+    /// Damage inside a chunk, which a strict open does not read, fails the queries that reach
+    /// it, naming the file and offset; a repairing open then sets that block aside. Blocks a crash left half made are removed. `clock`
     /// gives block names (ULIDs) their time; nothing else reads it.
     pub fn open(
         vfs: Arc<dyn Vfs>,
@@ -190,13 +193,15 @@ impl Tsdb {
         &self.head
     }
 
-    /// Deletes the samples in `min_time..=max_time` of the series `matchers` select, in the
-    /// head (one WAL record, durable if `durability` says so; see [`Head::delete`]) and in
-    /// every block the range reaches (its tombstones file replaced atomically, synced). Each
-    /// block's deletion is atomic, the whole is not: a crash part way may leave the range
-    /// deleted in some blocks only, and deleting again finishes it. Compaction drops the
-    /// deleted samples for good. Returns how many series, per block and head, it hid samples
-    /// of. A failure in a block poisons compaction until a reopen.
+    /// Deletes the samples in `min_time..=max_time` of the series `matchers` select: in every
+    /// block the range reaches (oldest first, each block's tombstones file replaced
+    /// atomically and synced), then in the head (one WAL record, durable if `durability`
+    /// says so; see [`Head::delete`]). When a block is reached, the head is synced first, so
+    /// that what a crash loses is always the newest changes: never an earlier commit while a
+    /// later deletion stays. Each part is atomic, the whole is not: a crash part way leaves
+    /// the range deleted in the older blocks only, and deleting again finishes it.
+    /// Compaction drops deleted samples for good. Returns how many series, per block and
+    /// head, it hid samples of. A failure in a block poisons compaction until a reopen.
     pub fn delete(
         &mut self,
         min_time: i64,
@@ -205,14 +210,19 @@ impl Tsdb {
         durability: super::Durability,
     ) -> Result<u64> {
         self.health.check()?;
-        let mut deleted = self.head.delete(min_time, max_time, matchers, durability)?;
-        for block in self.blocks.iter_mut().filter(|block| block.meta().overlaps(min_time, max_time)) {
-            match block.delete(self.vfs.as_ref(), min_time, max_time, matchers) {
+        let reached: Vec<usize> =
+            (0..self.blocks.len()).filter(|&index| self.blocks[index].meta().overlaps(min_time, max_time)).collect();
+        if !reached.is_empty() {
+            self.head.sync()?;
+        }
+        let mut deleted = 0;
+        for index in reached {
+            match self.blocks[index].delete(self.vfs.as_ref(), min_time, max_time, matchers) {
                 Ok(count) => deleted += count,
                 Err(error) => return Err(self.health.poison(&self.directory, error)),
             }
         }
-        Ok(deleted)
+        Ok(deleted + self.head.delete(min_time, max_time, matchers, durability)?)
     }
 
     /// The blocks, oldest first.
@@ -307,7 +317,11 @@ fn find_blocks(vfs: &dyn Vfs, directory: &Path, mode: RecoveryMode) -> Result<Fo
         if Ulid::parse(&name).is_none() {
             continue;
         }
-        match Block::open(vfs, &path) {
+        let opened = Block::open(vfs, &path).and_then(|block| match mode {
+            RecoveryMode::Repair => block.verify_chunks().map(|()| block),
+            RecoveryMode::Strict => Ok(block),
+        });
+        match opened {
             Ok(block) => found.blocks.push(block),
             Err(error @ (Error::Corruption { .. } | Error::BadFileName { .. })) if mode == RecoveryMode::Repair => {
                 found.damaged.push((path, error));

@@ -7,9 +7,10 @@ use super::db::Tsdb;
 use crate::error::Result;
 
 impl Tsdb {
-    /// Removes the blocks past `retention_duration` or `retention_bytes`; returns their metas.
-    /// The newest block always stays. A failure to remove one poisons compaction until a
-    /// reopen, which finishes the removal.
+    /// Removes the blocks past `retention_duration` or `retention_bytes`, oldest first;
+    /// returns their metas. The newest block always stays. The head is synced first, so that
+    /// what a crash loses is always the newest changes. A failure to remove one poisons
+    /// compaction until a reopen, which finishes the removal.
     pub fn apply_retention(&mut self) -> Result<Vec<BlockMeta>> {
         self.health.check()?;
         let Some(newest_max) = self.blocks.iter().map(|block| block.meta().max_time).max() else {
@@ -33,16 +34,20 @@ impl Tsdb {
                 doomed.push(index);
             }
         }
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.head.sync()?;
+        // Oldest first: blocks are sorted by min time, and do not overlap once compacted.
         doomed.sort_unstable();
         let mut removed = Vec::with_capacity(doomed.len());
-        for index in doomed.into_iter().rev() {
-            let block = self.blocks.remove(index);
+        for (count, index) in doomed.into_iter().enumerate() {
+            let block = self.blocks.remove(index - count);
             if let Err(error) = block::delete_block(self.vfs.as_ref(), block.path()) {
                 return Err(self.health.poison(&self.directory, error));
             }
             removed.push(block.meta().clone());
         }
-        removed.reverse();
         Ok(removed)
     }
 }

@@ -3,6 +3,11 @@
 //! atomically with the rest of the block (the block directory is renamed into place whole),
 //! so a crash cannot leave the empty or torn `meta.json` of Prometheus #4058 and #5457; read
 //! with every field checked, damage named by file and byte.
+//!
+//! Prometheus gives `meta.json` no checksum, so a flipped digit in `maxTime` would pass, and
+//! raise the time below which the head replays nothing. ballast adds `ballastChecksum`, the
+//! CRC-32C of every field it reads, which Prometheus's readers ignore (Go's JSON decoding skips
+//! unknown fields); a block without one (Prometheus wrote it) is read on trust.
 
 use std::path::Path;
 
@@ -69,10 +74,26 @@ impl BlockMeta {
             "stats": {"numSamples": self.samples, "numSeries": self.series, "numChunks": self.chunks},
             "compaction": compaction,
             "version": 1,
+            "ballastChecksum": self.checksum(),
         });
         let mut bytes = serde_json::to_vec_pretty(&meta).expect("a JSON value always serializes");
         bytes.push(b'\n');
         bytes
+    }
+
+    /// The CRC-32C of every field, in a canonical text.
+    fn checksum(&self) -> u32 {
+        let mut text = format!(
+            "{} {} {} {} {} {} {}",
+            self.ulid, self.min_time, self.max_time, self.samples, self.series, self.chunks, self.level
+        );
+        for source in &self.sources {
+            text.push_str(&format!(" s{source}"));
+        }
+        for parent in &self.parents {
+            text.push_str(&format!(" p{} {} {}", parent.ulid, parent.min_time, parent.max_time));
+        }
+        super::encode::crc32c(text.as_bytes())
     }
 
     /// Reads `bytes`, the `meta.json` at `path`. Fields Prometheus adds that ballast does not
@@ -125,6 +146,11 @@ impl BlockMeta {
         };
         if meta.min_time >= meta.max_time {
             return Err(corrupt(path, 0));
+        }
+        match value.get("ballastChecksum") {
+            None => {}
+            Some(stored) if stored.as_u64() == Some(u64::from(meta.checksum())) => {}
+            Some(_) => return Err(corrupt(path, 0)),
         }
         Ok(meta)
     }
