@@ -30,11 +30,9 @@ impl Tsdb {
 
     /// Cuts blocks from the head while it spans more than 1.5 chunk ranges: each holds the
     /// samples from the head's oldest to the end of that sample's chunk range, deletions
-    /// applied. Returns the blocks made, oldest first. A failure to write a block poisons
-    /// compaction until a reopen (the head goes on taking samples); a failure of the head's
-    /// truncation poisons the head.
+    /// applied. Returns the blocks made, oldest first. A failed write poisons the TSDB.
     pub fn compact_head(&mut self) -> Result<Vec<BlockMeta>> {
-        self.health.check()?;
+        self.head.check_health()?;
         let range = self.options.head.chunk_range;
         let mut made = Vec::new();
         while let (Some(oldest), Some(newest)) = (self.head.min_sample_time(), self.head.max_time()) {
@@ -42,7 +40,11 @@ impl Tsdb {
                 break;
             }
             let end = oldest.div_euclid(range).saturating_add(1).saturating_mul(range);
-            let selected = self.head.select(oldest, end - 1, &[])?;
+            // A failed read of the head's chunk files poisons it, as in a truncation.
+            let selected = match self.head.select(oldest, end - 1, &[]) {
+                Ok(selected) => selected,
+                Err(error) => return Err(self.head.poison(error)),
+            };
             if !selected.is_empty() {
                 let series: Vec<Series> = selected
                     .into_iter()
@@ -75,7 +77,7 @@ impl Tsdb {
                 self.blocks.insert(at, block);
                 Ok(meta)
             }
-            Err(error) => Err(self.health.poison(&self.directory, error)),
+            Err(error) => Err(self.head.poison(error)),
         }
     }
 }

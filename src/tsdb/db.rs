@@ -18,7 +18,6 @@ use super::block::{self, Block, BlockMeta, Series, Ulid, DELETION_SUFFIX, TEMP_S
 use super::{Appender, Head, HeadOptions, HeadRecovery, Matcher};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::health::Health;
 use crate::vfs::{self, Vfs, VfsLock};
 use crate::RecoveryMode;
 
@@ -116,9 +115,6 @@ pub struct Tsdb {
     /// Sorted by min time, then ULID.
     pub(super) blocks: Vec<Block>,
     pub(super) options: TsdbOptions,
-    /// Poisoned when writing a block failed: its name may be half durable, so compaction
-    /// waits for a reopen to look at the directory again. The head goes on.
-    pub(super) health: Health,
     recovery: TsdbRecovery,
     _lock: Box<dyn VfsLock>,
 }
@@ -129,7 +125,9 @@ impl Tsdb {
     /// checks every chunk too), then its head, which replays only samples newer than every
     /// block. A damaged block fails a [`RecoveryMode::Strict`] open, naming the file and
     /// offset, before anything changed; a [`RecoveryMode::Repair`] open sets it aside as
-    /// `<ULID>.damaged` (its samples are lost to queries; the files stay for an operator).
+    /// `<ULID>.damaged` (its samples are lost to queries; the files stay for an operator). An
+    /// open after a crash that interrupted a head compaction finishes it (truncating the
+    /// head to the newest block).
     /// Damage inside a chunk, which a strict open does not read, fails the queries that reach
     /// it, naming the file and offset; a repairing open then sets that block aside. Blocks a crash left half made are removed. `clock`
     /// gives block names (ULIDs) their time; nothing else reads it.
@@ -146,7 +144,7 @@ impl Tsdb {
         let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
         let found = find_blocks(vfs.as_ref(), &directory, options.head.recovery_mode)?;
         let floor = found.blocks.iter().map(|block| block.meta().max_time).max().unwrap_or(i64::MIN);
-        let head = Head::open_above(vfs.clone(), directory.join(HEAD_DIRECTORY), options.head.clone(), floor)?;
+        let mut head = Head::open_above(vfs.clone(), directory.join(HEAD_DIRECTORY), options.head.clone(), floor)?;
         let wal = directory.join(PROMETHEUS_WAL_DIRECTORY);
         vfs.create_dir_all(&wal).map_err(|error| Error::io(&wal, "create_dir_all", error))?;
         for temp in &found.temporary {
@@ -163,6 +161,12 @@ impl Tsdb {
         if !found.temporary.is_empty() || !found.damaged.is_empty() {
             vfs.sync_dir(&directory).map_err(|error| Error::io(&directory, "sync_dir", error))?;
         }
+        if let Some(floor) = head.truncation_owed.take() {
+            // A crash came between a block's rename and the head's truncation: finish the
+            // compaction, so that the head's own checkpoint keeps the floor even if a repair
+            // later sets the block aside (else the WAL's copy of its samples would replay).
+            head.truncate(floor)?;
+        }
         let recovery = TsdbRecovery {
             head: head.recovery_report().clone(),
             temporary_blocks_removed: found.temporary,
@@ -176,14 +180,15 @@ impl Tsdb {
             head,
             blocks: found.blocks,
             options,
-            health: Health::new(false),
             recovery,
             _lock: lock,
         })
     }
 
     /// A batch of samples for the head, committed atomically or rolled back. Samples older
-    /// than the newest block's max time are out of bounds.
+    /// than the newest block's max time are out of bounds. Any failed write of the TSDB (a
+    /// block's, or the head's) poisons it: every later write is refused with
+    /// [`Error::Poisoned`] until it is reopened.
     pub fn appender(&mut self) -> Appender<'_> {
         self.head.appender()
     }
@@ -201,7 +206,7 @@ impl Tsdb {
     /// later deletion stays. Each part is atomic, the whole is not: a crash part way leaves
     /// the range deleted in the older blocks only, and deleting again finishes it.
     /// Compaction drops deleted samples for good. Returns how many series, per block and
-    /// head, it hid samples of. A failure in a block poisons compaction until a reopen.
+    /// head, it hid samples of. A failure in a block poisons the TSDB, as a failed write in the head does.
     pub fn delete(
         &mut self,
         min_time: i64,
@@ -209,7 +214,7 @@ impl Tsdb {
         matchers: &[Matcher],
         durability: super::Durability,
     ) -> Result<u64> {
-        self.health.check()?;
+        self.head.check_health()?;
         let reached: Vec<usize> =
             (0..self.blocks.len()).filter(|&index| self.blocks[index].meta().overlaps(min_time, max_time)).collect();
         if !reached.is_empty() {
@@ -219,7 +224,7 @@ impl Tsdb {
         for index in reached {
             match self.blocks[index].delete(self.vfs.as_ref(), min_time, max_time, matchers) {
                 Ok(count) => deleted += count,
-                Err(error) => return Err(self.health.poison(&self.directory, error)),
+                Err(error) => return Err(self.head.poison(error)),
             }
         }
         Ok(deleted + self.head.delete(min_time, max_time, matchers, durability)?)
@@ -251,6 +256,13 @@ impl Tsdb {
         let head = self.head.select(min_time, max_time, matchers)?;
         parts.push(head.into_iter().map(|series| Series { labels: series.labels, samples: series.samples }).collect());
         Ok(merge(parts))
+    }
+
+    /// Checkpoints the head, dropping nothing ([`Head::checkpoint`]): the WAL shrinks to what
+    /// the head holds. Compaction checkpoints as it cuts blocks; this is for a head that has
+    /// not yet spanned enough to cut one.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.head.checkpoint()
     }
 
     /// Syncs the head and closes it.

@@ -125,6 +125,9 @@ pub struct Head {
     recovery: HeadRecovery,
     /// Series with full chunks waiting for a chunk file.
     pub(super) full_chunks: Vec<SeriesRef>,
+    /// The floor `open_above` was given, when the checkpoint's time is below it: the
+    /// truncation a crash kept the compaction that cut the blocks from finishing.
+    pub(super) truncation_owed: Option<i64>,
     _lock: Box<dyn VfsLock>,
 }
 
@@ -170,6 +173,7 @@ impl Head {
         };
         let newest = checkpoint::list(vfs.as_ref(), &directory)?.0.last().copied();
         let checkpoint = newest.map(|segment| checkpoint::read(vfs.as_ref(), &directory, segment)).transpose()?;
+        let checkpoint_floor = checkpoint.as_ref().map_or(i64::MIN, |checkpoint| checkpoint.min_time);
         let chunks_scan =
             chunk_files::scan(vfs.as_ref(), &directory.join(chunk_files::DIRECTORY), options.recovery_mode)?;
         if newest.is_some() {
@@ -223,10 +227,15 @@ impl Head {
             chunk_files,
             recovery,
             full_chunks: Vec::new(),
+            truncation_owed: (floor > checkpoint_floor).then_some(floor),
             _lock: lock,
         };
         let refs_damaged = reserved == Some(None);
         head.replay(checkpoint, mapped, reserved)?;
+        if floor > i64::MIN {
+            // Series whose every sample a block holds now: as a truncation leaves them.
+            head.drop_before(head.min_time);
+        }
         if refs_damaged {
             // The repair is finished by recording where refs now restart.
             refs::write(head.vfs.as_ref(), &head.directory, head.next_ref)?;

@@ -15,7 +15,7 @@ impl Tsdb {
     /// blocks of one range of the next size that cover it whole or lie before the newest
     /// block. The newest block is left alone, as Prometheus leaves it. Returns the blocks made.
     pub fn compact_blocks(&mut self) -> Result<Vec<BlockMeta>> {
-        self.health.check()?;
+        self.head.check_health()?;
         let mut made = Vec::new();
         while let Some(plan) = self.plan() {
             made.push(self.merge_blocks(&plan)?);
@@ -62,14 +62,19 @@ impl Tsdb {
         };
         let mut read = Vec::with_capacity(indices.len());
         for &index in indices {
-            read.push(self.blocks[index].all_series()?);
+            match self.blocks[index].all_series() {
+                Ok(series) => read.push(series),
+                // As a failed read of the head's chunk files does: poisoned until a reopen,
+                // which a repair may make of a block found damaged.
+                Err(error) => return Err(self.head.poison(error)),
+            }
         }
         let series: Vec<Series> = merge(read);
         let written = block::write_block(self.vfs.as_ref(), &self.directory, new, &series)
             .and_then(|(path, _)| block::Block::open(self.vfs.as_ref(), &path));
         let made = match written {
             Ok(made) => made,
-            Err(error) => return Err(self.health.poison(&self.directory, error)),
+            Err(error) => return Err(self.head.poison(error)),
         };
         let meta = made.meta().clone();
         // The result is durable: the parents go (an open would remove them now anyway).
@@ -80,7 +85,7 @@ impl Tsdb {
         self.insert_block(made);
         for parent in parents {
             if let Err(error) = block::delete_block(self.vfs.as_ref(), parent.path()) {
-                return Err(self.health.poison(&self.directory, error));
+                return Err(self.head.poison(error));
             }
         }
         Ok(meta)

@@ -10,9 +10,9 @@ impl Tsdb {
     /// Removes the blocks past `retention_duration` or `retention_bytes`, oldest first;
     /// returns their metas. The newest block always stays. The head is synced first, so that
     /// what a crash loses is always the newest changes. A failure to remove one poisons
-    /// compaction until a reopen, which finishes the removal.
+    /// the TSDB; the next open finishes the removal.
     pub fn apply_retention(&mut self) -> Result<Vec<BlockMeta>> {
-        self.health.check()?;
+        self.head.check_health()?;
         let Some(newest_max) = self.blocks.iter().map(|block| block.meta().max_time).max() else {
             return Ok(Vec::new());
         };
@@ -44,7 +44,7 @@ impl Tsdb {
         for (count, index) in doomed.into_iter().enumerate() {
             let block = self.blocks.remove(index - count);
             if let Err(error) = block::delete_block(self.vfs.as_ref(), block.path()) {
-                return Err(self.health.poison(&self.directory, error));
+                return Err(self.head.poison(error));
             }
             removed.push(block.meta().clone());
         }

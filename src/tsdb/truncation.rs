@@ -58,7 +58,7 @@ impl Head {
         self.checkpoint
     }
 
-    fn drop_before(&mut self, min_time: i64) {
+    pub(super) fn drop_before(&mut self, min_time: i64) {
         self.min_time = min_time;
         let mut emptied: Vec<SeriesRef> = Vec::new();
         for (&series_ref, series) in &mut self.series {

@@ -1,6 +1,8 @@
-//! The tsdb model: every change made (commits, deletions, truncations), in order, with whether
-//! a sync has covered it, and every ref the head ever handed out with the labels it named; and
-//! the state those changes make, kept up to date as changes come.
+//! The tsdb model: every change made (commits, deletions, blocks dropped), in order, with
+//! whether a sync has covered it, and every ref the head ever handed out with the labels it
+//! named; and the state those changes make, kept up to date as changes come. Compaction moves
+//! samples from the head into blocks and between blocks, which changes nothing a query sees:
+//! it makes no change here.
 
 use std::collections::BTreeMap;
 
@@ -13,10 +15,13 @@ pub(super) type ModelSample = (Labels, i64, u64);
 #[derive(Debug)]
 pub(super) enum Change {
     Commit(Vec<ModelSample>),
-    /// Per series, the range a deletion hid (ending at the series' newest sample).
+    /// Per series, the range a deletion hid: in one block, or in the head (ending at the
+    /// series' newest sample).
     Delete(Vec<(Labels, i64, i64)>),
-    /// Samples below the time went, and the series left without any.
-    Truncate(i64),
+    /// A block went, `min_time..max_time`: retention removed it, or a repair set it aside.
+    /// Its samples went, and the series left without any. (Samples of a block set aside that
+    /// the head still held, its compaction cut short by a crash, come back as a commit.)
+    DropBlock(i64, i64),
 }
 
 #[derive(Debug)]
@@ -34,11 +39,8 @@ type Stored = (i64, u64, bool);
 /// What a sequence of changes leaves in the head.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(super) struct State {
-    /// Every series the head holds, with its samples from the head's lowest time on, oldest
-    /// first, the deleted among them.
+    /// Every series the TSDB holds, with its samples, oldest first, the deleted among them.
     pub(super) series: BTreeMap<Labels, Vec<Stored>>,
-    /// The lowest time the head holds and accepts.
-    pub(super) floor: Option<i64>,
     /// How many samples a query of everything returns.
     pub(super) visible_count: usize,
     /// The newest sample time the head has taken, truncated or deleted since or not.
@@ -50,7 +52,11 @@ impl State {
         match change {
             Change::Commit(samples) => {
                 for (labels, t, bits) in samples {
-                    self.series.entry(labels.clone()).or_default().push((*t, *bits, false));
+                    let stored = self.series.entry(labels.clone()).or_default();
+                    // In time order: a commit appends, but samples a repair found again in the
+                    // head for a block it set aside go where they were.
+                    let at = stored.partition_point(|&(before, _, _)| before < *t);
+                    stored.insert(at, (*t, *bits, false));
                     self.visible_count += 1;
                     self.max_time = Some(self.max_time.map_or(*t, |max| max.max(*t)));
                 }
@@ -65,11 +71,9 @@ impl State {
                     }
                 }
             }
-            Change::Truncate(floor) => {
-                let floor = (*floor).max(self.floor.unwrap_or(i64::MIN));
-                self.floor = Some(floor);
+            Change::DropBlock(min, max) => {
                 for samples in self.series.values_mut() {
-                    samples.retain(|&(t, _, _)| t >= floor);
+                    samples.retain(|&(t, _, _)| !(*min..*max).contains(&t));
                 }
                 self.series.retain(|_, samples| !samples.is_empty());
                 self.visible_count = self.series.values().flatten().filter(|stored| !stored.2).count();
@@ -88,9 +92,12 @@ impl State {
             .collect()
     }
 
-    /// The newest sample, deleted or not, of every series the head holds.
-    pub(super) fn newest_times(&self) -> BTreeMap<Labels, i64> {
-        self.series.iter().filter_map(|(labels, samples)| Some((labels.clone(), samples.last()?.0))).collect()
+    /// The newest sample, deleted or not, of every series the head holds: those with samples
+    /// at or above `floor`, the time below which blocks hold everything.
+    pub(super) fn newest_times(&self, floor: Option<i64>) -> BTreeMap<Labels, i64> {
+        let floor = floor.unwrap_or(i64::MIN);
+        let newest = self.series.iter().filter_map(|(labels, samples)| Some((labels.clone(), samples.last()?.0)));
+        newest.filter(|&(_, newest)| newest >= floor).collect()
     }
 }
 
@@ -103,8 +110,13 @@ pub(super) struct Model {
     /// Every ref appends returned whose series the head still holds, and its labels.
     pub(super) refs: BTreeMap<SeriesRef, Labels>,
     /// Refs whose series went (a crash took them before a commit logged them, or a
-    /// truncation left them empty): never to be issued again.
+    /// compaction moved all their samples to blocks): never to be issued again.
     pub(super) retired: BTreeMap<SeriesRef, Labels>,
+    /// The time below which blocks hold everything and the head accepts nothing, as the TSDB
+    /// last showed it (compaction raises it; a repair that sets a block aside may lower it).
+    pub(super) floor: Option<i64>,
+    /// Every block the TSDB showed, by name, with its range: the blocks rot may strike.
+    pub(super) known_blocks: BTreeMap<String, (i64, i64)>,
 }
 
 impl Model {
@@ -133,6 +145,13 @@ impl Model {
             for commit in &self.commits {
                 self.state.apply(&commit.change);
             }
+        }
+    }
+
+    /// Changes up to `count` from the first are durable.
+    pub(super) fn synced_up_to(&mut self, count: usize) {
+        for commit in self.commits.iter_mut().take(count) {
+            commit.synced = true;
         }
     }
 

@@ -1,85 +1,146 @@
-//! The tsdb oracle, after every open: what the head recovered is exactly what a prefix of the
-//! changes (commits, deletions, truncations) makes, in order (each change is atomic, and what
-//! a crash loses is a suffix): the samples a query returns, every series' newest sample, the
-//! head's lowest and newest times. The prefix holds every change a sync covered, unless the
-//! disk damaged the WAL; every recovered series has the ref the appends returned for its
-//! labels, and a ref whose series went never comes back. The final phase commits, checkpoints
-//! to quiescence, bounds the disk the head uses by what it holds, and reopens on a perfect
-//! disk to find everything.
+//! The tsdb oracle, after every open: what blocks and head recovered is exactly what a prefix
+//! of the changes (commits, deletion pieces, blocks dropped) makes, in order (each change is
+//! atomic, and what a crash loses is a suffix), less the ranges of blocks the open set aside
+//! for damage the disk did to them: the samples a query returns, every head series' newest
+//! sample, the head's newest time. The prefix holds every change a sync covered, unless the
+//! disk damaged the WAL. No block is half made or visible beside a block made from it, and
+//! none overlaps another (a sample counted twice). Every recovered head series has the ref the
+//! appends returned for its labels, and a ref whose series went never comes back. The final
+//! phase commits, compacts to quiescence, checkpoints, bounds the disk blocks and head use by
+//! what they hold, and reopens on a perfect disk to find everything.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ballast::tsdb::{Durability, Head, Labels};
+use ballast::tsdb::{Durability, Labels, Tsdb};
 use ballast::Error;
 
 use super::model::{Change, State};
-use super::{segment_of, Workload, DIRECTORY, WAL_DIRECTORY};
+use super::{in_block, segment_of, Workload, DIRECTORY, HEAD_DIRECTORY, WAL_DIRECTORY};
 use crate::fail;
 use crate::faults::FaultKind;
-use crate::harness::{self, Checked, Context, Failure, Opened};
+use crate::harness::{self, Checked, Context, Failure, Opened, Step};
 
 impl Workload {
-    /// Checks what an open recovered against the model, and adopts it. Reading a chunk file
-    /// back may fail (an I/O error, or damage the disk did there): then open again, so that
-    /// recovery finds the damage.
+    /// Checks what an open recovered against the model, and adopts it. Reading a chunk back
+    /// may fail (an I/O error, or damage the disk did there): then open again, so that
+    /// recovery finds the damage (a repairing open, for a block's).
     pub(super) fn check_open(
         &mut self,
         context: &mut Context,
-        head: &Head,
+        tsdb: &Tsdb,
         opened: &Opened<'_, ()>,
     ) -> Result<Checked, Failure> {
-        let recovered = match head.select(i64::MIN, i64::MAX, &[]) {
+        self.repair_next = false;
+        self.check_blocks(tsdb)?;
+        let recovered = match tsdb.select(i64::MIN, i64::MAX, &[]) {
             Ok(recovered) => recovered,
             Err(error) => {
-                Self::read_failed(context, error)?;
+                self.read_failed(context, error)?;
                 return Ok(Checked::Reopen);
             }
         };
-        let mut by_series: BTreeMap<Labels, Vec<(i64, u64)>> = BTreeMap::new();
-        for series in &recovered {
-            if self.model.refs.get(&series.series).is_some_and(|labels| *labels != series.labels) {
-                fail!(
-                    "ref {} names {} after recovery, {} before",
-                    series.series,
-                    series.labels,
-                    self.model.refs[&series.series]
-                );
+        let in_head = match tsdb.head().select(i64::MIN, i64::MAX, &[]) {
+            Ok(in_head) => in_head,
+            Err(error) => {
+                self.read_failed(context, error)?;
+                return Ok(Checked::Reopen);
             }
-            if let Some(retired) = self.model.retired.get(&series.series) {
-                fail!("ref {} of {retired}, lost in a crash, came back for {}", series.series, series.labels);
-            }
-            let before = self.model.refs.iter().find(|(_, labels)| **labels == series.labels).map(|(&r, _)| r);
-            if before.is_some_and(|before| before != series.series) {
-                fail!("series {} has ref {} after recovery, {before:?} before", series.labels, series.series);
-            }
-            by_series.insert(series.labels.clone(), series.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect());
+        };
+        for series in &in_head {
+            self.check_ref(series.series, &series.labels)?;
         }
+        let by_series: BTreeMap<Labels, Vec<(i64, u64)>> = recovered
+            .iter()
+            .map(|series| (series.labels.clone(), series.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect()))
+            .collect();
+        let lost = self.set_aside_ranges(tsdb, opened)?;
         let owed = self.owed_commits(opened);
-        let kept = self.kept_commits(head, &by_series, owed)?;
+        let kept = self.kept_commits(tsdb, &by_series, &lost, owed)?;
         self.model.truncate(kept);
-        if opened.after_crash {
+        for &(min, max) in &lost {
+            self.model.push(Change::DropBlock(min, max));
+        }
+        let restored = within(&by_series, &lost);
+        if !restored.is_empty() {
+            context.note("set_aside_samples_in_head");
+            let samples = restored.into_iter().flat_map(|(labels, samples)| {
+                samples.into_iter().map(move |(t, bits)| (labels.clone(), t, bits))
+            });
+            self.model.push(Change::Commit(samples.collect()));
+        }
+        if opened.after_crash || !lost.is_empty() {
             self.model.all_synced();
         }
-        self.retire_lost_refs(head);
-        let live: BTreeMap<_, _> = recovered.iter().map(|series| (series.series, series.labels.clone())).collect();
+        self.retire_lost_refs(tsdb);
+        let live: BTreeMap<_, _> = in_head.iter().map(|series| (series.series, series.labels.clone())).collect();
         self.model.refs.extend(live);
-        context.trace(format_args!("check recovered {kept} changes, {} series", recovered.len()));
+        self.observe(tsdb);
+        context.trace(format_args!("check recovered {kept} changes, {} series, {} lost blocks", recovered.len(), lost.len()));
         Ok(Checked::Sound)
     }
 
-    /// A query failed reading a chunk file back: an I/O error may pass; corruption only in a
-    /// file the disk damaged. Anything else fails the seed.
-    pub(super) fn read_failed(context: &mut Context, error: Error) -> Result<(), Failure> {
+    /// A recovered head series' ref names the labels it named before, and was not retired.
+    fn check_ref(&self, series_ref: ballast::tsdb::SeriesRef, labels: &Labels) -> Result<(), Failure> {
+        if self.model.refs.get(&series_ref).is_some_and(|known| known != labels) {
+            fail!("ref {series_ref} names {labels} after recovery, {} before", self.model.refs[&series_ref]);
+        }
+        if let Some(retired) = self.model.retired.get(&series_ref) {
+            fail!("ref {series_ref} of {retired}, lost in a crash, came back for {labels}");
+        }
+        let before = self.model.refs.iter().find(|(_, known)| *known == labels).map(|(&r, _)| r);
+        if before.is_some_and(|before| before != series_ref) {
+            fail!("series {labels} has ref {series_ref} after recovery, {before:?} before");
+        }
+        Ok(())
+    }
+
+    /// No block half made or half removed, none beside a block made from it, none overlapping
+    /// another.
+    fn check_blocks(&self, tsdb: &Tsdb) -> Result<(), Failure> {
+        let blocks: Vec<_> = tsdb.blocks().collect();
+        if let Some(pair) = blocks.windows(2).find(|pair| pair[0].max_time > pair[1].min_time) {
+            fail!("blocks {} and {} overlap: samples counted twice", pair[0].ulid, pair[1].ulid);
+        }
+        let parents: Vec<_> = blocks.iter().flat_map(|meta| meta.parents.iter().map(|parent| parent.ulid)).collect();
+        if let Some(both) = blocks.iter().find(|meta| parents.contains(&meta.ulid)) {
+            fail!("block {} is visible beside the block made from it", both.ulid);
+        }
+        Ok(())
+    }
+
+    /// The ranges of the blocks this open set aside: each must hold damage the disk did.
+    fn set_aside_ranges(&self, tsdb: &Tsdb, opened: &Opened<'_, ()>) -> Result<Vec<(i64, i64)>, Failure> {
+        let mut lost = Vec::new();
+        for (path, error) in &tsdb.recovery_report().blocks_set_aside {
+            if !opened.damage.iter().any(|damage| damage.path.starts_with(path)) {
+                fail!("block {} was set aside ({error}), but the disk did not damage it", path.display());
+            }
+            let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
+            let Some(&range) = self.model.known_blocks.get(name) else {
+                fail!("block {} was set aside ({error}) before any open showed its range", path.display());
+            };
+            lost.push(range);
+        }
+        Ok(lost)
+    }
+
+    /// A read failed: an I/O error may pass; corruption only in a file the disk damaged (in a
+    /// block's, the next open repairs). Anything else fails the seed.
+    pub(super) fn read_failed(&mut self, context: &mut Context, error: Error) -> Result<Step, Failure> {
         match error {
             Error::Io { .. } => {
                 context.note("read_retried");
-                Ok(())
+                Ok(Step::Continue)
             }
             Error::Corruption { file, offset, .. } if context.vfs.damage().iter().any(|d| d.path == file) => {
                 context.note("chunk_damage_detected");
                 context.trace(format_args!("read met damage in {} at {offset}", file.display()));
-                Ok(())
+                if in_block(&file) {
+                    self.repair_next = true;
+                    return Ok(Step::Reopen);
+                }
+                Ok(Step::Continue)
             }
             error => fail!("a query failed: {error}"),
         }
@@ -87,7 +148,8 @@ impl Workload {
 
     /// Refs whose series the head no longer holds (never logged by a durable commit, or left
     /// empty by a truncation) are retired: never to be issued again.
-    pub(super) fn retire_lost_refs(&mut self, head: &Head) {
+    pub(super) fn retire_lost_refs(&mut self, tsdb: &Tsdb) {
+        let head = tsdb.head();
         let lost: Vec<_> = self.model.refs.keys().filter(|&&r| head.labels_of(r).is_none()).copied().collect();
         for series_ref in lost {
             let labels = self.model.refs.remove(&series_ref).expect("listed");
@@ -120,18 +182,32 @@ impl Workload {
     /// times), and at least the `owed` ones. Of prefixes that make the same, the longest.
     fn kept_commits(
         &self,
-        head: &Head,
+        tsdb: &Tsdb,
         recovered: &BTreeMap<Labels, Vec<(i64, u64)>>,
+        lost: &[(i64, i64)],
         owed: usize,
     ) -> Result<usize, Failure> {
         let total: usize = recovered.values().map(Vec::len).sum();
+        let head = tsdb.head();
         let (newest, floor, max_time) = (head.newest_times(), head.min_time(), head.max_time());
+        // The samples of blocks set aside that the head still held (their compaction cut short
+        // by a crash) may come back: some of what the prefix holds in those ranges, no more.
+        let (outside, inside) = (without(recovered, lost), within(recovered, lost));
+        let outside_total: usize = outside.values().map(Vec::len).sum();
         let same = |state: &State| {
-            state.visible_count == total
+            let mut kept = state.clone();
+            for &(min, max) in lost {
+                kept.apply(&Change::DropBlock(min, max));
+            }
+            let held = within(&state.visible(), lost);
+            let inside_held = inside.iter().all(|(labels, samples)| {
+                held.get(labels).is_some_and(|held| samples.iter().all(|sample| held.contains(sample)))
+            });
+            kept.visible_count == outside_total
+                && inside_held
                 && state.max_time == max_time
-                && state.floor.filter(|&floor| floor > i64::MIN) == floor
-                && state.visible() == *recovered
-                && state.newest_times() == newest
+                && kept.visible() == outside
+                && (!lost.is_empty() || kept.newest_times(floor) == newest)
         };
         let mut state = State::default();
         let mut kept = same(&state).then_some(0);
@@ -142,7 +218,18 @@ impl Workload {
             }
         }
         let Some(kept) = kept else {
-            fail!("recovered {total} samples, which no prefix of the changes makes (a change torn, or one never made)");
+            let mut owed_state = State::default();
+            for commit in &self.model.commits()[..owed] {
+                owed_state.apply(&commit.change);
+            }
+            for &(min, max) in lost {
+                owed_state.apply(&Change::DropBlock(min, max));
+            }
+            fail!(
+                "recovered {total} samples, which no prefix of the changes makes (a change torn, or one never made); \
+                 against the {owed} owed changes: {}",
+                first_difference(&owed_state.visible(), recovered)
+            );
         };
         if kept < owed {
             fail!(
@@ -153,15 +240,15 @@ impl Workload {
         Ok(kept)
     }
 
-    /// Liveness on a perfect disk: a commit to every series (the last one synced), a
-    /// checkpoint, after which the head's files hold little more than its data, a close, and
-    /// a reopen that finds everything.
-    pub(super) fn final_work(&mut self, context: &mut Context, mut head: Head) -> Result<(), Failure> {
+    /// Liveness on a perfect disk: a commit to every series (the last one synced), compaction
+    /// to quiescence and a checkpoint, after which blocks and head hold little more than their
+    /// data, a close, and a reopen that finds everything.
+    pub(super) fn final_work(&mut self, context: &mut Context, mut tsdb: Tsdb) -> Result<(), Failure> {
         let t = self.model.max_time().map_or(0, |max| max + 1);
         for index in 0..self.series_count {
             let labels = Self::labels_of(index);
             let later = self.model.newest(&labels).map_or(t, |(newest, _)| newest.max(t) + 1);
-            let mut appender = head.appender();
+            let mut appender = tsdb.appender();
             if let Err(error) = appender.append(&labels, later, index as f64) {
                 fail!("append on a perfect disk failed: {error}");
             }
@@ -170,24 +257,26 @@ impl Workload {
                 fail!("commit on a perfect disk failed: {error}");
             }
             self.model.push(Change::Commit(vec![(labels, later, (index as f64).to_bits())]));
-            let position = head.last_commit_position().map(|position| (position.segment, position.offset));
+            let position = tsdb.head().last_commit_position().map(|position| (position.segment, position.offset));
             self.model.last_mut().expect("pushed").position = position;
         }
         self.model.all_synced();
-        if let Err(error) = head.checkpoint() {
+        self.compact_to_quiescence(context, &mut tsdb)?;
+        if let Err(error) = tsdb.checkpoint() {
             fail!("checkpoint on a perfect disk failed: {error}");
         }
-        self.retire_lost_refs(&head);
-        self.check_disk_use(context)?;
+        self.retire_lost_refs(&tsdb);
+        self.observe(&tsdb);
+        self.check_disk_use(context, &tsdb)?;
         // Counted before the reopen, whose check cuts the model to what it recovered.
         let committed = self.model.state().visible_count;
-        if let Err(error) = head.close() {
+        if let Err(error) = tsdb.close() {
             fail!("close on a perfect disk failed: {error}");
         }
-        let Some(head) = harness::open_and_check(self, context, false)? else {
+        let Some(tsdb) = harness::open_and_check(self, context, false)? else {
             fail!("power failed on a perfect disk")
         };
-        let found = match head.select(i64::MIN, i64::MAX, &[]) {
+        let found = match tsdb.select(i64::MIN, i64::MAX, &[]) {
             Ok(found) => found.iter().map(|series| series.samples.len()).sum::<usize>(),
             Err(error) => fail!("a query on a perfect disk failed: {error}"),
         };
@@ -197,25 +286,97 @@ impl Workload {
         Ok(())
     }
 
-    /// After a checkpoint the head's files are its checkpoint, which holds no more than its
-    /// series, stored samples and tombstones take, and a WAL of at most two segments (the
-    /// one begun, and one file kept for reuse), the `refs` file and the lock.
-    fn check_disk_use(&self, context: &Context) -> Result<(), Failure> {
+    /// Compacts until compaction makes and removes nothing; what retention removes leaves the
+    /// model too.
+    fn compact_to_quiescence(&mut self, context: &mut Context, tsdb: &mut Tsdb) -> Result<(), Failure> {
+        for _ in 0..1000 {
+            let (made, removed) = match tsdb.compact() {
+                Ok(done) => done,
+                Err(error) => fail!("compaction on a perfect disk failed: {error}"),
+            };
+            for meta in &removed {
+                self.model.push(Change::DropBlock(meta.min_time, meta.max_time));
+            }
+            self.model.all_synced();
+            context.trace(format_args!("final compaction made {} removed {}", made.len(), removed.len()));
+            if made.is_empty() && removed.is_empty() {
+                return Ok(());
+            }
+        }
+        fail!("compaction did not come to rest in 1000 rounds")
+    }
+
+    /// After compaction and a checkpoint: the blocks together hold no more samples than the
+    /// model has below the floor (none counted twice), each block's files no more than its
+    /// series, chunks and samples take, and the head's files its checkpoint, which holds no
+    /// more than its series, stored samples and tombstones take, and a WAL of at most two
+    /// segments (the one begun, and one file kept for reuse), the `refs` file and the lock.
+    fn check_disk_use(&self, context: &Context, tsdb: &Tsdb) -> Result<(), Failure> {
         let state = self.model.state();
-        let stored: u64 = state.series.values().map(|samples| samples.len() as u64).sum();
+        let floor = self.model.floor.unwrap_or(i64::MIN);
+        let below: u64 = state.series.values().flatten().filter(|stored| stored.0 < floor).count() as u64;
+        let in_blocks: u64 = tsdb.blocks().map(|meta| meta.samples).sum();
+        if in_blocks > below {
+            fail!("the blocks hold {in_blocks} samples, the model {below} below the floor {floor}: some counted twice");
+        }
+        let label_max = state.series.keys().map(|labels| labels.to_string().len() as u64).max().unwrap_or(0);
+        for meta in tsdb.blocks() {
+            let bound = 2048 + meta.series * (2 * label_max + 64) + meta.chunks * 48 + meta.samples * 20;
+            let block = Path::new(DIRECTORY).join(meta.ulid.to_string());
+            let used = files_bytes(context, &block) + files_bytes(context, &block.join("chunks"));
+            if used > bound {
+                fail!("block {} uses {used} bytes, more than {bound} for {} samples", meta.ulid, meta.samples);
+            }
+        }
+        let stored: u64 = state.series.values().flatten().filter(|stored| stored.0 >= floor).count() as u64;
         let labels: u64 = state.series.keys().map(|labels| labels.to_string().len() as u64 + 64).sum();
         let deletions = self.model.commits().iter().filter(|commit| matches!(commit.change, Change::Delete(_))).count();
         let checkpoint_bound = 1024 + labels + 24 * stored + 24 * (deletions as u64) * self.series_count;
-        let bound = checkpoint_bound + 2 * self.options.wal_segment_size + 4096;
-        let mut used = 0;
-        for directory in [Path::new(DIRECTORY), Path::new(WAL_DIRECTORY)] {
-            for name in context.vfs.current_names(directory) {
-                used += context.vfs.current_length(&directory.join(name)).unwrap_or(0);
-            }
-        }
+        let bound = checkpoint_bound + 2 * self.options.head.wal_segment_size + 4096;
+        let used = files_bytes(context, Path::new(HEAD_DIRECTORY)) + files_bytes(context, Path::new(WAL_DIRECTORY));
         if used > bound {
             fail!("after a checkpoint the head uses {used} bytes, more than {bound} for {stored} samples");
         }
         Ok(())
     }
+}
+
+/// The bytes of the files directly in `directory`.
+fn files_bytes(context: &Context, directory: &Path) -> u64 {
+    let names = context.vfs.current_names(directory);
+    names.iter().map(|name| context.vfs.current_length(&directory.join(name)).unwrap_or(0)).sum()
+}
+
+/// The first series whose samples differ between `expected` and `found`, for a failure.
+fn first_difference(expected: &BTreeMap<Labels, Vec<(i64, u64)>>, found: &BTreeMap<Labels, Vec<(i64, u64)>>) -> String {
+    let labels = expected.keys().chain(found.keys()).collect::<std::collections::BTreeSet<_>>();
+    for labels in labels {
+        let (want, got) = (expected.get(labels), found.get(labels));
+        if want != got {
+            let times = |samples: Option<&Vec<(i64, u64)>>| samples.map(|s| s.iter().map(|(t, _)| *t).collect::<Vec<_>>());
+            return format!("{labels}: expected times {:?}, found {:?}", times(want), times(got));
+        }
+    }
+    "none (the newest times differ)".to_string()
+}
+
+/// The samples of `samples` inside the ranges `lost` (half-open), per series that has any.
+fn within(samples: &BTreeMap<Labels, Vec<(i64, u64)>>, lost: &[(i64, i64)]) -> BTreeMap<Labels, Vec<(i64, u64)>> {
+    filter_times(samples, |t| lost.iter().any(|&(min, max)| (min..max).contains(&t)))
+}
+
+/// The samples of `samples` outside the ranges `lost`, per series that has any.
+fn without(samples: &BTreeMap<Labels, Vec<(i64, u64)>>, lost: &[(i64, i64)]) -> BTreeMap<Labels, Vec<(i64, u64)>> {
+    filter_times(samples, |t| !lost.iter().any(|&(min, max)| (min..max).contains(&t)))
+}
+
+fn filter_times(
+    samples: &BTreeMap<Labels, Vec<(i64, u64)>>,
+    keep: impl Fn(i64) -> bool,
+) -> BTreeMap<Labels, Vec<(i64, u64)>> {
+    samples
+        .iter()
+        .map(|(labels, samples)| (labels.clone(), samples.iter().copied().filter(|&(t, _)| keep(t)).collect::<Vec<_>>()))
+        .filter(|(_, samples)| !samples.is_empty())
+        .collect()
 }

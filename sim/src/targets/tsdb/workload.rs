@@ -1,16 +1,17 @@
 //! The tsdb workload: batches of samples appended by labels and by ref (some at t = 0, some
 //! out of order or duplicated on purpose, each refusal checked), committed buffered or synced
-//! or rolled back; deletions by matchers and time range; truncations and checkpoints; syncs;
-//! queries with random matchers compared with the model; clean reopens.
+//! or rolled back; deletions by matchers and time range; head compaction, block compaction,
+//! retention and checkpoints; syncs; queries with random matchers compared with the model;
+//! clean reopens.
 
 use std::collections::BTreeMap;
 
-use ballast::tsdb::{AppendError, Durability, Head, Labels, MatchKind, Matcher, SeriesRef};
+use ballast::tsdb::{AppendError, Durability, Labels, MatchKind, Matcher, SeriesRef, Tsdb};
 use ballast::Error;
 use rand::Rng;
 
 use super::model::{Change, ModelSample};
-use super::Workload;
+use super::{in_block, Workload};
 use crate::fail;
 use crate::harness::{Context, Failure, Step};
 
@@ -33,24 +34,23 @@ impl Workload {
     }
 
     /// Draws one operation and applies it.
-    pub(super) fn operate(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
+    pub(super) fn operate(&mut self, context: &mut Context, tsdb: &mut Tsdb) -> Result<Step, Failure> {
         match context.rng.gen_range(0..100) {
-            0..=44 => self.batch(context, head),
-            45..=54 => {
+            0..=44 => self.batch(context, tsdb),
+            45..=53 => {
                 context.trace(format_args!("op sync"));
-                let result = head.sync();
+                let result = tsdb.sync();
                 if result.is_ok() {
                     self.model.all_synced();
                 }
                 Step::after(result, "sync")
             }
-            55..=59 => self.delete(context, head),
-            60..=62 => self.truncate(context, head),
-            63..=64 => self.checkpoint(context, head),
-            65..=91 => {
-                self.check_query(context, head)?;
-                Ok(Step::Continue)
-            }
+            54..=58 => self.delete(context, tsdb),
+            59..=61 => self.compact_head(context, tsdb),
+            62 => self.compact_blocks(context, tsdb),
+            63 => self.apply_retention(context, tsdb),
+            64 => self.checkpoint(context, tsdb),
+            65..=91 => self.check_query(context, tsdb),
             _ => {
                 context.trace(format_args!("op clean reopen"));
                 Ok(Step::Reopen)
@@ -60,8 +60,8 @@ impl Workload {
 
     /// Where the change just pushed wrote its record, if the call wrote one: so that damage
     /// before it cannot excuse its loss.
-    fn note_position(&mut self, head: &Head, changes_before: usize, position_before: Option<ballast::wal::Position>) {
-        let position = head.last_commit_position().filter(|&after| Some(after) != position_before);
+    fn note_position(&mut self, tsdb: &Tsdb, changes_before: usize, position_before: Option<ballast::wal::Position>) {
+        let position = tsdb.head().last_commit_position().filter(|&after| Some(after) != position_before);
         if let (Some(position), true) = (position, self.model.commits().len() > changes_before) {
             let change = self.model.last_mut().expect("one was pushed");
             change.position = Some((position.segment, position.offset));
@@ -69,25 +69,26 @@ impl Workload {
     }
 
     /// Appends a drawn batch, then commits it (buffered or synced) or rolls it back.
-    fn batch(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
-        let (changes_before, position_before) = (self.model.commits().len(), head.last_commit_position());
-        let step = self.append_batch(context, head)?;
-        self.note_position(head, changes_before, position_before);
+    fn batch(&mut self, context: &mut Context, tsdb: &mut Tsdb) -> Result<Step, Failure> {
+        let (changes_before, position_before) = (self.model.commits().len(), tsdb.head().last_commit_position());
+        let step = self.append_batch(context, tsdb)?;
+        self.note_position(tsdb, changes_before, position_before);
         Ok(step)
     }
 
     /// Appends a drawn batch, then commits it or rolls it back.
-    fn append_batch(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
-        let mut appender = head.appender();
+    fn append_batch(&mut self, context: &mut Context, tsdb: &mut Tsdb) -> Result<Step, Failure> {
+        let (max_time, floor) = (self.model.max_time(), self.model.floor);
+        let chunk_range = self.options.head.chunk_range;
+        let mut appender = tsdb.appender();
         let mut batch: Vec<ModelSample> = Vec::new();
         let mut newest: BTreeMap<Labels, (i64, u64)> = BTreeMap::new();
-        let (max_time, floor) = (self.model.max_time(), self.model.state().floor);
         for _ in 0..context.rng.gen_range(1..=8) {
             let index = context.rng.gen_range(0..self.series_count);
             let labels = Self::labels_of(index);
             let before = newest.get(&labels).copied().or_else(|| self.model.newest(&labels));
             let (t, bits) = self.draw_sample(context, before);
-            let min_valid = max_time.map(|max| max - self.options.chunk_range / 2).max(floor);
+            let min_valid = max_time.map(|max| max - chunk_range / 2).max(floor);
             let expected = Self::expect(before, min_valid, t, bits);
             let known_ref = self.model.refs.iter().find(|(_, known)| **known == labels).map(|(&r, _)| r);
             let result = match known_ref.filter(|_| context.rng.gen_bool(0.5)) {
@@ -192,11 +193,13 @@ impl Workload {
         }
     }
 
-    /// The label names and each name's values are those of the series the head holds.
-    fn check_label_values(&self, head: &Head) -> Result<(), Failure> {
-        let series = &self.model.state().series;
+    /// The label names and each name's values are those of the series the head holds (those
+    /// with samples at or above the floor: below it, blocks hold them).
+    fn check_label_values(&self, tsdb: &Tsdb) -> Result<(), Failure> {
+        let head = tsdb.head();
+        let in_head = self.model.state().newest_times(self.model.floor);
         let mut values: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
-        for labels in series.keys() {
+        for labels in in_head.keys() {
             for label in labels.iter() {
                 values.entry(label.name.clone()).or_default().insert(label.value.clone());
             }
@@ -252,13 +255,13 @@ impl Workload {
     }
 
     /// A query with drawn matchers and window, compared with the model's samples.
-    fn check_query(&self, context: &mut Context, head: &Head) -> Result<(), Failure> {
+    fn check_query(&mut self, context: &mut Context, tsdb: &Tsdb) -> Result<Step, Failure> {
         let matchers = Self::draw_matchers(context);
         let (min_time, max_time) = self.draw_window(context);
         context.trace(format_args!("op query {} matchers {min_time}..={max_time}", matchers.len()));
-        let selected = match head.select(min_time, max_time, &matchers) {
+        let selected = match tsdb.select(min_time, max_time, &matchers) {
             Ok(selected) => selected,
-            Err(error) => return Self::read_failed(context, error),
+            Err(error) => return self.read_failed(context, error),
         };
         let found: Vec<(Labels, Vec<(i64, u64)>)> = selected
             .into_iter()
@@ -282,86 +285,161 @@ impl Workload {
                 expected.len()
             );
         }
-        self.check_label_values(head)
+        self.check_label_values(tsdb)?;
+        Ok(Step::Continue)
     }
 
-    /// Deletes a drawn window of the series drawn matchers select; the number of series it
-    /// hid samples of, and what it hid, are checked against the model.
-    fn delete(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
+    /// Deletes a drawn window of the series drawn matchers select: one change per block the
+    /// window reaches (oldest first), then one for the head, each what that part hides, in the
+    /// order the TSDB applies them.
+    fn delete(&mut self, context: &mut Context, tsdb: &mut Tsdb) -> Result<Step, Failure> {
         let matchers = Self::draw_matchers(context);
         let (min_time, max_time) = self.draw_window(context);
         let durability = if context.rng.gen_bool(0.3) { Durability::Synced } else { Durability::Buffered };
         context.trace(format_args!("op delete {} matchers {min_time}..={max_time} {durability:?}", matchers.len()));
-        let state = self.model.state();
-        let min_time = min_time.max(state.floor.unwrap_or(i64::MIN));
-        let ranges: Vec<(Labels, i64, i64)> = state
-            .series
-            .iter()
-            .filter(|(labels, _)| Self::selects(&matchers, labels))
-            .filter_map(|(labels, samples)| {
-                let max_time = max_time.min(samples.last()?.0);
-                let hides = samples.iter().any(|&(t, _, deleted)| !deleted && (min_time..=max_time).contains(&t));
-                hides.then(|| (labels.clone(), min_time, max_time))
-            })
+        let floor = self.model.floor.unwrap_or(i64::MIN);
+        let blocks: Vec<(i64, i64)> = tsdb
+            .blocks()
+            .filter(|meta| meta.overlaps(min_time, max_time))
+            .map(|meta| (min_time.max(meta.min_time), max_time.min(meta.max_time - 1)))
             .collect();
-        let (changes_before, position_before) = (self.model.commits().len(), head.last_commit_position());
-        let result = head.delete(min_time, max_time, &matchers, durability);
-        let count = ranges.len() as u64;
+        let mut pieces: Vec<Vec<(Labels, i64, i64)>> =
+            blocks.iter().map(|&(low, high)| self.hidden(&matchers, low, high, false)).collect();
+        pieces.push(self.hidden(&matchers, min_time.max(floor), max_time, true));
+        let hides = pieces.iter().any(|piece| !piece.is_empty());
+        // Pushed before the call: a crash part way keeps a prefix of them.
+        let position_before = tsdb.head().last_commit_position();
+        let head_piece = pieces.pop().expect("the head's piece");
+        for piece in pieces.into_iter().filter(|piece| !piece.is_empty()) {
+            self.model.push(Change::Delete(piece));
+        }
+        let block_changes = self.model.commits().len();
+        let head_hides = !head_piece.is_empty();
+        if head_hides {
+            self.model.push(Change::Delete(head_piece));
+        }
+        let result = tsdb.delete(min_time, max_time, &matchers, durability);
         match &result {
-            Ok(deleted) if *deleted != count => fail!("delete hid samples of {deleted} series, the model {count}"),
-            Ok(_) | Err(Error::Io { .. }) if count > 0 => self.model.push(Change::Delete(ranges)),
+            Ok(0) if hides => fail!("delete hid nothing, the model says it hides samples"),
+            Ok(_) => {
+                // The head was synced before the blocks; their pieces are durable.
+                if !blocks.is_empty() {
+                    self.model.synced_up_to(block_changes);
+                }
+                if durability == Durability::Synced {
+                    self.model.all_synced();
+                }
+            }
             _ => {}
         }
-        if result.is_ok() && durability == Durability::Synced {
-            self.model.all_synced();
+        if head_hides {
+            self.note_position(tsdb, block_changes, position_before);
         }
-        self.note_position(head, changes_before, position_before);
-        Self::after_reading(context, result.map(drop), "delete")
+        self.after_reading(context, result.map(drop), "delete")
     }
 
-    /// [`Step::after`] for a call that reads chunk files back and poisons the head when that
-    /// fails: corruption in a file the disk damaged is such a failure too.
-    fn after_reading(context: &mut Context, result: ballast::Result<()>, what: &str) -> Result<Step, Failure> {
+    /// What deleting `low..=high` of the series `matchers` select hides: per series, the
+    /// range, if it hides a sample not yet hidden. In the head (`head`), a series' range ends
+    /// at its newest sample.
+    fn hidden(&self, matchers: &[Matcher], low: i64, high: i64, head: bool) -> Vec<(Labels, i64, i64)> {
+        let state = self.model.state();
+        let selected = state.series.iter().filter(|(labels, _)| Self::selects(matchers, labels));
+        selected
+            .filter_map(|(labels, samples)| {
+                let high = if head { high.min(samples.last()?.0) } else { high };
+                let hides = samples.iter().any(|&(t, _, deleted)| !deleted && (low..=high).contains(&t));
+                hides.then(|| (labels.clone(), low, high))
+            })
+            .collect()
+    }
+
+    /// [`Step::after`] for a call that reads chunks back (the head's chunk files poison the
+    /// head when that fails); corruption in a file the disk damaged is such a failure too.
+    /// Damage in a block's chunk, which only a repairing open reads, makes the next open a
+    /// repairing one.
+    fn after_reading(&mut self, context: &mut Context, result: ballast::Result<()>, what: &str) -> Result<Step, Failure> {
         match result {
             Err(Error::Corruption { file, .. }) if context.vfs.damage().iter().any(|d| d.path == file) => {
                 context.note("chunk_damage_detected");
+                // The failed read poisoned the TSDB; a block's damage needs a repairing open.
+                self.repair_next |= in_block(&file);
                 Ok(Step::Poisoned)
             }
             result => Step::after(result, what),
         }
     }
 
-    /// Truncates at a drawn time: up to two chunk ranges before the newest sample, or
-    /// anywhere from 0 to it (the workload's samples begin near 0).
-    fn truncate(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
-        let Some(max_time) = self.model.max_time() else { return Ok(Step::Continue) };
-        let min_time = if context.rng.gen_bool(0.5) {
-            max_time - context.rng.gen_range(0..=2 * self.options.chunk_range)
-        } else {
-            context.rng.gen_range(0..=max_time.max(0))
-        };
-        context.trace(format_args!("op truncate {min_time}"));
-        let result = head.truncate(min_time);
-        match &result {
-            Ok(()) => {
-                self.model.push(Change::Truncate(min_time));
-                self.model.all_synced();
-                self.retire_lost_refs(head);
+    /// Cuts blocks from the head: nothing a query sees changes.
+    fn compact_head(&mut self, context: &mut Context, tsdb: &mut Tsdb) -> Result<Step, Failure> {
+        context.trace(format_args!("op compact head"));
+        let floor = tsdb.head().min_time();
+        let result = tsdb.compact_head();
+        if let Ok(made) = &result {
+            context.trace(format_args!("compact head made {} blocks", made.len()));
+            // A truncation (it raises the floor) dropped the series left empty, and those no
+            // commit logged; without one, a rolled-back series keeps its ref.
+            if tsdb.head().min_time() != floor {
+                self.retire_lost_refs(tsdb);
             }
-            Err(Error::Io { .. }) => self.model.push(Change::Truncate(min_time)),
-            Err(_) => {}
         }
-        Self::after_reading(context, result, "truncate")
+        self.after_reading(context, result.map(drop), "compact head")
+    }
+
+    /// Merges blocks: nothing a query sees changes.
+    fn compact_blocks(&mut self, context: &mut Context, tsdb: &mut Tsdb) -> Result<Step, Failure> {
+        context.trace(format_args!("op compact blocks"));
+        let result = tsdb.compact_blocks();
+        if let Ok(made) = &result {
+            context.trace(format_args!("compact blocks made {} blocks", made.len()));
+        }
+        self.after_reading(context, result.map(drop), "compact blocks")
+    }
+
+    /// Removes the blocks past retention: one change per block, oldest first, drawn from the
+    /// blocks the TSDB shows before the call.
+    fn apply_retention(&mut self, context: &mut Context, tsdb: &mut Tsdb) -> Result<Step, Failure> {
+        let Some(duration) = self.options.retention_duration else { return self.compact_head(context, tsdb) };
+        context.trace(format_args!("op retention"));
+        let metas: Vec<_> = tsdb.blocks().cloned().collect();
+        let newest = metas.iter().map(|meta| (meta.max_time, meta.ulid)).max();
+        let doomed: Vec<(i64, i64)> = metas
+            .iter()
+            .filter(|meta| newest.is_some_and(|(max, ulid)| meta.ulid != ulid && max - meta.max_time > duration))
+            .map(|meta| (meta.min_time, meta.max_time))
+            .collect();
+        for &(min, max) in &doomed {
+            self.model.push(Change::DropBlock(min, max));
+        }
+        let result = tsdb.apply_retention();
+        if let Ok(removed) = &result {
+            let removed: Vec<(i64, i64)> = removed.iter().map(|meta| (meta.min_time, meta.max_time)).collect();
+            if removed != doomed {
+                fail!("retention removed {removed:?}, the model expected {doomed:?}");
+            }
+            // With a block to remove, the head was synced first, and each removal is durable.
+            if !removed.is_empty() {
+                self.model.all_synced();
+            }
+        }
+        Step::after(result.map(drop), "retention")
     }
 
     /// A checkpoint: it changes nothing a query sees, and drops series no commit logged.
-    fn checkpoint(&mut self, context: &mut Context, head: &mut Head) -> Result<Step, Failure> {
+    fn checkpoint(&mut self, context: &mut Context, tsdb: &mut Tsdb) -> Result<Step, Failure> {
         context.trace(format_args!("op checkpoint"));
-        let result = head.checkpoint();
+        let result = tsdb.checkpoint();
         if result.is_ok() {
             self.model.all_synced();
-            self.retire_lost_refs(head);
+            self.retire_lost_refs(tsdb);
         }
-        Self::after_reading(context, result, "checkpoint")
+        self.after_reading(context, result, "checkpoint")
+    }
+
+    /// What the TSDB shows after a step: its floor and its blocks.
+    pub(super) fn observe(&mut self, tsdb: &Tsdb) {
+        self.model.floor = tsdb.head().min_time();
+        for meta in tsdb.blocks() {
+            self.model.known_blocks.insert(meta.ulid.to_string(), (meta.min_time, meta.max_time));
+        }
     }
 }
