@@ -35,6 +35,16 @@ impl Tsdb {
         self.head.check_health()?;
         let range = self.options.head.chunk_range;
         let mut made = Vec::new();
+        let due = |head: &super::Head| match (head.min_sample_time(), head.max_time()) {
+            (Some(oldest), Some(newest)) => i128::from(newest) - i128::from(oldest) > i128::from(range / 2 * 3),
+            _ => false,
+        };
+        if due(&self.head) {
+            // Every commit a block takes samples from must be durable first: else a crash
+            // could keep a commit's older samples in the block and lose its newer ones with the
+            // WAL's tail, and a commit would no longer be atomic.
+            self.head.sync()?;
+        }
         while let (Some(oldest), Some(newest)) = (self.head.min_sample_time(), self.head.max_time()) {
             if i128::from(newest) - i128::from(oldest) <= i128::from(range / 2 * 3) {
                 break;
