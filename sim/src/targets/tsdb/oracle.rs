@@ -56,12 +56,24 @@ impl Workload {
             .collect();
         let lost = self.set_aside_ranges(tsdb, opened)?;
         let owed = self.owed_commits(opened);
-        let kept = self.kept_commits(tsdb, &by_series, &lost, owed)?;
+        let damaged = !opened.damage.is_empty();
+        let (kept, adopted_blocks) = self.kept_commits(tsdb, &by_series, &lost, owed, damaged)?;
         self.model.truncate(kept);
         for &(min, max) in &lost {
             self.model.push(Change::DropBlock(min, max));
         }
-        let restored = within(&by_series, &lost);
+        let floor = tsdb.head().min_time().unwrap_or(i64::MIN);
+        let mut restored = within(&by_series, &lost);
+        if let Some(blocks) = adopted_blocks {
+            // The blocks hold what a longer prefix made: the model takes them as they are.
+            context.note("blocks_ahead_of_damaged_wal");
+            self.model.push(Change::DropBlock(i64::MIN, floor));
+            restored = filter_times(&restored, |t| t >= floor);
+            let samples = blocks.into_iter().flat_map(|(labels, samples)| {
+                samples.into_iter().map(move |(t, bits)| (labels.clone(), t, bits))
+            });
+            self.model.push(Change::Commit(samples.collect()));
+        }
         if !restored.is_empty() {
             context.note("set_aside_samples_in_head");
             let samples = restored.into_iter().flat_map(|(labels, samples)| {
@@ -178,58 +190,67 @@ impl Workload {
     }
 
     /// How many changes, from the first, `recovered` holds: exactly what they make (the
-    /// samples a query returns, each series' newest sample, the head's lowest and newest
-    /// times), and at least the `owed` ones. Of prefixes that make the same, the longest.
+    /// samples a query returns, each head series' newest sample, the head's newest time), and
+    /// at least the `owed` ones; of prefixes that make the same, the longest. The head's part
+    /// (samples at or above its floor) and the blocks' part are matched apart: when the disk
+    /// damaged something, the blocks may hold what a prefix longer than the head's made
+    /// (durable before the WAL lost it to the damage). Then the blocks' part is returned too,
+    /// for the model to adopt as it is.
     fn kept_commits(
         &self,
         tsdb: &Tsdb,
         recovered: &BTreeMap<Labels, Vec<(i64, u64)>>,
         lost: &[(i64, i64)],
         owed: usize,
-    ) -> Result<usize, Failure> {
+        damaged: bool,
+    ) -> Result<(usize, Option<BTreeMap<Labels, Vec<(i64, u64)>>>), Failure> {
         let total: usize = recovered.values().map(Vec::len).sum();
         let head = tsdb.head();
         let (newest, floor, max_time) = (head.newest_times(), head.min_time(), head.max_time());
-        // The samples of blocks set aside that the head still held (their compaction cut short
-        // by a crash) may come back: some of what the prefix holds in those ranges, no more.
-        let (outside, inside) = (without(recovered, lost), within(recovered, lost));
-        let outside_total: usize = outside.values().map(Vec::len).sum();
-        let same = |state: &State| {
-            let mut kept = state.clone();
-            for &(min, max) in lost {
-                kept.apply(&Change::DropBlock(min, max));
-            }
-            let held = within(&state.visible(), lost);
-            let inside_held = inside.iter().all(|(labels, samples)| {
-                held.get(labels).is_some_and(|held| samples.iter().all(|sample| held.contains(sample)))
-            });
-            kept.visible_count == outside_total
-                && inside_held
-                && state.max_time == max_time
-                && kept.visible() == outside
-                && (!lost.is_empty() || kept.newest_times(floor) == newest)
+        let split = floor.unwrap_or(i64::MIN);
+        let (head_part, block_part) = (filter_times(recovered, |t| t >= split), filter_times(recovered, |t| t < split));
+        let head_same = |state: &State| {
+            state.max_time == max_time
+                && region_matches(state, &head_part, lost, |t| t >= split)
+                && (!lost.is_empty() || state.newest_times(floor) == newest)
         };
+        let blocks_same = |state: &State| region_matches(state, &block_part, lost, |t| t < split);
         let mut state = State::default();
-        let mut kept = same(&state).then_some(0);
+        // The longest prefix both parts match; the longest the head's part matches; whether
+        // any prefix makes the blocks' part.
+        let (mut kept_both, mut kept_head, mut blocks_seen) = (None, None, false);
+        let mut consider = |state: &State, index: usize| {
+            let (head, blocks) = (head_same(state), blocks_same(state));
+            blocks_seen |= blocks;
+            if head {
+                kept_head = Some(index);
+                if blocks {
+                    kept_both = Some(index);
+                }
+            }
+        };
+        consider(&state, 0);
         for (index, commit) in self.model.commits().iter().enumerate() {
             state.apply(&commit.change);
-            if same(&state) {
-                kept = Some(index + 1);
-            }
+            consider(&state, index + 1);
         }
-        let Some(kept) = kept else {
-            let mut owed_state = State::default();
-            for commit in &self.model.commits()[..owed] {
-                owed_state.apply(&commit.change);
+        let (kept, adopted_blocks) = match (kept_both, kept_head) {
+            (Some(kept), _) => (kept, None),
+            (None, Some(kept)) if damaged && blocks_seen => (kept, Some(block_part)),
+            _ => {
+                let mut owed_state = State::default();
+                for commit in &self.model.commits()[..owed] {
+                    owed_state.apply(&commit.change);
+                }
+                for &(min, max) in lost {
+                    owed_state.apply(&Change::DropBlock(min, max));
+                }
+                fail!(
+                    "recovered {total} samples, which no prefix of the changes makes (a change torn, or one never \
+                     made); against the {owed} owed changes: {}",
+                    first_difference(&owed_state.visible(), recovered)
+                );
             }
-            for &(min, max) in lost {
-                owed_state.apply(&Change::DropBlock(min, max));
-            }
-            fail!(
-                "recovered {total} samples, which no prefix of the changes makes (a change torn, or one never made); \
-                 against the {owed} owed changes: {}",
-                first_difference(&owed_state.visible(), recovered)
-            );
         };
         if kept < owed {
             fail!(
@@ -237,7 +258,7 @@ impl Workload {
                 self.model.synced_prefix()
             );
         }
-        Ok(kept)
+        Ok((kept, adopted_blocks))
     }
 
     /// Liveness on a perfect disk: a commit to every series (the last one synced), compaction
@@ -379,4 +400,20 @@ fn filter_times(
         .map(|(labels, samples)| (labels.clone(), samples.iter().copied().filter(|&(t, _)| keep(t)).collect::<Vec<_>>()))
         .filter(|(_, samples)| !samples.is_empty())
         .collect()
+}
+
+/// Whether the part of `state` where `in_region` holds is `found`: exactly, outside the
+/// ranges `lost`; inside them, `found` holds only samples `state` holds.
+fn region_matches(
+    state: &State,
+    found: &BTreeMap<Labels, Vec<(i64, u64)>>,
+    lost: &[(i64, i64)],
+    in_region: impl Fn(i64) -> bool + Copy,
+) -> bool {
+    let visible = filter_times(&state.visible(), in_region);
+    let inside_held = within(found, lost).iter().all(|(labels, samples)| {
+        let held = visible.get(labels);
+        held.is_some_and(|held| samples.iter().all(|sample| held.contains(sample)))
+    });
+    inside_held && without(&visible, lost) == without(found, lost)
 }
