@@ -103,6 +103,9 @@ pub struct TsdbRecovery {
     pub compacted_blocks_removed: Vec<PathBuf>,
     /// Damaged blocks a repairing open set aside as `<ULID>.damaged`, with what was wrong.
     pub blocks_set_aside: Vec<(PathBuf, Error)>,
+    /// Blocks an earlier open set aside (`<ULID>.damaged`, as they are named now), still
+    /// waiting for an operator: their samples are not queried.
+    pub blocks_set_aside_before: Vec<PathBuf>,
 }
 
 /// A TSDB in one directory: a head and its blocks.
@@ -172,17 +175,13 @@ impl Tsdb {
             temporary_blocks_removed: found.temporary,
             compacted_blocks_removed: found.superseded.iter().map(|block| block.path().to_path_buf()).collect(),
             blocks_set_aside: found.damaged,
+            blocks_set_aside_before: found.set_aside_before,
         };
-        Ok(Self {
-            vfs,
-            clock,
-            directory,
-            head,
-            blocks: found.blocks,
-            options,
-            recovery,
-            _lock: lock,
-        })
+        if !recovery.blocks_set_aside_before.is_empty() {
+            let count = recovery.blocks_set_aside_before.len();
+            tracing::warn!(count, "blocks set aside by an earlier open wait for an operator");
+        }
+        Ok(Self { vfs, clock, directory, head, blocks: found.blocks, options, recovery, _lock: lock })
     }
 
     /// A batch of samples for the head, committed atomically or rolled back. Samples older
@@ -305,6 +304,8 @@ fn mix(a: u64, b: u64) -> u128 {
 /// What an open found among the TSDB directory's subdirectories.
 struct FoundBlocks {
     blocks: Vec<Block>,
+    /// Directories named `<ULID>.damaged`.
+    set_aside_before: Vec<PathBuf>,
     /// Blocks another block names as its parents: already in it.
     superseded: Vec<Block>,
     temporary: Vec<PathBuf>,
@@ -315,8 +316,13 @@ struct FoundBlocks {
 /// error in `Strict` mode and listed in `Repair` mode. Changes nothing.
 fn find_blocks(vfs: &dyn Vfs, directory: &Path, mode: RecoveryMode) -> Result<FoundBlocks> {
     let names = vfs.subdirectories(directory).map_err(|error| Error::io(directory, "subdirectories", error))?;
-    let mut found =
-        FoundBlocks { blocks: Vec::new(), superseded: Vec::new(), temporary: Vec::new(), damaged: Vec::new() };
+    let mut found = FoundBlocks {
+        blocks: Vec::new(),
+        set_aside_before: Vec::new(),
+        superseded: Vec::new(),
+        temporary: Vec::new(),
+        damaged: Vec::new(),
+    };
     for name in names {
         let path = directory.join(&name);
         let temporary = [TEMP_SUFFIX, DELETION_SUFFIX]
@@ -324,6 +330,10 @@ fn find_blocks(vfs: &dyn Vfs, directory: &Path, mode: RecoveryMode) -> Result<Fo
             .any(|suffix| name.strip_suffix(suffix).is_some_and(|ulid| Ulid::parse(ulid).is_some()));
         if temporary {
             found.temporary.push(path);
+            continue;
+        }
+        if name.strip_suffix(DAMAGED_SUFFIX).is_some_and(|ulid| Ulid::parse(ulid).is_some()) {
+            found.set_aside_before.push(path);
             continue;
         }
         if Ulid::parse(&name).is_none() {

@@ -22,6 +22,10 @@ pub(super) enum Change {
     /// Its samples went, and the series left without any. (Samples of a block set aside that
     /// the head still held, its compaction cut short by a crash, come back as a commit.)
     DropBlock(i64, i64),
+    /// A repair set aside the block `min_time..max_time`; of its visible samples only those
+    /// the head still held come back (`restored`: its compaction was cut short by a crash).
+    /// Its deleted samples stay as they were: the head holds them if it holds the range.
+    SetAside(i64, i64, Vec<ModelSample>),
 }
 
 #[derive(Debug)]
@@ -71,6 +75,15 @@ impl State {
                     }
                 }
             }
+            Change::SetAside(min, max, restored) => {
+                for (labels, samples) in &mut self.series {
+                    samples.retain(|&(t, bits, deleted)| {
+                        !(*min..*max).contains(&t) || deleted || restored.contains(&(labels.clone(), t, bits))
+                    });
+                }
+                self.series.retain(|_, samples| !samples.is_empty());
+                self.visible_count = self.series.values().flatten().filter(|stored| !stored.2).count();
+            }
             Change::DropBlock(min, max) => {
                 for samples in self.series.values_mut() {
                     samples.retain(|&(t, _, _)| !(*min..*max).contains(&t));
@@ -117,6 +130,11 @@ pub(super) struct Model {
     pub(super) floor: Option<i64>,
     /// Every block the TSDB showed, by name, with its range: the blocks rot may strike.
     pub(super) known_blocks: BTreeMap<String, (i64, i64)>,
+    /// The model took the blocks' samples as an open found them (damage let them run ahead
+    /// of the WAL): it no longer knows the deleted samples they hold.
+    pub(super) blocks_adopted: bool,
+    /// The blocks set aside whose loss the model has taken.
+    pub(super) set_aside: std::collections::BTreeSet<String>,
 }
 
 impl Model {

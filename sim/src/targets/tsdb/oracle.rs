@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ballast::tsdb::{Durability, Labels, Tsdb};
+use ballast::tsdb::{Durability, Labels, Tsdb, DAMAGED_SUFFIX};
 use ballast::Error;
 
 use super::model::{Change, State};
@@ -55,30 +55,33 @@ impl Workload {
             .map(|series| (series.labels.clone(), series.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect()))
             .collect();
         let lost = self.set_aside_ranges(tsdb, opened)?;
+        let blocks: Vec<_> = tsdb.blocks().map(|meta| (meta.min_time, meta.max_time)).collect();
+        context
+            .trace(format_args!("recovered blocks {blocks:?} floor {:?} set aside {lost:?}", tsdb.head().min_time()));
         let owed = self.owed_commits(opened);
         let damaged = !opened.damage.is_empty();
         let (kept, adopted_blocks) = self.kept_commits(tsdb, &by_series, &lost, owed, damaged)?;
         self.model.truncate(kept);
-        for &(min, max) in &lost {
-            self.model.push(Change::DropBlock(min, max));
-        }
         let floor = tsdb.head().min_time().unwrap_or(i64::MIN);
-        let mut restored = within(&by_series, &lost);
+        let restored = within(&by_series, &lost);
+        if !restored.is_empty() {
+            context.note("set_aside_samples_in_head");
+        }
+        for &(min, max) in &lost {
+            let back = within(&restored, &[(min, max)]);
+            let back = back
+                .into_iter()
+                .flat_map(|(labels, samples)| samples.into_iter().map(move |(t, bits)| (labels.clone(), t, bits)));
+            self.model.push(Change::SetAside(min, max, back.collect()));
+        }
         if let Some(blocks) = adopted_blocks {
             // The blocks hold what a longer prefix made: the model takes them as they are.
             context.note("blocks_ahead_of_damaged_wal");
+            self.model.blocks_adopted = true;
             self.model.push(Change::DropBlock(i64::MIN, floor));
-            restored = filter_times(&restored, |t| t >= floor);
-            let samples = blocks.into_iter().flat_map(|(labels, samples)| {
-                samples.into_iter().map(move |(t, bits)| (labels.clone(), t, bits))
-            });
-            self.model.push(Change::Commit(samples.collect()));
-        }
-        if !restored.is_empty() {
-            context.note("set_aside_samples_in_head");
-            let samples = restored.into_iter().flat_map(|(labels, samples)| {
-                samples.into_iter().map(move |(t, bits)| (labels.clone(), t, bits))
-            });
+            let samples = blocks
+                .into_iter()
+                .flat_map(|(labels, samples)| samples.into_iter().map(move |(t, bits)| (labels.clone(), t, bits)));
             self.model.push(Change::Commit(samples.collect()));
         }
         if opened.after_crash || !lost.is_empty() {
@@ -88,7 +91,11 @@ impl Workload {
         let live: BTreeMap<_, _> = in_head.iter().map(|series| (series.series, series.labels.clone())).collect();
         self.model.refs.extend(live);
         self.observe(tsdb);
-        context.trace(format_args!("check recovered {kept} changes, {} series, {} lost blocks", recovered.len(), lost.len()));
+        context.trace(format_args!(
+            "check recovered {kept} changes, {} series, {} lost blocks",
+            recovered.len(),
+            lost.len()
+        ));
         Ok(Checked::Sound)
     }
 
@@ -121,16 +128,26 @@ impl Workload {
         Ok(())
     }
 
-    /// The ranges of the blocks this open set aside: each must hold damage the disk did.
-    fn set_aside_ranges(&self, tsdb: &Tsdb, opened: &Opened<'_, ()>) -> Result<Vec<(i64, i64)>, Failure> {
+    /// The ranges of the blocks set aside since the model last looked (by this open, or by an
+    /// attempt of it that failed later): each must hold damage the disk did.
+    fn set_aside_ranges(&mut self, tsdb: &Tsdb, opened: &Opened<'_, ()>) -> Result<Vec<(i64, i64)>, Failure> {
+        let report = tsdb.recovery_report();
+        let now = report.blocks_set_aside.iter().map(|(path, error)| (path.clone(), error.to_string()));
+        let before = report.blocks_set_aside_before.iter().filter_map(|path| {
+            let name = path.file_name()?.to_str()?.strip_suffix(DAMAGED_SUFFIX)?;
+            Some((path.with_file_name(name), "set aside by an earlier attempt".to_string()))
+        });
         let mut lost = Vec::new();
-        for (path, error) in &tsdb.recovery_report().blocks_set_aside {
-            if !opened.damage.iter().any(|damage| damage.path.starts_with(path)) {
-                fail!("block {} was set aside ({error}), but the disk did not damage it", path.display());
+        for (path, why) in now.chain(before) {
+            let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_string();
+            if !self.model.set_aside.insert(name.clone()) {
+                continue;
             }
-            let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
-            let Some(&range) = self.model.known_blocks.get(name) else {
-                fail!("block {} was set aside ({error}) before any open showed its range", path.display());
+            if !opened.damage.iter().any(|damage| damage.path.starts_with(&path)) {
+                fail!("block {} was set aside ({why}), but the disk did not damage it", path.display());
+            }
+            let Some(&range) = self.model.known_blocks.get(&name) else {
+                fail!("block {} was set aside ({why}) before any open showed its range", path.display());
             };
             lost.push(range);
         }
@@ -337,7 +354,7 @@ impl Workload {
         let floor = self.model.floor.unwrap_or(i64::MIN);
         let below: u64 = state.series.values().flatten().filter(|stored| stored.0 < floor).count() as u64;
         let in_blocks: u64 = tsdb.blocks().map(|meta| meta.samples).sum();
-        if in_blocks > below {
+        if in_blocks > below && !self.model.blocks_adopted {
             fail!("the blocks hold {in_blocks} samples, the model {below} below the floor {floor}: some counted twice");
         }
         let label_max = state.series.keys().map(|labels| labels.to_string().len() as u64).max().unwrap_or(0);
@@ -374,7 +391,8 @@ fn first_difference(expected: &BTreeMap<Labels, Vec<(i64, u64)>>, found: &BTreeM
     for labels in labels {
         let (want, got) = (expected.get(labels), found.get(labels));
         if want != got {
-            let times = |samples: Option<&Vec<(i64, u64)>>| samples.map(|s| s.iter().map(|(t, _)| *t).collect::<Vec<_>>());
+            let times =
+                |samples: Option<&Vec<(i64, u64)>>| samples.map(|s| s.iter().map(|(t, _)| *t).collect::<Vec<_>>());
             return format!("{labels}: expected times {:?}, found {:?}", times(want), times(got));
         }
     }
@@ -397,7 +415,9 @@ fn filter_times(
 ) -> BTreeMap<Labels, Vec<(i64, u64)>> {
     samples
         .iter()
-        .map(|(labels, samples)| (labels.clone(), samples.iter().copied().filter(|&(t, _)| keep(t)).collect::<Vec<_>>()))
+        .map(|(labels, samples)| {
+            (labels.clone(), samples.iter().copied().filter(|&(t, _)| keep(t)).collect::<Vec<_>>())
+        })
         .filter(|(_, samples)| !samples.is_empty())
         .collect()
 }

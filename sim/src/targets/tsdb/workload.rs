@@ -357,7 +357,12 @@ impl Workload {
     /// head when that fails); corruption in a file the disk damaged is such a failure too.
     /// Damage in a block's chunk, which only a repairing open reads, makes the next open a
     /// repairing one.
-    fn after_reading(&mut self, context: &mut Context, result: ballast::Result<()>, what: &str) -> Result<Step, Failure> {
+    fn after_reading(
+        &mut self,
+        context: &mut Context,
+        result: ballast::Result<()>,
+        what: &str,
+    ) -> Result<Step, Failure> {
         match result {
             Err(Error::Corruption { file, .. }) if context.vfs.damage().iter().any(|d| d.path == file) => {
                 context.note("chunk_damage_detected");
