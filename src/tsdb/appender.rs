@@ -108,7 +108,7 @@ impl<'a> Appender<'a> {
     /// the head; one writing or syncing the record applies nothing, but one writing the chunks
     /// the commit filled to a chunk file comes after the commit was written (and synced, if
     /// asked) and applied: a reopen then decides, as after any failure. A batch too large for one WAL record (see
-    /// [`Wal::record_length_max`]) is refused with [`Error::RecordTooLarge`], applies nothing
+    /// [`Wal::record_length_max`](crate::wal::Wal::record_length_max)) is refused with [`Error::RecordTooLarge`], applies nothing
     /// and leaves the head usable: commit it in smaller batches.
     pub fn commit(self, durability: Durability) -> Result<()> {
         let head = self.head;

@@ -13,8 +13,13 @@
 //! ([`Head::truncate`], [`Head::checkpoint`]) that bound the WAL, all rebuilt at open from
 //! the newest checkpoint, the chunk files and the WAL after it.
 //!
-//! Behind the `tsdb` cargo feature (it brings the `regex` crate), and not yet covered by the
-//! crate's stability: persisted blocks come with issue 17.
+//! With the `blocks` feature, a [`Tsdb`] keeps the head and the blocks cut from it, in
+//! Prometheus's own block format ([`block`]), in one directory Prometheus's tools read:
+//! head compaction, levelled block compaction, retention, deletion across both, queries over
+//! both.
+//!
+//! Behind the `tsdb` cargo feature (it brings the `regex` crate; `blocks` brings `crc32c` and
+//! `serde_json`), and not yet covered by the crate's stability.
 
 mod appender;
 #[cfg(feature = "blocks")]
