@@ -8,6 +8,7 @@
 mod harness;
 mod kv;
 mod logs;
+mod prometheus;
 mod tsdb;
 
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ enum Suite {
     Commitlog,
     Kv,
     Tsdb,
+    /// ballast's TSDB with blocks beside Prometheus 2.42's own (needs promtool).
+    Prometheus,
     All,
 }
 
@@ -64,6 +67,9 @@ fn main() -> std::io::Result<()> {
     }
     if matches!(cli.suite, Suite::Tsdb | Suite::All) {
         tsdb::tsdb(&mut bench, &limits)?;
+    }
+    if matches!(cli.suite, Suite::Prometheus | Suite::All) {
+        prometheus::prometheus(&mut bench)?;
     }
     bench.finish(&limits);
     Ok(())

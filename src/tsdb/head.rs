@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::appender::{Appender, Durability};
 use super::checkpoint;
 use super::chunk_files::{self, ChunkFiles, EntryMeta, MappedChunk};
+use super::head_options::HeadOptions;
 use super::labels::Labels;
 use super::matcher::Matcher;
 use super::postings::MemPostings;
@@ -22,41 +23,6 @@ use crate::wal::{self, Wal, WalOptions};
 use crate::RecoveryMode;
 /// The WAL's directory inside the head's.
 const WAL_DIRECTORY: &str = "wal";
-
-/// How the head is opened.
-#[derive(Clone, Debug)]
-pub struct HeadOptions {
-    /// The width of a chunk range in milliseconds: no chunk spans two. Defaults to two hours.
-    pub chunk_range: i64,
-    /// The WAL's segment size. Defaults to 128 MiB.
-    pub wal_segment_size: u64,
-    /// The WAL's page size (see [`WalOptions::page_size`]). Defaults to 32 KiB.
-    pub wal_page_size: u32,
-    /// What opening does with damaged synced data in the WAL and the head chunk files
-    /// (whose damage loses nothing: the WAL and the checkpoint hold what they hold).
-    pub recovery_mode: RecoveryMode,
-    /// The size of a head chunk file: a file is preallocated to it, and the next begins when
-    /// an entry would not fit. At least 4 KiB. Defaults to 128 MiB.
-    pub chunk_file_size: u64,
-    /// How many refs the head reserves at a time: it records the end of each reservation in
-    /// the `refs` file (a small atomic write) before handing out the first ref of it, so that
-    /// no crash can make it hand a ref out twice. At least 1; defaults to 1,024.
-    pub refs_reserved_at_once: u64,
-}
-
-impl Default for HeadOptions {
-    fn default() -> Self {
-        let wal = WalOptions::default();
-        Self {
-            chunk_range: 2 * 3_600_000,
-            wal_segment_size: wal.segment_size,
-            wal_page_size: wal.page_size,
-            recovery_mode: RecoveryMode::Strict,
-            chunk_file_size: 128 << 20,
-            refs_reserved_at_once: 1024,
-        }
-    }
-}
 
 /// A series a query selected, and its samples in the queried window.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,6 +62,38 @@ pub struct HeadRecovery {
     pub chunk_entries_dropped: u64,
     /// Chunk files removed after the cut (not read, so not counted above).
     pub chunk_files_removed: u64,
+}
+
+/// The `refs` file's value: `Some(None)` when it is damaged and `mode` repairs (refs then
+/// restart far past every series), `None` when there is none.
+fn read_refs(vfs: &dyn Vfs, directory: &Path, mode: RecoveryMode) -> Result<Option<Option<SeriesRef>>> {
+    match refs::read(vfs, directory) {
+        Err(error @ Error::Corruption { .. }) if mode == RecoveryMode::Repair => {
+            tracing::warn!(%error, "the refs file is damaged: refs restart far past every series");
+            Ok(Some(None))
+        }
+        read => Ok(read?.map(Some)),
+    }
+}
+
+impl HeadRecovery {
+    /// What the WAL's open and the chunk files' recovery (in `chunks_directory`) did.
+    fn of(wal: &Wal, chunks_directory: &Path, recovered: chunk_files::Recovered) -> Self {
+        let recovery = Self {
+            wal: wal.recovery_report().clone(),
+            chunk_file_damage: recovered
+                .damage
+                .map(|(name, offset, reason)| (chunks_directory.join(name), offset, reason)),
+            chunk_entries_dropped: recovered.entries_dropped,
+            chunk_files_removed: recovered.files_removed,
+        };
+        if recovery.chunk_file_damage.is_some() || recovery.chunk_entries_dropped + recovery.chunk_files_removed > 0 {
+            let (damage, dropped, removed) =
+                (&recovery.chunk_file_damage, recovery.chunk_entries_dropped, recovery.chunk_files_removed);
+            tracing::info!(?damage, dropped, removed, "head chunk files cut");
+        }
+        recovery
+    }
 }
 
 /// The head of a TSDB in one directory.
@@ -152,25 +150,11 @@ impl Head {
     /// `minValidTime`), so that a crash between writing a block and truncating the head counts
     /// no sample twice.
     pub(crate) fn open_above(vfs: Arc<dyn Vfs>, directory: PathBuf, options: HeadOptions, floor: i64) -> Result<Self> {
-        if options.chunk_range <= 0 {
-            return Err(Error::InvalidArgument { reason: "chunk_range must be positive".to_string() });
-        }
-        if options.refs_reserved_at_once == 0 {
-            return Err(Error::InvalidArgument { reason: "refs_reserved_at_once must be at least 1".to_string() });
-        }
-        if options.chunk_file_size < 4096 {
-            return Err(Error::InvalidArgument { reason: "chunk_file_size must be at least 4096".to_string() });
-        }
+        options.check()?;
         crate::directory::check_path(&directory)?;
         crate::directory::refuse_foreign(vfs.as_ref(), &directory, crate::directory::Structure::Tsdb)?;
         let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
-        let reserved = match refs::read(vfs.as_ref(), &directory) {
-            Err(error @ Error::Corruption { .. }) if options.recovery_mode == RecoveryMode::Repair => {
-                tracing::warn!(%error, "the refs file is damaged: refs restart far past every series");
-                Some(None)
-            }
-            read => read?.map(Some),
-        };
+        let reserved = read_refs(vfs.as_ref(), &directory, options.recovery_mode)?;
         let newest = checkpoint::list(vfs.as_ref(), &directory)?.0.last().copied();
         let checkpoint = newest.map(|segment| checkpoint::read(vfs.as_ref(), &directory, segment)).transpose()?;
         let checkpoint_floor = checkpoint.as_ref().map_or(i64::MIN, |checkpoint| checkpoint.min_time);
@@ -194,20 +178,7 @@ impl Head {
         // Only the chunks of commits the WAL kept stay.
         let (chunk_files, mapped, recovered) =
             ChunkFiles::recover(vfs.clone(), &directory, options.chunk_file_size, chunks_scan, wal.end())?;
-        let chunks_directory = directory.join(chunk_files::DIRECTORY);
-        let recovery = HeadRecovery {
-            wal: wal.recovery_report().clone(),
-            chunk_file_damage: recovered
-                .damage
-                .map(|(name, offset, reason)| (chunks_directory.join(name), offset, reason)),
-            chunk_entries_dropped: recovered.entries_dropped,
-            chunk_files_removed: recovered.files_removed,
-        };
-        if recovery.chunk_file_damage.is_some() || recovery.chunk_entries_dropped + recovery.chunk_files_removed > 0 {
-            let (damage, dropped, removed) =
-                (&recovery.chunk_file_damage, recovery.chunk_entries_dropped, recovery.chunk_files_removed);
-            tracing::info!(?damage, dropped, removed, "head chunk files cut");
-        }
+        let recovery = HeadRecovery::of(&wal, &directory.join(chunk_files::DIRECTORY), recovered);
         let mut head = Self {
             vfs,
             directory,
@@ -240,13 +211,17 @@ impl Head {
             // The repair is finished by recording where refs now restart.
             refs::write(head.vfs.as_ref(), &head.directory, head.next_ref)?;
         }
-        // Every check has passed; a refs file a crash left half made, and checkpoints older
-        // than the newest or half made, go.
-        // Durably: a removal a crash can lose would let the next refs file's rename bring the
-        // leftover back as `refs` (tsdb seeds 21481, 25111, 32188).
-        vfs::remove_durably(head.vfs.as_ref(), &head.directory, &format!("{}.tmp", refs::FILE_NAME))?;
-        checkpoint::remove_older(head.vfs.as_ref(), &head.directory, newest.unwrap_or(0))?;
+        head.remove_leftovers(newest.unwrap_or(0))?;
         Ok(head)
+    }
+
+    /// Every check of an open has passed: a refs file a crash left half made, and checkpoints
+    /// older than the newest (`newest`) or half made, go. Durably: a removal a crash can lose
+    /// would let the next refs file's rename bring the leftover back as `refs` (tsdb seeds
+    /// 21481, 25111, 32188).
+    fn remove_leftovers(&self, newest: u64) -> Result<()> {
+        vfs::remove_durably(self.vfs.as_ref(), &self.directory, &format!("{}.tmp", refs::FILE_NAME))?;
+        checkpoint::remove_older(self.vfs.as_ref(), &self.directory, newest)
     }
 
     pub(super) fn insert_series(&mut self, series_ref: SeriesRef, labels: Labels) {

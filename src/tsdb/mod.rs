@@ -33,6 +33,7 @@ mod compact;
 mod db;
 pub(crate) mod deletion;
 mod head;
+mod head_options;
 mod labels;
 #[cfg(feature = "blocks")]
 mod leveled;
@@ -49,7 +50,8 @@ mod truncation;
 pub use appender::{AppendError, Appender, Durability};
 #[cfg(feature = "blocks")]
 pub use db::{Tsdb, TsdbOptions, TsdbRecovery, DAMAGED_SUFFIX, HEAD_DIRECTORY, PROMETHEUS_WAL_DIRECTORY};
-pub use head::{Head, HeadOptions, HeadRecovery, HeadStats, SeriesSamples};
+pub use head::{Head, HeadRecovery, HeadStats, SeriesSamples};
+pub use head_options::HeadOptions;
 pub use labels::{is_valid_name, Label, LabelError, Labels};
 pub use matcher::{MatchKind, Matcher, MatcherError};
 pub use postings::MemPostings;

@@ -61,29 +61,7 @@ impl Workload {
         let owed = self.owed_commits(opened);
         let damaged = !opened.damage.is_empty();
         let (kept, adopted_blocks) = self.kept_commits(tsdb, &by_series, &lost, owed, damaged)?;
-        self.model.truncate(kept);
-        let floor = tsdb.head().min_time().unwrap_or(i64::MIN);
-        let restored = within(&by_series, &lost);
-        if !restored.is_empty() {
-            context.note("set_aside_samples_in_head");
-        }
-        for &(min, max) in &lost {
-            let back = within(&restored, &[(min, max)]);
-            let back = back
-                .into_iter()
-                .flat_map(|(labels, samples)| samples.into_iter().map(move |(t, bits)| (labels.clone(), t, bits)));
-            self.model.push(Change::SetAside(min, max, back.collect()));
-        }
-        if let Some(blocks) = adopted_blocks {
-            // The blocks hold what a longer prefix made: the model takes them as they are.
-            context.note("blocks_ahead_of_damaged_wal");
-            self.model.blocks_adopted = true;
-            self.model.push(Change::DropBlock(i64::MIN, floor));
-            let samples = blocks
-                .into_iter()
-                .flat_map(|(labels, samples)| samples.into_iter().map(move |(t, bits)| (labels.clone(), t, bits)));
-            self.model.push(Change::Commit(samples.collect()));
-        }
+        self.adopt(context, tsdb, kept, &by_series, &lost, adopted_blocks);
         if opened.after_crash || !lost.is_empty() {
             self.model.all_synced();
         }
@@ -97,6 +75,42 @@ impl Workload {
             lost.len()
         ));
         Ok(Checked::Sound)
+    }
+
+    /// Cuts the model to the `kept` changes the open recovered, and takes what it found of
+    /// the blocks set aside (`lost`) and, when damage let them run ahead of the WAL, of the
+    /// blocks.
+    fn adopt(
+        &mut self,
+        context: &mut Context,
+        tsdb: &Tsdb,
+        kept: usize,
+        recovered: &BTreeMap<Labels, Vec<(i64, u64)>>,
+        lost: &[(i64, i64)],
+        adopted_blocks: Option<BTreeMap<Labels, Vec<(i64, u64)>>>,
+    ) {
+        let as_samples = |samples: BTreeMap<Labels, Vec<(i64, u64)>>| -> Vec<(Labels, i64, u64)> {
+            let flat = samples
+                .into_iter()
+                .flat_map(|(labels, samples)| samples.into_iter().map(move |(t, bits)| (labels.clone(), t, bits)));
+            flat.collect()
+        };
+        self.model.truncate(kept);
+        let restored = within(recovered, lost);
+        if !restored.is_empty() {
+            context.note("set_aside_samples_in_head");
+        }
+        for &(min, max) in lost {
+            self.model.push(Change::SetAside(min, max, as_samples(within(&restored, &[(min, max)]))));
+        }
+        if let Some(blocks) = adopted_blocks {
+            // The blocks hold what a longer prefix made: the model takes them as they are.
+            context.note("blocks_ahead_of_damaged_wal");
+            self.model.blocks_adopted = true;
+            let floor = tsdb.head().min_time().unwrap_or(i64::MIN);
+            self.model.push(Change::DropBlock(i64::MIN, floor));
+            self.model.push(Change::Commit(as_samples(blocks)));
+        }
     }
 
     /// A recovered head series' ref names the labels it named before, and was not retired.
