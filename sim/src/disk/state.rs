@@ -195,7 +195,7 @@ impl State {
     }
 
     /// Renames directory `from` and everything under it to `to`, which must not exist. Like
-    /// every directory operation of this disk, durable at once (FAULTS.md: directories).
+    /// every directory operation of this disk, durable at once (docs/faults.md: directories).
     pub(super) fn rename_directory(&mut self, from: &Path, to: &Path) -> io::Result<()> {
         if self.directories.contains_key(to) || self.lookup(to).is_ok() {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "rename onto an existing name"));
