@@ -21,6 +21,9 @@ use crate::fail;
 use crate::faults::FaultKind;
 use crate::harness::{self, Checked, Context, Failure, Opened, Step};
 
+/// Samples per series: `(t, value bits)`, oldest first.
+type BySeries = BTreeMap<Labels, Vec<(i64, u64)>>;
+
 impl Workload {
     /// Checks what an open recovered against the model, and adopts it. Reading a chunk back
     /// may fail (an I/O error, or damage the disk did there): then open again, so that
@@ -87,7 +90,7 @@ impl Workload {
         kept: usize,
         recovered: &BTreeMap<Labels, Vec<(i64, u64)>>,
         lost: &[(i64, i64)],
-        adopted_blocks: Option<BTreeMap<Labels, Vec<(i64, u64)>>>,
+        adopted_blocks: Option<BySeries>,
     ) {
         let as_samples = |samples: BTreeMap<Labels, Vec<(i64, u64)>>| -> Vec<(Labels, i64, u64)> {
             let flat = samples
@@ -234,7 +237,7 @@ impl Workload {
         lost: &[(i64, i64)],
         owed: usize,
         damaged: bool,
-    ) -> Result<(usize, Option<BTreeMap<Labels, Vec<(i64, u64)>>>), Failure> {
+    ) -> Result<(usize, Option<BySeries>), Failure> {
         let total: usize = recovered.values().map(Vec::len).sum();
         let head = tsdb.head();
         let (newest, floor, max_time) = (head.newest_times(), head.min_time(), head.max_time());
