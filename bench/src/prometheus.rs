@@ -64,16 +64,23 @@ fn labels_file(series: &[Vec<(String, String)>], path: &Path) -> io::Result<()> 
     std::fs::write(path, text)
 }
 
-/// promtool's ingest, in ballast: returns the seconds it took and the TSDB, closed and
-/// reopened.
-fn ballast_write(directory: &Path, series: &[Vec<(String, String)>], scrapes: u64) -> io::Result<f64> {
+/// promtool's ingest, in ballast, compacting after every round if `compact` (with `options`):
+/// returns the seconds it took, close included, and of them the seconds compaction took.
+fn ballast_write(
+    directory: &Path,
+    series: &[Vec<(String, String)>],
+    scrapes: u64,
+    compact: bool,
+    options: TsdbOptions,
+) -> io::Result<(f64, f64)> {
     let labels: Vec<Labels> = series
         .iter()
         .map(|pairs| Labels::new(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))).expect("valid labels"))
         .collect();
-    let mut tsdb = Tsdb::open(Arc::new(OsVfs::new()), Arc::new(SystemClock::new()), directory, TsdbOptions::default())
-        .map_err(other)?;
+    let mut tsdb =
+        Tsdb::open(Arc::new(OsVfs::new()), Arc::new(SystemClock::new()), directory, options).map_err(other)?;
     let mut refs: Vec<Option<SeriesRef>> = vec![None; labels.len()];
+    let mut compacting = 0.0;
     let mut values: Vec<i64> = vec![123_456_789; labels.len()];
     let begun = Instant::now();
     for round in (0..scrapes).step_by(usize::try_from(ROUND).expect("small")) {
@@ -94,11 +101,15 @@ fn ballast_write(directory: &Path, series: &[Vec<(String, String)>], scrapes: u6
                 appender.commit(Durability::Buffered).map_err(other)?;
             }
         }
-        tsdb.compact_head().map_err(other)?;
-        tsdb.compact_blocks().map_err(other)?;
+        if compact {
+            let compaction = Instant::now();
+            tsdb.compact_head().map_err(other)?;
+            tsdb.compact_blocks().map_err(other)?;
+            compacting += compaction.elapsed().as_secs_f64();
+        }
     }
     tsdb.close().map_err(other)?;
-    Ok(begun.elapsed().as_secs_f64())
+    Ok((begun.elapsed().as_secs_f64(), compacting))
 }
 
 /// What `promtool tsdb bench write` printed: its samples/s, and the wall seconds of the run.
@@ -149,25 +160,41 @@ fn bytes_per_sample(directory: &Path) -> io::Result<(f64, u64)> {
     Ok((bytes as f64 / samples.max(1) as f64, samples))
 }
 
-/// Copies Prometheus's blocks into `to`, beside an empty `wal/`: what both engines query.
-fn blocks_only(from: &Path, to: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(to.join("wal"))?;
-    for block in blocks(from)? {
-        let target = to.join(block.file_name().expect("named"));
-        std::fs::create_dir_all(target.join("chunks"))?;
-        for name in ["index", "tombstones", "meta.json"] {
-            std::fs::copy(block.join(name), target.join(name))?;
+const QUERIES: [(&str, &str, &str, &str); 2] =
+    [("1 %", "__name__", "metric_7", "{__name__=\"metric_7\"}"), ("50 %", "job", "job[0-4]", "{job=~\"job[0-4]\"}")];
+
+/// The workload's samples as OpenMetrics text, for `promtool tsdb create-blocks-from`: each
+/// metric family's series together, each series' samples in time order (seconds: every
+/// timestamp is a whole number of them).
+fn openmetrics(series: &[Vec<(String, String)>], scrapes: u64, path: &Path) -> io::Result<()> {
+    let mut out = io::BufWriter::new(std::fs::File::create(path)?);
+    let mut by_name: std::collections::BTreeMap<&str, Vec<&Vec<(String, String)>>> = std::collections::BTreeMap::new();
+    for pairs in series {
+        by_name.entry(pairs[0].1.as_str()).or_default().push(pairs);
+    }
+    for (name, members) in by_name {
+        writeln!(out, "# TYPE {name} gauge")?;
+        for pairs in members {
+            let labels: Vec<String> = pairs[1..].iter().map(|(n, v)| format!("{n}=\"{v}\"")).collect();
+            let labels = labels.join(",");
+            for scrape in 1..=scrapes {
+                let (value, seconds) = (123_456_789 + 1000 * scrape, TIME_DELTA / 1000 * i64::try_from(scrape).expect("small"));
+                writeln!(out, "{name}{{{labels}}} {value} {seconds}")?;
+            }
         }
-        for chunk in std::fs::read_dir(block.join("chunks"))? {
-            let chunk = chunk?;
-            std::fs::copy(chunk.path(), target.join("chunks").join(chunk.file_name()))?;
-        }
+    }
+    writeln!(out, "# EOF")?;
+    out.flush()
+}
+
+/// `promtool tsdb create-blocks-from openmetrics` of `input` into `out`.
+fn prometheus_blocks(input: &Path, out: &Path) -> io::Result<()> {
+    let output = Command::new("promtool").args(["tsdb", "create-blocks-from", "openmetrics"]).arg(input).arg(out).output()?;
+    if !output.status.success() {
+        return Err(other(format!("create-blocks-from failed: {}", String::from_utf8_lossy(&output.stderr))));
     }
     Ok(())
 }
-
-const QUERIES: [(&str, &str, &str, &str); 2] =
-    [("1 %", "instance", "host-7", "{instance=\"host-7\"}"), ("50 %", "job", "job[0-4]", "{job=~\"job[0-4]\"}")];
 
 /// `promtool tsdb dump --match` of `directory`, its output counted and dropped: lines, seconds.
 fn prometheus_query(directory: &Path, selector: &str) -> io::Result<(usize, f64)> {
@@ -220,55 +247,90 @@ pub fn prometheus(bench: &mut Bench) -> io::Result<()> {
     let (count, scrapes) = (bench.n(SERIES), bench.n(SCRAPES));
     let series = series(count);
     let work = tempfile::tempdir_in(&bench.base)?;
-    let labels = work.path().join("series.json");
-    labels_file(&series, &labels)?;
-    let samples = (count * scrapes) as f64;
-    let shape = format!("{count} series x {scrapes} scrapes (promtool tsdb bench write)");
-    let (mut ballast_rates, mut prometheus_rates, mut prometheus_walls) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut ballast_size, mut prometheus_size) = (Vec::new(), Vec::new());
-    let prometheus_out = work.path().join("prometheus");
+    ingest(bench, &series, scrapes, work.path())?;
+    // The sizes and queries on a tenth of the series: OpenMetrics text of every sample is
+    // about 50 bytes a sample.
+    let series = &series[..usize::try_from(count / 10).expect("small").max(1)];
+    let blocks = sizes(bench, series, scrapes, work.path())?;
+    queries(bench, &blocks)
+}
+
+/// Ingest, head only, as promtool's bench (which never compacts within its run): ballast and
+/// Prometheus; then ballast compacting after every round.
+fn ingest(bench: &mut Bench, series: &[Vec<(String, String)>], scrapes: u64, work: &Path) -> io::Result<()> {
+    let labels = work.join("series.json");
+    labels_file(series, &labels)?;
+    let samples = (series.len() as u64 * scrapes) as f64;
+    let out = work.join("prometheus");
+    let (mut ballast, mut compacting, mut compaction_share, mut prometheus, mut whole) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..bench.runs {
-        let ballast_dir = tempfile::tempdir_in(&bench.base)?;
-        ballast_rates.push(samples / ballast_write(ballast_dir.path(), &series, scrapes)?);
-        ballast_size.push(bytes_per_sample(ballast_dir.path())?.0);
-        let _ = std::fs::remove_dir_all(&prometheus_out);
-        let (rate, wall) = prometheus_write(&prometheus_out, &labels, count, scrapes)?;
-        prometheus_rates.push(rate);
-        prometheus_walls.push(samples / wall);
-        prometheus_size.push(bytes_per_sample(&prometheus_out.join("storage"))?.0);
-        eprintln!("  prometheus suite run {}: ballast {:.0}/s, prometheus {rate:.0}/s", run + 1, ballast_rates[run]);
+        let directory = tempfile::tempdir_in(&bench.base)?;
+        ballast.push(samples / ballast_write(directory.path(), series, scrapes, false, TsdbOptions::default())?.0);
+        let directory = tempfile::tempdir_in(&bench.base)?;
+        let (seconds, compaction) = ballast_write(directory.path(), series, scrapes, true, TsdbOptions::default())?;
+        compacting.push(samples / seconds);
+        compaction_share.push(100.0 * compaction / seconds);
+        let _ = std::fs::remove_dir_all(&out);
+        let (rate, wall) = prometheus_write(&out, &labels, series.len() as u64, scrapes)?;
+        prometheus.push(rate);
+        whole.push(samples / wall);
+        eprintln!("  prometheus suite run {}: ballast {:.0}/s, prometheus {rate:.0}/s", run + 1, ballast[run]);
     }
-    let ingest = format!("ingest {shape}");
-    bench.rows.push(Row::new("prometheus", ingest.clone(), "ballast", "samples/s", ballast_rates, true));
-    bench.rows.push(Row::new("prometheus", ingest.clone(), "prometheus 2.42", "samples/s", prometheus_rates, true));
-    bench.rows.push(Row::new(
-        "prometheus",
-        format!("{ingest}, promtool's whole process"),
-        "prometheus 2.42",
-        "samples/s",
-        prometheus_walls,
-        true,
-    ));
-    let sizes = "bytes per sample in blocks".to_string();
-    bench.rows.push(Row::new("prometheus", sizes.clone(), "ballast", "B", ballast_size, false));
-    bench.rows.push(Row::new("prometheus", sizes, "prometheus 2.42", "B", prometheus_size, false));
-    let queried = work.path().join("blocks");
-    blocks_only(&prometheus_out.join("storage"), &queried)?;
+    let case = format!("ingest {} series x {scrapes} scrapes, head only (promtool tsdb bench write)", series.len());
+    bench.rows.push(Row::new("prometheus", case.clone(), "ballast", "samples/s", ballast, true));
+    bench.rows.push(Row::new("prometheus", case.clone(), "prometheus 2.42", "samples/s", prometheus, true));
+    bench.rows.push(Row::new("prometheus", format!("{case}, promtool's whole process"), "prometheus 2.42", "samples/s", whole, true));
+    let compacted = format!("ingest {} series x {scrapes} scrapes, compacting after every 100", series.len());
+    bench.rows.push(Row::new("prometheus", compacted.clone(), "ballast", "samples/s", compacting, true));
+    bench.rows.push(Row::new("prometheus", format!("{compacted}: share of the time compacting"), "ballast", "%", compaction_share, false));
+    Ok(())
+}
+
+/// Bytes per sample in 2 h blocks of the same samples: ballast's (head compaction into 2 h
+/// blocks only; and levelled, the default) and Prometheus's (`create-blocks-from`, 2 h blocks).
+/// Returns the directory of Prometheus's blocks (with an empty `wal/`), for the queries.
+fn sizes(bench: &mut Bench, series: &[Vec<(String, String)>], scrapes: u64, work: &Path) -> io::Result<PathBuf> {
+    let input = work.join("samples.om");
+    openmetrics(series, scrapes, &input)?;
+    let prometheus = work.join("prometheus-blocks");
+    prometheus_blocks(&input, &prometheus)?;
+    std::fs::create_dir_all(prometheus.join("wal"))?;
+    let (prometheus_bytes, prometheus_samples) = bytes_per_sample(&prometheus)?;
+    let two_hours = TsdbOptions { block_ranges: vec![TsdbOptions::default().head.chunk_range], ..TsdbOptions::default() };
+    let mut rows = Vec::new();
+    for (engine, options) in [("ballast, 2 h blocks", two_hours), ("ballast, levelled (2 h to 162 h)", TsdbOptions::default())] {
+        let directory = tempfile::tempdir_in(&bench.base)?;
+        ballast_write(directory.path(), series, scrapes, true, options)?;
+        let (bytes, samples) = bytes_per_sample(directory.path())?;
+        rows.push((engine, bytes, samples));
+    }
+    rows.push(("prometheus 2.42 (create-blocks-from, 2 h blocks)", prometheus_bytes, prometheus_samples));
+    for (engine, bytes, samples) in rows {
+        let case = format!("bytes per sample in blocks ({} series; {samples} samples in blocks)", series.len());
+        bench.rows.push(Row::new("prometheus", case, engine, "B", vec![bytes], false));
+    }
+    Ok(prometheus)
+}
+
+/// Queries over Prometheus's blocks: `promtool tsdb dump --match` against ballast opening the
+/// directory, selecting and printing the same lines; both print the same number.
+fn queries(bench: &mut Bench, blocks: &Path) -> io::Result<()> {
     for (share, name, pattern, selector) in QUERIES {
         let (mut ballast_ms, mut prometheus_ms) = (Vec::new(), Vec::new());
         let mut found = None;
         for _ in 0..bench.runs {
             // ballast's open adds `head/` and `LOCK`; promtool ignores both.
-            let (lines, seconds) = ballast_query(&queried, name, pattern)?;
+            let (lines, seconds) = ballast_query(blocks, name, pattern)?;
             ballast_ms.push(seconds * 1e3);
-            let (dumped, dump_seconds) = prometheus_query(&queried, selector)?;
+            let (dumped, dump_seconds) = prometheus_query(blocks, selector)?;
             prometheus_ms.push(dump_seconds * 1e3);
             if lines != dumped {
                 return Err(other(format!("{share}: ballast printed {lines} samples, promtool {dumped}")));
             }
             found = Some(lines);
         }
-        let case = format!("open, select {share} of the series, print ({} samples)", found.unwrap_or(0));
+        let case = format!("open Prometheus's blocks, select {share} of the series, print ({} samples)", found.unwrap_or(0));
         bench.rows.push(Row::new("prometheus", case.clone(), "ballast", "ms", ballast_ms, false));
         bench.rows.push(Row::new("prometheus", case, "promtool tsdb dump", "ms", prometheus_ms, false));
     }
