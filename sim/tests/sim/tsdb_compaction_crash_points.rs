@@ -162,3 +162,40 @@ fn a_head_compaction_cut_at_any_io_call_keeps_a_buffered_commit_whole() {
     }
     assert!(completed, "some crash point lies beyond the whole compaction");
 }
+
+/// A crash between a block's rename and the head's truncation: the next open finishes the
+/// truncation, so that the head's own checkpoint holds the floor.
+///
+/// Regression (found by the tsdb target, seed 195 when found): the head's floor came only
+/// from the blocks, so when a repair later set that block aside the floor fell back, and the
+/// WAL, never truncated, replayed the block's samples into the head: a series whose ref the
+/// model had retired came back. Seen failing here (crash point 52) without the open's
+/// truncation.
+#[test]
+fn an_open_after_a_crash_between_block_and_truncation_finishes_the_truncation() {
+    let head = Path::new(DIRECTORY).join(HEAD_DIRECTORY);
+    let checkpoints =
+        |vfs: &SimVfs| vfs.durable_names(&head).into_iter().filter(|name| name.starts_with("checkpoint.")).count();
+    for k in 1..400 {
+        let (vfs, written) = filled();
+        let mut tsdb = open(&vfs).unwrap();
+        vfs.crash_after_io_calls(k);
+        let finished = tsdb.compact_head().is_ok() && !vfs.is_powered_off();
+        assert!(!finished, "the first block's truncation lies beyond crash point {k}");
+        drop(tsdb);
+        vfs.crash();
+        let blocks = vfs.subdirectory_names(Path::new(DIRECTORY));
+        let block_visible = blocks.iter().any(|name| name.len() == 26);
+        if !block_visible || checkpoints(&vfs) > 0 {
+            continue;
+        }
+        // The block is durable, the head not yet truncated.
+        let tsdb = open(&vfs).unwrap();
+        assert_eq!(contents(&tsdb), written, "crash point {k}");
+        assert_eq!(checkpoints(&vfs), 1, "crash point {k}: the open finished the truncation");
+        let floor = tsdb.blocks().map(|meta| meta.max_time).max();
+        assert_eq!(tsdb.head().min_time(), floor);
+        return;
+    }
+    panic!("no crash point fell between a block's rename and the head's truncation");
+}
