@@ -144,6 +144,7 @@ impl Tsdb {
         crate::directory::check_path(&directory)?;
         options.check()?;
         crate::directory::refuse_foreign(vfs.as_ref(), &directory, crate::directory::Structure::Tsdb)?;
+        refuse_bare_head(vfs.as_ref(), &directory)?;
         let lock = vfs::open_directory_locked(vfs.as_ref(), &directory)?;
         let found = find_blocks(vfs.as_ref(), &directory, options.head.recovery_mode)?;
         let floor = found.blocks.iter().map(|block| block.meta().max_time).max().unwrap_or(i64::MIN);
@@ -288,6 +289,25 @@ impl Tsdb {
             }
             entropy = entropy.wrapping_add(1);
         }
+    }
+}
+
+/// Refuses a directory that holds a bare head (`Head::open`'s files at its top): a TSDB keeps
+/// its head in `head/`, so it would not see that head's samples, and its `wal/` would be
+/// taken for Prometheus's.
+fn refuse_bare_head(vfs: &dyn Vfs, directory: &Path) -> Result<()> {
+    let names = match vfs.read_dir(directory) {
+        Ok(names) => names,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(Error::io(directory, "read_dir", error)),
+    };
+    match names.iter().find(|name| super::owns_file_name(name)) {
+        Some(name) => Err(Error::ForeignDirectory {
+            directory: directory.to_path_buf(),
+            holds: format!("a ballast TSDB head opened with Head::open (file {name})"),
+            expected: "a ballast TSDB with blocks (its head in head/)",
+        }),
+        None => Ok(()),
     }
 }
 

@@ -265,3 +265,22 @@ fn a_damaged_block_fails_a_strict_open_unchanged_and_a_repair_sets_it_aside() {
     // A later strict open ignores the block set aside.
     assert!(open(directory.path(), options()).is_ok());
 }
+
+/// A directory a bare head (`Head::open`) wrote is refused by `Tsdb::open`, which keeps its
+/// head in `head/` and would not see that head's samples; nothing in it changes.
+#[test]
+fn a_bare_head_directory_is_refused_unchanged() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut head = ballast::tsdb::Head::open(os(), directory.path(), ballast::tsdb::HeadOptions::default()).unwrap();
+    let mut appender = head.appender();
+    appender.append(&labels(0), 1, 1.0).unwrap();
+    appender.commit(Durability::Synced).unwrap();
+    head.close().unwrap();
+    let before = digest(directory.path());
+    match open(directory.path(), options()) {
+        Err(Error::ForeignDirectory { holds, .. }) => assert!(holds.contains("Head::open"), "{holds}"),
+        other => panic!("a bare head must be refused, got {other:?}"),
+    }
+    assert_eq!(digest(directory.path()), before);
+    assert!(!directory.path().join("head").exists());
+}
