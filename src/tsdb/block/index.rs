@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::encode::{crc32c, put_be32, put_be64, put_section, put_string, put_uvarint, put_varint};
 use crate::tsdb::Labels;
 
-const MAGIC: u32 = 0xBAAA_D700;
+pub(crate) const MAGIC: u32 = 0xBAAA_D700;
 const VERSION: u8 = 2;
 
 /// A chunk as the index lists it: its first and last sample times and its reference in the

@@ -8,12 +8,11 @@ use std::path::{Path, PathBuf};
 
 use super::cursor::{corrupt, Cursor};
 use super::encode::crc32c;
-use super::index::ChunkMeta;
+use super::index::{ChunkMeta, MAGIC as INDEX_MAGIC};
 use crate::error::{Error, Result};
 use crate::tsdb::Labels;
 use crate::vfs::{self, OpenMode, Vfs, VfsFile};
 
-const INDEX_MAGIC: u32 = 0xBAAA_D700;
 pub(crate) const CHUNKS_MAGIC: u32 = 0x85BD_40DD;
 pub(crate) const TOMBSTONES_MAGIC: u32 = 0x0130_BA30;
 const TOC_SIZE: usize = 52;
