@@ -243,8 +243,13 @@ impl Workload {
         let (newest, floor, max_time) = (head.newest_times(), head.min_time(), head.max_time());
         let split = floor.unwrap_or(i64::MIN);
         let (head_part, block_part) = (filter_times(recovered, |t| t >= split), filter_times(recovered, |t| t < split));
+        // The head's newest time counts only samples at or above its floor: when every
+        // sample of the prefix is below it (a block holds them all), the head may have none.
+        let newest_held = |state: &State| {
+            state.max_time == max_time || (max_time.is_none() && state.max_time.is_some_and(|newest| newest < split))
+        };
         let head_same = |state: &State| {
-            state.max_time == max_time
+            newest_held(state)
                 && region_matches(state, &head_part, lost, |t| t >= split)
                 && (!lost.is_empty() || state.newest_times(floor) == newest)
         };
