@@ -243,10 +243,12 @@ impl Workload {
         let (newest, floor, max_time) = (head.newest_times(), head.min_time(), head.max_time());
         let split = floor.unwrap_or(i64::MIN);
         let (head_part, block_part) = (filter_times(recovered, |t| t >= split), filter_times(recovered, |t| t < split));
-        // The head's newest time counts only samples at or above its floor: when every
-        // sample of the prefix is below it (a block holds them all), the head may have none.
+        // The head's newest time counts only samples at or above its floor (and what its
+        // checkpoint recorded): when every sample of the prefix is below it (blocks hold them
+        // all), the head's is none or below the floor too, and need not be the prefix's.
         let newest_held = |state: &State| {
-            state.max_time == max_time || (max_time.is_none() && state.max_time.is_some_and(|newest| newest < split))
+            let below = |newest: i64| newest < split;
+            state.max_time == max_time || (state.max_time.is_some_and(below) && max_time.is_none_or(below))
         };
         let head_same = |state: &State| {
             newest_held(state)
