@@ -41,19 +41,6 @@ fn other(error: impl std::fmt::Display) -> io::Error {
     io::Error::other(error.to_string())
 }
 
-/// The series: the `tsdb` suite's label sets.
-fn series(count: u64) -> Vec<Vec<(String, String)>> {
-    (0..count)
-        .map(|i| {
-            vec![
-                ("__name__".to_string(), format!("metric_{}", i % 100)),
-                ("instance".to_string(), format!("host-{}", i / 100)),
-                ("job".to_string(), format!("job{}", i % 10)),
-            ]
-        })
-        .collect()
-}
-
 /// The label sets as promtool's `ReadLabels` reads them: `{"name":"value",...}` per line.
 fn labels_file(series: &[Vec<(String, String)>], path: &Path) -> io::Result<()> {
     let mut text = String::new();
@@ -154,7 +141,8 @@ fn bytes_per_sample(directory: &Path) -> io::Result<(f64, u64)> {
     let (mut bytes, mut samples) = (0u64, 0u64);
     for block in blocks(directory)? {
         bytes += crate::harness::bytes_on_disk(&block)?;
-        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(block.join("meta.json"))?).map_err(other)?;
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(block.join("meta.json"))?).map_err(other)?;
         samples += meta["stats"]["numSamples"].as_u64().unwrap_or(0);
     }
     Ok((bytes as f64 / samples.max(1) as f64, samples))
@@ -178,7 +166,8 @@ fn openmetrics(series: &[Vec<(String, String)>], scrapes: u64, path: &Path) -> i
             let labels: Vec<String> = pairs[1..].iter().map(|(n, v)| format!("{n}=\"{v}\"")).collect();
             let labels = labels.join(",");
             for scrape in 1..=scrapes {
-                let (value, seconds) = (123_456_789 + 1000 * scrape, TIME_DELTA / 1000 * i64::try_from(scrape).expect("small"));
+                let (value, seconds) =
+                    (123_456_789 + 1000 * scrape, TIME_DELTA / 1000 * i64::try_from(scrape).expect("small"));
                 writeln!(out, "{name}{{{labels}}} {value} {seconds}")?;
             }
         }
@@ -189,7 +178,8 @@ fn openmetrics(series: &[Vec<(String, String)>], scrapes: u64, path: &Path) -> i
 
 /// `promtool tsdb create-blocks-from openmetrics` of `input` into `out`.
 fn prometheus_blocks(input: &Path, out: &Path) -> io::Result<()> {
-    let output = Command::new("promtool").args(["tsdb", "create-blocks-from", "openmetrics"]).arg(input).arg(out).output()?;
+    let output =
+        Command::new("promtool").args(["tsdb", "create-blocks-from", "openmetrics"]).arg(input).arg(out).output()?;
     if !output.status.success() {
         return Err(other(format!("create-blocks-from failed: {}", String::from_utf8_lossy(&output.stderr))));
     }
@@ -245,7 +235,7 @@ pub fn prometheus(bench: &mut Bench) -> io::Result<()> {
         return Ok(());
     }
     let (count, scrapes) = (bench.n(SERIES), bench.n(SCRAPES));
-    let series = series(count);
+    let series = crate::tsdb::series_labels(count);
     let work = tempfile::tempdir_in(&bench.base)?;
     ingest(bench, &series, scrapes, work.path())?;
     // The sizes and queries on a tenth of the series: OpenMetrics text of every sample is
@@ -280,10 +270,24 @@ fn ingest(bench: &mut Bench, series: &[Vec<(String, String)>], scrapes: u64, wor
     let case = format!("ingest {} series x {scrapes} scrapes, head only (promtool tsdb bench write)", series.len());
     bench.rows.push(Row::new("prometheus", case.clone(), "ballast", "samples/s", ballast, true));
     bench.rows.push(Row::new("prometheus", case.clone(), "prometheus 2.42", "samples/s", prometheus, true));
-    bench.rows.push(Row::new("prometheus", format!("{case}, promtool's whole process"), "prometheus 2.42", "samples/s", whole, true));
+    bench.rows.push(Row::new(
+        "prometheus",
+        format!("{case}, promtool's whole process"),
+        "prometheus 2.42",
+        "samples/s",
+        whole,
+        true,
+    ));
     let compacted = format!("ingest {} series x {scrapes} scrapes, compacting after every 100", series.len());
     bench.rows.push(Row::new("prometheus", compacted.clone(), "ballast", "samples/s", compacting, true));
-    bench.rows.push(Row::new("prometheus", format!("{compacted}: share of the time compacting"), "ballast", "%", compaction_share, false));
+    bench.rows.push(Row::new(
+        "prometheus",
+        format!("{compacted}: share of the time compacting"),
+        "ballast",
+        "%",
+        compaction_share,
+        false,
+    ));
     Ok(())
 }
 
@@ -297,9 +301,12 @@ fn sizes(bench: &mut Bench, series: &[Vec<(String, String)>], scrapes: u64, work
     prometheus_blocks(&input, &prometheus)?;
     std::fs::create_dir_all(prometheus.join("wal"))?;
     let (prometheus_bytes, prometheus_samples) = bytes_per_sample(&prometheus)?;
-    let two_hours = TsdbOptions { block_ranges: vec![TsdbOptions::default().head.chunk_range], ..TsdbOptions::default() };
+    let two_hours =
+        TsdbOptions { block_ranges: vec![TsdbOptions::default().head.chunk_range], ..TsdbOptions::default() };
     let mut rows = Vec::new();
-    for (engine, options) in [("ballast, 2 h blocks", two_hours), ("ballast, levelled (2 h to 162 h)", TsdbOptions::default())] {
+    for (engine, options) in
+        [("ballast, 2 h blocks", two_hours), ("ballast, levelled (2 h to 162 h)", TsdbOptions::default())]
+    {
         let directory = tempfile::tempdir_in(&bench.base)?;
         ballast_write(directory.path(), series, scrapes, true, options)?;
         let (bytes, samples) = bytes_per_sample(directory.path())?;
@@ -330,7 +337,8 @@ fn queries(bench: &mut Bench, blocks: &Path) -> io::Result<()> {
             }
             found = Some(lines);
         }
-        let case = format!("open Prometheus's blocks, select {share} of the series, print ({} samples)", found.unwrap_or(0));
+        let case =
+            format!("open Prometheus's blocks, select {share} of the series, print ({} samples)", found.unwrap_or(0));
         bench.rows.push(Row::new("prometheus", case.clone(), "ballast", "ms", ballast_ms, false));
         bench.rows.push(Row::new("prometheus", case, "promtool tsdb dump", "ms", prometheus_ms, false));
     }

@@ -43,15 +43,7 @@ struct Data {
 impl Data {
     fn new(series: u64, scrapes: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(13);
-        let labels = (0..series)
-            .map(|i| {
-                vec![
-                    ("__name__".to_string(), format!("metric_{}", i % 100)),
-                    ("instance".to_string(), format!("host-{}", i / 100)),
-                    ("job".to_string(), format!("job{}", i % 10)),
-                ]
-            })
-            .collect();
+        let labels = series_labels(series);
         let mut values: Vec<f64> = (0..series).map(|i| if i % 3 == 1 { 50.0 } else { 0.0 }).collect();
         let offsets: Vec<i64> = (0..series).map(|_| rng.gen_range(0..SCRAPE_INTERVAL)).collect();
         let scrapes = (0..scrapes as i64)
@@ -80,6 +72,19 @@ impl Data {
     fn samples(&self) -> u64 {
         self.scrapes.iter().map(|scrape| scrape.len() as u64).sum()
     }
+}
+
+/// The suites' series: 100 metric names, 100 series per instance, 10 jobs.
+pub fn series_labels(count: u64) -> Vec<Vec<(String, String)>> {
+    (0..count)
+        .map(|i| {
+            vec![
+                ("__name__".to_string(), format!("metric_{}", i % 100)),
+                ("instance".to_string(), format!("host-{}", i / 100)),
+                ("job".to_string(), format!("job{}", i % 10)),
+            ]
+        })
+        .collect()
 }
 
 fn ballast_labels(pairs: &[(String, String)]) -> Labels {

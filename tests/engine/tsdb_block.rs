@@ -65,6 +65,11 @@ fn scraped_tsdb(directory: &std::path::Path) -> (Tsdb, Vec<(Labels, i64, f64)>) 
     (tsdb, written)
 }
 
+/// A block cut from a head: level 1, its own source, 4 KiB chunk files.
+fn level_one(ulid: Ulid, min_time: i64, max_time: i64) -> NewBlock {
+    NewBlock { ulid, min_time, max_time, level: 1, sources: Vec::new(), parents: Vec::new(), chunk_file_size: 4096 }
+}
+
 /// `{labels} value timestamp`, as `promtool tsdb dump` prints a sample.
 fn dump_line(labels: &Labels, t: i64, v: f64) -> String {
     let labels: Vec<String> = labels.iter().map(|l| format!("{}=\"{}\"", l.name, l.value)).collect();
@@ -142,15 +147,7 @@ fn a_block_ballast_wrote_reads_back_whole() {
         .map(|series| Series { labels: series.labels, samples: series.samples })
         .collect();
     let data = tempfile::tempdir().unwrap();
-    let new = NewBlock {
-        ulid: Ulid::new(5, 6),
-        min_time: 1_000,
-        max_time: 60_000,
-        level: 1,
-        sources: Vec::new(),
-        parents: Vec::new(),
-        chunk_file_size: 4096,
-    };
+    let new = level_one(Ulid::new(5, 6), 1_000, 60_000);
     let (block, meta) = write_block(os().as_ref(), data.path(), new, &series).unwrap();
     assert_eq!((meta.series, meta.samples, meta.sources.clone()), (7, 5000, vec![meta.ulid]));
     let read = Block::open(os().as_ref(), &block).unwrap().all_series().unwrap();
@@ -236,15 +233,7 @@ fn block_byte_layout() {
     let all =
         [series("down", &[(1_000, 0.0), (2_000, 1.0)]), series("up", &[(1_000, 1.0), (2_000, 1.0), (3_000, 1.0)])];
     let data = tempfile::tempdir().unwrap();
-    let new = NewBlock {
-        ulid: Ulid::new(1_700_000_000_000, 1),
-        min_time: 1_000,
-        max_time: 4_000,
-        level: 1,
-        sources: Vec::new(),
-        parents: Vec::new(),
-        chunk_file_size: 4096,
-    };
+    let new = level_one(Ulid::new(1_700_000_000_000, 1), 1_000, 4_000);
     let (block, _) = write_block(os().as_ref(), data.path(), new, &all).unwrap();
     let read = |name: &str| std::fs::read(block.join(name)).unwrap();
     insta::assert_snapshot!("block_index", crate::hexdump(&read("index"), usize::MAX));
@@ -266,15 +255,7 @@ fn a_block_damaged_anywhere_is_refused_without_panic() {
         })
         .collect();
     let data = tempfile::tempdir().unwrap();
-    let new = NewBlock {
-        ulid: Ulid::new(9, 9),
-        min_time: 0,
-        max_time: 2_000_000,
-        level: 1,
-        sources: Vec::new(),
-        parents: Vec::new(),
-        chunk_file_size: 4096,
-    };
+    let new = level_one(Ulid::new(9, 9), 0, 2_000_000);
     let (block, _) = write_block(os().as_ref(), data.path(), new, &series).unwrap();
     let files = ["index", "tombstones", "meta.json", "chunks/000001", "chunks/000002"];
     let originals: Vec<Vec<u8>> = files.iter().map(|name| std::fs::read(block.join(name)).unwrap()).collect();
