@@ -1,7 +1,5 @@
 //! The appender: a batch of samples, checked as they come and committed as one WAL record.
 
-use std::collections::BTreeMap;
-
 use super::head::Head;
 use super::labels::Labels;
 use super::record::{self, Sample};
@@ -56,14 +54,22 @@ impl std::error::Error for AppendError {}
 #[derive(Debug)]
 pub struct Appender<'a> {
     head: &'a mut Head,
+    /// This appender's number, which marks the series it has taken samples for (their
+    /// `batch_newest`): a series looked up once per sample, not kept in a map of its own.
+    batch: u64,
+    /// The lowest time the head accepts, as of this batch's start.
+    min_valid: Option<i64>,
     samples: Vec<Sample>,
-    /// The newest sample of each series in this batch.
-    newest: BTreeMap<SeriesRef, (i64, u64)>,
+    /// The series whose record this batch writes: those it took samples for that no commit
+    /// has logged yet.
+    created: Vec<SeriesRef>,
 }
 
 impl<'a> Appender<'a> {
     pub(super) fn new(head: &'a mut Head) -> Self {
-        Self { head, samples: Vec::new(), newest: BTreeMap::new() }
+        head.appenders += 1;
+        let (batch, min_valid) = (head.appenders, head.min_valid_time());
+        Self { head, batch, min_valid, samples: Vec::new(), created: Vec::new() }
     }
 
     /// Adds a sample to the series named by `labels` (created if new); returns its ref, with
@@ -83,12 +89,15 @@ impl<'a> Appender<'a> {
 
     /// Adds a sample to series `series`.
     pub fn append_ref(&mut self, series: SeriesRef, t: i64, v: f64) -> std::result::Result<(), AppendError> {
-        let Some(stored) = self.head.series.get(&series) else { return Err(AppendError::UnknownRef { series }) };
-        if let Some(min_valid) = self.head.min_valid_time().filter(|&min_valid| t < min_valid) {
+        let Some(stored) = self.head.series.get_mut(&series) else { return Err(AppendError::UnknownRef { series }) };
+        if let Some(min_valid) = self.min_valid.filter(|&min_valid| t < min_valid) {
             return Err(AppendError::OutOfBounds { t, min_valid });
         }
         let value_bits = v.to_bits();
-        if let Some((newest, newest_bits)) = self.newest.get(&series).copied().or(stored.newest) {
+        let (batch, batch_t, batch_bits) = stored.batch_newest;
+        let in_batch = batch == self.batch;
+        let newest = if in_batch { Some((batch_t, batch_bits)) } else { stored.newest };
+        if let Some((newest, newest_bits)) = newest {
             if t < newest {
                 return Err(AppendError::OutOfOrder { series, t, newest });
             }
@@ -97,7 +106,10 @@ impl<'a> Appender<'a> {
                 return if value_bits == newest_bits { Ok(()) } else { Err(AppendError::Duplicate { series, t }) };
             }
         }
-        self.newest.insert(series, (t, value_bits));
+        if !in_batch && !stored.logged {
+            self.created.push(series);
+        }
+        stored.batch_newest = (self.batch, t, value_bits);
         self.samples.push(Sample { series, t, value_bits });
         Ok(())
     }
@@ -116,12 +128,7 @@ impl<'a> Appender<'a> {
         if self.samples.is_empty() {
             return if durability == Durability::Synced { head.sync() } else { Ok(()) };
         }
-        let mut created: Vec<SeriesRef> = Vec::new();
-        for sample in &self.samples {
-            if !head.series[&sample.series].logged && !created.contains(&sample.series) {
-                created.push(sample.series);
-            }
-        }
+        let created = self.created;
         let new_series: Vec<(SeriesRef, &Labels)> =
             created.iter().map(|series_ref| (*series_ref, &head.series[series_ref].labels)).collect();
         let bytes = record::encode_commit(&new_series, &self.samples);

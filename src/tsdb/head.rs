@@ -13,6 +13,7 @@ use super::labels::Labels;
 use super::matcher::Matcher;
 use super::postings::MemPostings;
 use super::record::Sample;
+use super::ref_map::RefMap;
 use super::refs;
 use super::series::MemSeries;
 use super::SeriesRef;
@@ -105,7 +106,7 @@ pub struct Head {
     pub(super) wal: Wal,
     pub(super) wal_directory: PathBuf,
     pub(super) options: HeadOptions,
-    pub(super) series: BTreeMap<SeriesRef, MemSeries>,
+    pub(super) series: RefMap<MemSeries>,
     pub(super) by_labels: BTreeMap<Labels, SeriesRef>,
     pub(super) postings: MemPostings,
     pub(super) next_ref: SeriesRef,
@@ -126,6 +127,8 @@ pub struct Head {
     /// The floor `open_above` was given, when the checkpoint's time is below it: the
     /// truncation a crash kept the compaction that cut the blocks from finishing.
     pub(super) truncation_owed: Option<i64>,
+    /// Appenders made so far: each numbers its batch with the count ([`Appender`]).
+    pub(super) appenders: u64,
     _lock: Box<dyn VfsLock>,
 }
 
@@ -186,7 +189,7 @@ impl Head {
             wal,
             wal_directory,
             options,
-            series: BTreeMap::new(),
+            series: RefMap::default(),
             by_labels: BTreeMap::new(),
             postings: MemPostings::default(),
             next_ref: 1,
@@ -199,6 +202,7 @@ impl Head {
             recovery,
             full_chunks: Vec::new(),
             truncation_owed: (floor > checkpoint_floor).then_some(floor),
+            appenders: 0,
             _lock: lock,
         };
         let refs_damaged = reserved == Some(None);

@@ -40,6 +40,7 @@ mod leveled;
 mod matcher;
 pub mod postings;
 mod record;
+mod ref_map;
 mod refs;
 mod replay;
 #[cfg(feature = "blocks")]

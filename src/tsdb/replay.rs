@@ -59,7 +59,7 @@ impl Head {
             replayed.map_err(|at| bad_record(&file, position.segment, position.offset, at))?;
             self.write_full_chunks(position)?;
         }
-        let after_series = self.series.keys().next_back().map_or(1, |&last| last.saturating_add(1));
+        let after_series = self.series.last_ref().map_or(1, |last| last.saturating_add(1));
         self.next_ref = match reserved {
             None => after_series,
             Some(Some(until)) => until.max(after_series),

@@ -52,6 +52,9 @@ pub(crate) struct MemSeries {
     pub newest: Option<(i64, u64)>,
     /// Whether the series' record is in the WAL (a commit wrote it).
     pub logged: bool,
+    /// The appender that last took a sample for this series, and that sample's time and
+    /// value bits: the newest an appender checks its next sample against, before it commits.
+    pub batch_newest: (u64, i64, u64),
     /// Time ranges deleted, `(min_time, max_time)` inclusive, none overlapping another. Each
     /// ends at the newest sample the series had when deleted, so that it hides no later one.
     pub tombstones: Vec<(i64, i64)>,
@@ -84,6 +87,7 @@ impl MemSeries {
             next_at: i64::MIN,
             newest: None,
             logged: false,
+            batch_newest: (0, 0, 0),
             tombstones: Vec::new(),
         }
     }

@@ -60,20 +60,18 @@ impl Head {
 
     pub(super) fn drop_before(&mut self, min_time: i64) {
         self.min_time = min_time;
-        let mut emptied: Vec<SeriesRef> = Vec::new();
-        for (&series_ref, series) in &mut self.series {
+        let (by_labels, postings) = (&mut self.by_labels, &mut self.postings);
+        self.series.retain(|series_ref, series| {
             series.truncate_before(min_time);
-            if series.is_empty() {
-                emptied.push(series_ref);
+            if !series.is_empty() {
+                return true;
             }
-        }
-        for series_ref in emptied {
-            let series = self.series.remove(&series_ref).expect("listed");
-            self.by_labels.remove(&series.labels);
+            by_labels.remove(&series.labels);
             if series.logged {
-                self.postings.remove(series_ref, &series.labels);
+                postings.remove(series_ref, &series.labels);
             }
-        }
+            false
+        });
     }
 
     /// The head's series, samples and tombstones as WAL records, each of about
@@ -81,7 +79,7 @@ impl Head {
     fn checkpoint_records(&self) -> Result<Vec<Vec<u8>>> {
         let mut records = Vec::new();
         let mut batch = Batch::default();
-        for (&series_ref, series) in self.series.iter().filter(|(_, series)| series.logged) {
+        for (series_ref, series) in self.series.iter().filter(|(_, series)| series.logged) {
             batch.series.push((series_ref, &series.labels));
             batch.bytes += 64;
             for (t, value_bits) in series.stored_samples(&self.chunk_files, self.min_time, i64::MAX)? {

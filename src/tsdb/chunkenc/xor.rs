@@ -17,6 +17,9 @@ const NO_WINDOW: u8 = 0xff;
 /// At most 31 leading zeros are written (five bits); more are written as 31.
 const LEADING_MAX: u8 = 31;
 
+/// The bytes a new chunk reserves.
+const CAPACITY: usize = 128;
+
 /// A chunk being appended to, or read.
 #[derive(Clone, Debug)]
 pub struct XorChunk {
@@ -36,7 +39,11 @@ impl Default for XorChunk {
 
 impl XorChunk {
     pub fn new() -> Self {
-        Self { stream: BitWriter::new(vec![0, 0], 0), t: 0, value_bits: 0, t_delta: 0, leading: NO_WINDOW, trailing: 0 }
+        // Room for about the 120 samples a chunk aims for, as Prometheus allocates, so that
+        // appending seldom reallocates.
+        let mut bytes = Vec::with_capacity(CAPACITY);
+        bytes.extend_from_slice(&[0, 0]);
+        Self { stream: BitWriter::new(bytes, 0), t: 0, value_bits: 0, t_delta: 0, leading: NO_WINDOW, trailing: 0 }
     }
 
     pub fn num_samples(&self) -> u16 {
@@ -101,16 +108,13 @@ impl XorChunk {
         match dod {
             0 => stream.write_bit(false),
             _ if fits_bucket(dod, 14) => {
-                stream.write_bits(0b10, 2);
-                stream.write_bits(dod as u64, 14);
+                stream.write_bits(0b10 << 14 | (dod as u64 & ((1 << 14) - 1)), 16);
             }
             _ if fits_bucket(dod, 17) => {
-                stream.write_bits(0b110, 3);
-                stream.write_bits(dod as u64, 17);
+                stream.write_bits(0b110 << 17 | (dod as u64 & ((1 << 17) - 1)), 20);
             }
             _ if fits_bucket(dod, 20) => {
-                stream.write_bits(0b1110, 4);
-                stream.write_bits(dod as u64, 20);
+                stream.write_bits(0b1110 << 20 | (dod as u64 & ((1 << 20) - 1)), 24);
             }
             _ => {
                 stream.write_bits(0b1111, 4);
@@ -125,21 +129,20 @@ impl XorChunk {
             self.stream.write_bit(false);
             return;
         }
-        self.stream.write_bit(true);
         let leading = u8::try_from(xor.leading_zeros()).expect("at most 63").min(LEADING_MAX);
         let trailing = u8::try_from(xor.trailing_zeros()).expect("at most 63");
         if self.leading != NO_WINDOW && leading >= self.leading && trailing >= self.trailing {
-            self.stream.write_bit(false);
+            // `1`, `0`, then the bits inside the window.
+            self.stream.write_bits(0b10, 2);
             self.stream.write_bits(xor >> self.trailing, 64 - self.leading - self.trailing);
             return;
         }
         (self.leading, self.trailing) = (leading, trailing);
         let significant = 64 - leading - trailing;
-        self.stream.write_bit(true);
-        self.stream.write_bits(u64::from(leading), 5);
-        // 64 significant bits do not fit in six; 0 never occurs (the XOR is not zero), so it
-        // stands for 64.
-        self.stream.write_bits(u64::from(significant % 64), 6);
+        // `1`, `1`, five bits of leading zeros, and six of significant bits: 64 significant
+        // bits do not fit in six; 0 never occurs (the XOR is not zero), so it stands for 64.
+        let header = 0b11 << 11 | u64::from(leading) << 6 | u64::from(significant % 64);
+        self.stream.write_bits(header, 13);
         self.stream.write_bits(xor >> trailing, significant);
     }
 }
