@@ -24,6 +24,7 @@
 mod appender;
 #[cfg(feature = "blocks")]
 pub mod block;
+pub(crate) mod bytes;
 mod checkpoint;
 mod chunk_files;
 pub mod chunkenc;

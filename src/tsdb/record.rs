@@ -3,15 +3,22 @@
 //! A commit record holds the series the commit created (ref and labels) and its samples (ref,
 //! t, value bits); a tombstones record, one deletion: per series, the time range it deleted.
 //!
-//! Little-endian. Commit: `kind u8` (1); `series u32`, each `ref u64, labels u16`, each
-//! `name u16 + bytes, value u32 + bytes`; then `samples u32`, each `ref u64, t i64, v u64`.
+//! Little-endian. Every commit written today is kind 4: `kind u8` (4); `series u32`, each
+//! `ref u64, labels u16`, each `name u16 + bytes, value u32 + bytes`; then `samples u32` and,
+//! if there are any, the first sample's `ref u64` and `t i64`, then for each sample the
+//! zig-zag varints of its ref and its t less the first's, and its `v u64` (about 11 bytes a
+//! sample where kind 1, still read, took 24: every sample's `ref u64, t i64, v u64`).
 //! Tombstones: `kind u8` (2); `count u32`, each `ref u64, min_time i64, max_time i64`.
 
+use super::bytes::{put_varint, Cursor};
 use super::labels::Labels;
 use super::SeriesRef;
 
-const COMMIT: u8 = 1;
+/// A commit with every sample's fields in full (written by earlier versions; still read).
+const COMMIT_FIXED: u8 = 1;
 const TOMBSTONES: u8 = 2;
+/// A commit with its samples' refs and times as varints from the first sample's.
+const COMMIT: u8 = 4;
 
 /// A decoded WAL record of the head.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,8 +43,12 @@ pub(crate) struct Sample {
     pub value_bits: u64,
 }
 
+/// The bytes a sample takes in a commit record at most.
+const SAMPLE_BYTES_MAX: usize = 10 + 10 + 8;
+
 pub(crate) fn encode_commit(series: &[(SeriesRef, &Labels)], samples: &[Sample]) -> Vec<u8> {
-    let mut out = vec![COMMIT];
+    let mut out = Vec::with_capacity(1 + 4 + series.len() * 64 + 4 + 16 + samples.len() * SAMPLE_BYTES_MAX);
+    out.push(COMMIT);
     out.extend_from_slice(&u32::try_from(series.len()).expect("fewer than 2^32 series").to_le_bytes());
     for (series_ref, labels) in series {
         out.extend_from_slice(&series_ref.to_le_bytes());
@@ -52,9 +63,12 @@ pub(crate) fn encode_commit(series: &[(SeriesRef, &Labels)], samples: &[Sample])
         }
     }
     out.extend_from_slice(&u32::try_from(samples.len()).expect("fewer than 2^32 samples").to_le_bytes());
+    let Some(first) = samples.first() else { return out };
+    out.extend_from_slice(&first.series.to_le_bytes());
+    out.extend_from_slice(&first.t.to_le_bytes());
     for sample in samples {
-        out.extend_from_slice(&sample.series.to_le_bytes());
-        out.extend_from_slice(&sample.t.to_le_bytes());
+        put_varint(&mut out, sample.series.wrapping_sub(first.series).cast_signed());
+        put_varint(&mut out, sample.t.wrapping_sub(first.t));
         out.extend_from_slice(&sample.value_bits.to_le_bytes());
     }
     out
@@ -71,38 +85,21 @@ pub(crate) fn encode_tombstones(tombstones: &[Tombstone]) -> Vec<u8> {
     out
 }
 
-/// Reads fields off the front of a record; every read is bounds-checked, and nothing is
-/// allocated from a length field before the bytes it counts have been seen.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, length: usize) -> Result<&'a [u8], u64> {
-        let end = self.at.checked_add(length).filter(|&end| end <= self.bytes.len()).ok_or(self.at as u64)?;
-        let taken = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(taken)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], u64> {
-        Ok(self.take(N)?.try_into().expect("took N bytes"))
-    }
-
-    fn u16(&mut self) -> Result<u16, u64> {
+/// The little-endian fields of the head's records.
+impl Cursor<'_> {
+    fn le16(&mut self) -> Result<u16, u64> {
         self.array().map(u16::from_le_bytes)
     }
 
-    fn u32(&mut self) -> Result<u32, u64> {
+    fn le32(&mut self) -> Result<u32, u64> {
         self.array().map(u32::from_le_bytes)
     }
 
-    fn u64(&mut self) -> Result<u64, u64> {
+    fn le64(&mut self) -> Result<u64, u64> {
         self.array().map(u64::from_le_bytes)
     }
 
-    fn string(&mut self, length: usize) -> Result<String, u64> {
+    fn owned_string(&mut self, length: usize) -> Result<String, u64> {
         let at = self.at as u64;
         String::from_utf8(self.take(length)?.to_vec()).map_err(|_| at)
     }
@@ -110,55 +107,76 @@ impl<'a> Reader<'a> {
 
 /// Decodes a record; `Err(at)` names the byte of the record where it stops making sense.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Record, u64> {
-    let mut reader = Reader { bytes, at: 0 };
-    match reader.array::<1>()?[0] {
-        COMMIT => decode_commit(&mut reader),
-        TOMBSTONES => decode_tombstones(&mut reader),
-        _ => Err(0),
+    let mut reader = Cursor::new(bytes);
+    let record = match reader.array::<1>()?[0] {
+        COMMIT_FIXED => decode_commit(&mut reader, decode_samples_fixed)?,
+        COMMIT => decode_commit(&mut reader, decode_samples)?,
+        TOMBSTONES => decode_tombstones(&mut reader)?,
+        _ => return Err(0),
+    };
+    // A record must end where its last field does.
+    if reader.is_empty() {
+        Ok(record)
+    } else {
+        Err(reader.at as u64)
     }
 }
 
-fn decode_commit(reader: &mut Reader<'_>) -> Result<Record, u64> {
+type SamplesDecoder = fn(&mut Cursor<'_>) -> Result<Vec<Sample>, u64>;
+
+fn decode_commit(reader: &mut Cursor<'_>, decode_samples: SamplesDecoder) -> Result<Record, u64> {
     let mut series = Vec::new();
-    for _ in 0..reader.u32()? {
-        let series_ref = reader.u64()?;
+    for _ in 0..reader.le32()? {
+        let series_ref = reader.le64()?;
         let mut pairs = Vec::new();
-        for _ in 0..reader.u16()? {
-            let name_length = usize::from(reader.u16()?);
-            let name = reader.string(name_length)?;
-            let value_length = usize::try_from(reader.u32()?).map_err(|_| reader.at as u64)?;
-            pairs.push((name, reader.string(value_length)?));
+        for _ in 0..reader.le16()? {
+            let name_length = usize::from(reader.le16()?);
+            let name = reader.owned_string(name_length)?;
+            let value_length = usize::try_from(reader.le32()?).map_err(|_| reader.at as u64)?;
+            pairs.push((name, reader.owned_string(value_length)?));
         }
         let at = reader.at as u64;
         series.push((series_ref, Labels::new(pairs).map_err(|_| at)?));
     }
-    let mut samples = Vec::new();
-    for _ in 0..reader.u32()? {
-        let (series_ref, t, value_bits) = (reader.u64()?, reader.u64()?, reader.u64()?);
-        samples.push(Sample { series: series_ref, t: t as i64, value_bits });
-    }
-    finish(reader, Record::Commit { series, samples })
+    Ok(Record::Commit { series, samples: decode_samples(reader)? })
 }
 
-fn decode_tombstones(reader: &mut Reader<'_>) -> Result<Record, u64> {
+fn decode_samples_fixed(reader: &mut Cursor<'_>) -> Result<Vec<Sample>, u64> {
+    let mut samples = Vec::new();
+    for _ in 0..reader.le32()? {
+        let (series, t, value_bits) = (reader.le64()?, reader.le64()?, reader.le64()?);
+        samples.push(Sample { series, t: t.cast_signed(), value_bits });
+    }
+    Ok(samples)
+}
+
+fn decode_samples(reader: &mut Cursor<'_>) -> Result<Vec<Sample>, u64> {
+    let count = reader.le32()?;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let (first_series, first_t) = (reader.le64()?, reader.le64()?.cast_signed());
+    // Every sample takes at least 10 bytes: no count allocates more than the record holds.
+    let held = (reader.bytes.len() - reader.at) / 10;
+    let mut samples = Vec::with_capacity(usize::try_from(count).unwrap_or(usize::MAX).min(held));
+    for _ in 0..count {
+        let series = first_series.wrapping_add(reader.varint()?.cast_unsigned());
+        let t = first_t.wrapping_add(reader.varint()?);
+        samples.push(Sample { series, t, value_bits: reader.le64()? });
+    }
+    Ok(samples)
+}
+
+fn decode_tombstones(reader: &mut Cursor<'_>) -> Result<Record, u64> {
     let mut tombstones = Vec::new();
-    for _ in 0..reader.u32()? {
-        let (series, min_time, max_time) = (reader.u64()?, reader.u64()? as i64, reader.u64()? as i64);
+    for _ in 0..reader.le32()? {
+        let (series, min_time, max_time) = (reader.le64()?, reader.le64()?.cast_signed(), reader.le64()?.cast_signed());
         if min_time > max_time {
             return Err(reader.at as u64 - 16);
         }
         tombstones.push(Tombstone { series, min_time, max_time });
     }
-    finish(reader, Record::Tombstones(tombstones))
-}
-
-/// A record must end where its last field does.
-fn finish(reader: &Reader<'_>, record: Record) -> Result<Record, u64> {
-    if reader.at == reader.bytes.len() {
-        Ok(record)
-    } else {
-        Err(reader.at as u64)
-    }
+    Ok(Record::Tombstones(tombstones))
 }
 
 #[cfg(test)]
@@ -177,6 +195,25 @@ mod tests {
         assert_eq!(decode(&encode_commit(&[], &[])), Ok(Record::Commit { series: vec![], samples: vec![] }));
         let tombstones = vec![Tombstone { series: 3, min_time: -5, max_time: 5 }];
         assert_eq!(decode(&encode_tombstones(&tombstones)), Ok(Record::Tombstones(tombstones)));
+    }
+
+    #[test]
+    fn a_commit_of_the_fixed_kind_earlier_versions_wrote_still_decodes() {
+        // Kind 1, no series, one sample: ref 7, t -3, value bits 42.
+        let mut bytes = vec![1, 0, 0, 0, 0, 1, 0, 0, 0];
+        for field in [7u64, (-3i64).cast_unsigned(), 42] {
+            bytes.extend_from_slice(&field.to_le_bytes());
+        }
+        let sample = Sample { series: 7, t: -3, value_bits: 42 };
+        assert_eq!(decode(&bytes), Ok(Record::Commit { series: vec![], samples: vec![sample] }));
+    }
+
+    #[test]
+    fn a_scrape_of_a_thousand_series_takes_eleven_bytes_a_sample() {
+        let samples: Vec<Sample> = (0..1000).map(|i| Sample { series: 1000 + i, t: 30_000, value_bits: i }).collect();
+        let bytes = encode_commit(&[], &samples);
+        assert_eq!(bytes.len(), 9 + 16 + 64 * 10 + 936 * 11, "refs 1000..1064 take one byte, the rest two");
+        assert_eq!(decode(&bytes), Ok(Record::Commit { series: vec![], samples }));
     }
 
     #[test]
@@ -200,6 +237,15 @@ mod tests {
         #[test]
         fn any_bytes_decode_without_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode(&bytes);
+        }
+
+        /// Any refs and times, the farthest apart included, come back as they went.
+        #[test]
+        fn any_samples_round_trip(fields in prop::collection::vec((any::<u64>(), any::<i64>(), any::<u64>()), 0..40)) {
+            let samples: Vec<Sample> =
+                fields.into_iter().map(|(series, t, value_bits)| Sample { series, t, value_bits }).collect();
+            let decoded = decode(&encode_commit(&[], &samples));
+            prop_assert_eq!(decoded, Ok(Record::Commit { series: vec![], samples }));
         }
     }
 }

@@ -84,7 +84,7 @@ impl Head {
             batch.bytes += 64;
             for (t, value_bits) in series.stored_samples(&self.chunk_files, self.min_time, i64::MAX)? {
                 batch.samples.push(Sample { series: series_ref, t, value_bits });
-                batch.bytes += 24;
+                batch.bytes += 12;
             }
             for &(min_time, max_time) in &series.tombstones {
                 batch.tombstones.push(Tombstone { series: series_ref, min_time, max_time });

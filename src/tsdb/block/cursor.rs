@@ -1,6 +1,5 @@
-//! Reading fields off a file's bytes, every read bounds-checked: a length or offset that runs
-//! past what the bytes hold is refused (`Err(at)`, the offset where reading failed) before
-//! anything is allocated for it.
+//! Reading the fields of Prometheus's block files off their bytes, with the bounds-checked
+//! [`Cursor`] of `tsdb::bytes`: big-endian integers, strings and CRC-32C-framed sections.
 
 use std::path::Path;
 
@@ -8,10 +7,7 @@ use super::encode::crc32c;
 use crate::error::{CorruptionReason, Error, Result};
 use crate::vfs::{self, OpenMode, Vfs};
 
-pub(crate) struct Cursor<'a> {
-    pub bytes: &'a [u8],
-    pub at: usize,
-}
+pub(crate) use crate::tsdb::bytes::Cursor;
 
 impl<'a> Cursor<'a> {
     pub fn at(bytes: &'a [u8], at: u64) -> Result<Self, u64> {
@@ -22,41 +18,12 @@ impl<'a> Cursor<'a> {
         Ok(Self { bytes, at: at_usize })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.at == self.bytes.len()
-    }
-
-    pub fn take(&mut self, length: usize) -> Result<&'a [u8], u64> {
-        let end = self.at.checked_add(length).filter(|&end| end <= self.bytes.len()).ok_or(self.at as u64)?;
-        let taken = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(taken)
-    }
-
     pub fn be32(&mut self) -> Result<u32, u64> {
         Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
 
     pub fn be64(&mut self) -> Result<u64, u64> {
         Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
-    }
-
-    pub fn uvarint(&mut self) -> Result<u64, u64> {
-        let start = self.at as u64;
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.take(1).map_err(|_| start)?[0];
-            value |= u64::from(byte & 0x7F).checked_shl(shift).ok_or(start)?;
-            if byte < 0x80 {
-                return Ok(value);
-            }
-        }
-        Err(start)
-    }
-
-    pub fn varint(&mut self) -> Result<i64, u64> {
-        let value = self.uvarint()?;
-        Ok((value >> 1).cast_signed() ^ -((value & 1).cast_signed()))
     }
 
     pub fn string(&mut self) -> Result<&'a str, u64> {
