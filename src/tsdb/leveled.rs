@@ -29,12 +29,17 @@ impl Tsdb {
         if let Some(overlapping) = overlapping(&metas) {
             return Some(overlapping);
         }
-        let (newest, older) = metas.split_last()?;
+        let (_, older) = metas.split_last()?;
+        // As Prometheus's `selectDirs`: a group that does not span its range is merged only
+        // if it ends before the newest of the blocks considered begins. (Measured against the
+        // newest block of all, left out above, the group holding the newest considered block
+        // qualified: every head compaction then merged its block into one ever larger block.)
+        let high_time = older.last()?.min_time;
         for &range in &self.options.block_ranges[1..] {
             for group in split_by_range(older, range) {
                 let (first, last) = (metas[group[0]], metas[group[group.len() - 1]]);
                 let spans_range = last.max_time - first.min_time == range;
-                if group.len() > 1 && (spans_range || last.max_time <= newest.min_time) {
+                if group.len() > 1 && (spans_range || last.max_time <= high_time) {
                     return Some(group);
                 }
             }

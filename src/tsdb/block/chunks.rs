@@ -1,6 +1,12 @@
 //! Writing a block's chunk files, as the seed describes Prometheus writing them: each file is
 //! preallocated to the configured size and written into; when the next chunk would not fit, the
 //! next file begins; on completion each file is truncated to its final size and synced.
+//!
+//! Preallocated by extending its length (`set_len`), not by writing zeros as the WAL's
+//! segments are (`VfsFile::allocate`): a block's files are written once, from start to end,
+//! and synced once, so no sync of theirs gains from blocks allocated ahead; writing 512 MiB of
+//! zeros for every block was 18 % of a compacting ingest's time (`ballast-bench prometheus`).
+//! Prometheus asks the filesystem to reserve the space (`fallocate`), which writes nothing.
 
 use std::path::{Path, PathBuf};
 
@@ -74,7 +80,7 @@ impl<'a> ChunkWriter<'a> {
         }
         let path = self.directory.join(format!("{:06}", self.done.len() + 1));
         let file = self.vfs.open(&path, OpenMode::CreateNew).map_err(|error| Error::io(&path, "open", error))?;
-        file.allocate(self.file_size).map_err(|error| Error::io(&path, "allocate", error))?;
+        file.set_len(self.file_size).map_err(|error| Error::io(&path, "set_len", error))?;
         self.written = 0;
         self.buffer.clear();
         put_be32(&mut self.buffer, CHUNKS_MAGIC);
