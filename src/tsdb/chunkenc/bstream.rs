@@ -61,9 +61,12 @@ impl BitWriter {
         let bits = used + u32::from(count);
         let combined = (u128::from(u32::from(last) >> self.free) << count) | u128::from(value);
         let length = if count.is_multiple_of(8) { u32::from(count) / 8 + 1 } else { bits.div_ceil(8) };
-        let aligned = combined << (length * 8 - bits);
-        let bytes = aligned.to_be_bytes();
-        self.bytes.extend_from_slice(&bytes[16 - length as usize..]);
+        // The bits at the top of 16 bytes: a copy of a fixed nine, cut back to `length`,
+        // compiles to a few moves where a copy of `length` bytes calls memmove.
+        let aligned = (combined << (128 - bits)).to_be_bytes();
+        let kept = self.bytes.len() + length as usize;
+        self.bytes.extend_from_slice(&aligned[..9]);
+        self.bytes.truncate(kept);
         self.free = u8::try_from(length * 8 - bits).expect("less than 9");
     }
 }

@@ -24,6 +24,9 @@ const CAPACITY: usize = 128;
 #[derive(Clone, Debug)]
 pub struct XorChunk {
     stream: BitWriter,
+    /// The samples appended: the header's count, kept here too so that an append reads no
+    /// byte at the far end of the chunk (a cache miss per sample in a large head).
+    count: u16,
     t: i64,
     value_bits: u64,
     t_delta: u64,
@@ -43,11 +46,19 @@ impl XorChunk {
         // appending seldom reallocates.
         let mut bytes = Vec::with_capacity(CAPACITY);
         bytes.extend_from_slice(&[0, 0]);
-        Self { stream: BitWriter::new(bytes, 0), t: 0, value_bits: 0, t_delta: 0, leading: NO_WINDOW, trailing: 0 }
+        Self {
+            stream: BitWriter::new(bytes, 0),
+            count: 0,
+            t: 0,
+            value_bits: 0,
+            t_delta: 0,
+            leading: NO_WINDOW,
+            trailing: 0,
+        }
     }
 
     pub fn num_samples(&self) -> u16 {
-        u16::from_be_bytes([self.stream.bytes[0], self.stream.bytes[1]])
+        self.count
     }
 
     /// The chunk's bytes, as a block stores them.
@@ -88,7 +99,8 @@ impl XorChunk {
         self.t = t;
         self.value_bits = v.to_bits();
         self.t_delta = t_delta;
-        self.stream.bytes[..2].copy_from_slice(&(count + 1).to_be_bytes());
+        self.count = count + 1;
+        self.stream.bytes[..2].copy_from_slice(&self.count.to_be_bytes());
     }
 
     fn write_varint(&mut self, value: i64) {
