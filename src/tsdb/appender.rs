@@ -69,7 +69,8 @@ impl<'a> Appender<'a> {
     pub(super) fn new(head: &'a mut Head) -> Self {
         head.appenders += 1;
         let (batch, min_valid) = (head.appenders, head.min_valid_time());
-        Self { head, batch, min_valid, samples: Vec::new(), created: Vec::new() }
+        let samples = std::mem::take(&mut head.spare_samples);
+        Self { head, batch, min_valid, samples, created: Vec::new() }
     }
 
     /// Adds a sample to the series named by `labels` (created if new); returns its ref, with
@@ -136,9 +137,13 @@ impl<'a> Appender<'a> {
         for series_ref in created {
             head.log_series(series_ref);
         }
-        for sample in self.samples {
+        let mut samples = self.samples;
+        for &sample in &samples {
             head.apply_sample(sample);
         }
+        // The next batch takes this one's room, as large batches follow one another.
+        samples.clear();
+        head.spare_samples = samples;
         head.write_full_chunks(position)?;
         Ok(())
     }

@@ -129,6 +129,8 @@ pub struct Head {
     pub(super) truncation_owed: Option<i64>,
     /// Appenders made so far: each numbers its batch with the count ([`Appender`]).
     pub(super) appenders: u64,
+    /// The samples buffer of the last committed batch, emptied, for the next to fill.
+    pub(super) spare_samples: Vec<Sample>,
     _lock: Box<dyn VfsLock>,
 }
 
@@ -203,6 +205,7 @@ impl Head {
             full_chunks: Vec::new(),
             truncation_owed: (floor > checkpoint_floor).then_some(floor),
             appenders: 0,
+            spare_samples: Vec::new(),
             _lock: lock,
         };
         let refs_damaged = reserved == Some(None);
