@@ -6,6 +6,9 @@ use super::record::{self, Sample};
 use super::SeriesRef;
 use crate::error::{Error, Result};
 
+/// The most samples a batch's buffer keeps room for after its commit, for the next batch.
+const SPARE_SAMPLES_MAX: usize = 1 << 16;
+
 /// When a commit returns, how durable it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
@@ -141,9 +144,12 @@ impl<'a> Appender<'a> {
         for &sample in &samples {
             head.apply_sample(sample);
         }
-        // The next batch takes this one's room, as large batches follow one another.
+        // The next batch takes this one's room, as large batches follow one another; but a
+        // rare huge batch (a backfill) does not keep its room for good.
         samples.clear();
-        head.spare_samples = samples;
+        if samples.capacity() <= SPARE_SAMPLES_MAX {
+            head.spare_samples = samples;
+        }
         head.write_full_chunks(position)?;
         Ok(())
     }

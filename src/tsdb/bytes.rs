@@ -40,12 +40,16 @@ impl<'a> Cursor<'a> {
         Ok(self.take(N)?.try_into().expect("took N bytes"))
     }
 
+    /// Go's `Uvarint`: at most ten bytes, the tenth at most 1 (no bit past the 64th).
     pub fn uvarint(&mut self) -> Result<u64, u64> {
         let start = self.at as u64;
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = self.take(1).map_err(|_| start)?[0];
-            value |= u64::from(byte & 0x7F).checked_shl(shift).ok_or(start)?;
+            if shift == 63 && byte > 1 {
+                return Err(start);
+            }
+            value |= u64::from(byte & 0x7F) << shift;
             if byte < 0x80 {
                 return Ok(value);
             }
@@ -78,11 +82,17 @@ mod tests {
     }
 
     #[test]
-    fn a_varint_longer_than_ten_bytes_or_cut_short_is_refused_at_its_start() {
+    fn a_varint_longer_than_64_bits_or_cut_short_is_refused_at_its_start() {
         let mut cursor = Cursor::new(&[0x01, 0xFF, 0xFF]);
         assert_eq!(cursor.uvarint(), Ok(1));
         assert_eq!(cursor.uvarint(), Err(1));
         assert_eq!(Cursor::new(&[0xFF; 11]).uvarint(), Err(0));
+        // Ten bytes hold 64 bits only if the tenth is 0 or 1, as Go's `Uvarint` decides.
+        let mut max = [0xFF; 10];
+        max[9] = 0x01;
+        assert_eq!(Cursor::new(&max).uvarint(), Ok(u64::MAX));
+        max[9] = 0x02;
+        assert_eq!(Cursor::new(&max).uvarint(), Err(0));
     }
 
     proptest! {

@@ -12,8 +12,9 @@ use crate::error::Result;
 
 impl Tsdb {
     /// Merges blocks while a plan finds some to merge: overlapping blocks first, then the
-    /// blocks of one range of the next size that cover it whole or lie before the newest
-    /// block. The newest block is left alone, as Prometheus leaves it. Returns the blocks made.
+    /// blocks of one range of the next size that cover it whole or end before the newest
+    /// block considered begins. The newest block is left alone, as Prometheus leaves it.
+    /// Returns the blocks made.
     pub fn compact_blocks(&mut self) -> Result<Vec<BlockMeta>> {
         self.head.check_health()?;
         let mut made = Vec::new();

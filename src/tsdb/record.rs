@@ -43,11 +43,11 @@ pub(crate) struct Sample {
     pub value_bits: u64,
 }
 
-/// The bytes a sample takes in a commit record at most.
-const SAMPLE_BYTES_MAX: usize = 10 + 10 + 8;
+/// The bytes a sample of a scrape takes in a commit record (at most 28), to size its buffer.
+const SAMPLE_BYTES_TYPICAL: usize = 12;
 
 pub(crate) fn encode_commit(series: &[(SeriesRef, &Labels)], samples: &[Sample]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 4 + series.len() * 64 + 4 + 16 + samples.len() * SAMPLE_BYTES_MAX);
+    let mut out = Vec::with_capacity(1 + 4 + series.len() * 64 + 4 + 16 + samples.len() * SAMPLE_BYTES_TYPICAL);
     out.push(COMMIT);
     out.extend_from_slice(&u32::try_from(series.len()).expect("fewer than 2^32 series").to_le_bytes());
     for (series_ref, labels) in series {

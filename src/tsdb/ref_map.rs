@@ -27,10 +27,15 @@ impl<T> Default for RefMap<T> {
 }
 
 impl<T> RefMap<T> {
-    /// Where `series_ref` is, or `Err` with where it would go.
+    /// Where `series_ref` is, or `Err` with where it would go: the slot it has if the refs
+    /// from the first to it are consecutive, or if those from it to the last are (a gap
+    /// left by series dropped from the middle leaves the newer series found from the end).
     fn position(&self, series_ref: SeriesRef) -> Result<usize, usize> {
-        let first = *self.refs.first().ok_or(0usize)?;
-        if let Some(guess) = series_ref.checked_sub(first).and_then(|offset| usize::try_from(offset).ok()) {
+        let (Some(&first), Some(&last)) = (self.refs.first(), self.refs.last()) else { return Err(0) };
+        let from_first = series_ref.checked_sub(first).and_then(|offset| usize::try_from(offset).ok());
+        let from_last = last.checked_sub(series_ref).and_then(|offset| usize::try_from(offset).ok());
+        let from_last = from_last.and_then(|offset| (self.refs.len() - 1).checked_sub(offset));
+        for guess in [from_first, from_last].into_iter().flatten() {
             if self.refs.get(guess) == Some(&series_ref) {
                 return Ok(guess);
             }

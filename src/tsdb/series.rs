@@ -54,6 +54,7 @@ pub(crate) struct MemSeries {
     pub logged: bool,
     /// The appender that last took a sample for this series, and that sample's time and
     /// value bits: the newest an appender checks its next sample against, before it commits.
+    /// Appenders are numbered from 1, so a new series' `(0, 0, 0)` matches none.
     pub batch_newest: (u64, i64, u64),
     /// Time ranges deleted, `(min_time, max_time)` inclusive, none overlapping another. Each
     /// ends at the newest sample the series had when deleted, so that it hides no later one.

@@ -62,6 +62,31 @@ fn a_rollback_shows_nothing_and_its_new_series_keep_their_ref() {
     assert_eq!(all(&head), vec![(a, vec![(2, 2.0)])]);
 }
 
+/// A batch's newest sample of a series lives on the series, marked with the batch's number
+/// (the appender no longer keeps a map of its own): a batch rolled back, dropped, or refused
+/// as too large must leave nothing a later batch takes for its own newest sample.
+#[test]
+fn a_batch_that_never_committed_constrains_no_later_batch() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut head = open(directory.path());
+    let a = labels(&[("__name__", "a")]);
+    let mut appender = head.appender();
+    let series = appender.append(&a, 1_000, 1.0).unwrap();
+    appender.commit(Durability::Buffered).unwrap();
+    let mut appender = head.appender();
+    appender.append_ref(series, 5_000, 5.0).unwrap();
+    appender.rollback();
+    let mut appender = head.appender();
+    appender.append_ref(series, 4_000, 4.0).unwrap();
+    drop(appender);
+    let mut appender = head.appender();
+    appender.append_ref(series, 3_000, 3.0).expect("only the committed 1,000 is older");
+    appender.append_ref(series, 3_000, 3.0).expect("an identical resend in the same batch");
+    assert!(matches!(appender.append_ref(series, 2_000, 2.0), Err(AppendError::OutOfOrder { newest: 3_000, .. })));
+    appender.commit(Durability::Synced).unwrap();
+    assert_eq!(all(&head), vec![(a, vec![(1_000, 1.0), (3_000, 3.0)])]);
+}
+
 #[test]
 fn a_reopen_rebuilds_series_refs_and_samples_and_never_reissues_a_ref() {
     let directory = tempfile::tempdir().unwrap();

@@ -7,6 +7,9 @@
 //! and synced once, so no sync of theirs gains from blocks allocated ahead; writing 512 MiB of
 //! zeros for every block was 18 % of a compacting ingest's time (`ballast-bench prometheus`).
 //! Prometheus asks the filesystem to reserve the space (`fallocate`), which writes nothing.
+//! A file so extended is sparse on most filesystems, so a full disk fails a later write of
+//! the block (an I/O error, which fails the block and poisons the TSDB until it is reopened)
+//! rather than the preallocation.
 
 use std::path::{Path, PathBuf};
 

@@ -44,10 +44,10 @@ impl BitWriter {
         self.bytes.push(byte.checked_shl(u32::from(self.free)).unwrap_or(0));
     }
 
-    /// Writes the low `count` bits of `value`, highest first: the bytes and the state
-    /// `count` calls of `write_bit` would leave after `count / 8` calls of `write_byte`
-    /// (a whole number of bytes leaves an empty last byte behind, as `write_byte` does), in
-    /// one step rather than a bit at a time.
+    /// Writes the low `count` bits of `value`, highest first, in one step: the bytes and the
+    /// state that `count / 8` calls of `write_byte` and then `count % 8` calls of `write_bit`
+    /// leave (so a whole number of bytes written at a byte boundary leaves an empty last
+    /// byte behind, as `write_byte` does).
     pub(super) fn write_bits(&mut self, value: u64, count: u8) {
         debug_assert!((1..=64).contains(&count));
         if self.free == 0 {

@@ -24,8 +24,9 @@ const CAPACITY: usize = 128;
 #[derive(Clone, Debug)]
 pub struct XorChunk {
     stream: BitWriter,
-    /// The samples appended: the header's count, kept here too so that an append reads no
-    /// byte at the far end of the chunk (a cache miss per sample in a large head).
+    /// The samples appended: the header's count, kept here too so that an append need not
+    /// load the chunk's first bytes (a cache miss per sample in a large head; the store that
+    /// updates them does not wait).
     count: u16,
     t: i64,
     value_bits: u64,
@@ -115,6 +116,10 @@ impl XorChunk {
         self.stream.write_byte(low_byte(value));
     }
 
+    /// A bucket's control bits and value in one write of 16, 20 or 24 bits. Begun at a byte
+    /// boundary, the 16 and 24 leave the empty last byte a whole number of bytes leaves,
+    /// where the split writes (2 + 14, 4 + 20) did not; the value written next in the same
+    /// append fills that byte, so the chunk's bytes are the same.
     fn write_delta_of_delta(&mut self, dod: i64) {
         let stream = &mut self.stream;
         match dod {
