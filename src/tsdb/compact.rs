@@ -6,9 +6,10 @@
 //! samples newer than its max time (`Head::open_above`), so a crash before the head's
 //! truncation counts nothing twice; the truncation itself is atomic (truncation.rs).
 
-use super::block::{self, BlockMeta, NewBlock, Series};
+use super::block::{self, BlockMeta, EncodedChunk, NewBlock, SeriesChunks};
 use super::db::Tsdb;
-use crate::error::Result;
+use super::Head;
+use crate::error::{CorruptionReason, Error, Result};
 
 impl Tsdb {
     /// Everything compaction does, in order: blocks cut from the head ([`Tsdb::compact_head`]),
@@ -51,15 +52,11 @@ impl Tsdb {
             }
             let end = oldest.div_euclid(range).saturating_add(1).saturating_mul(range);
             // A failed read of the head's chunk files poisons it, as in a truncation.
-            let selected = match self.head.select(oldest, end - 1, &[]) {
-                Ok(selected) => selected,
+            let series = match head_chunks(&self.head, oldest, end) {
+                Ok(series) => series,
                 Err(error) => return Err(self.head.poison(error)),
             };
-            if !selected.is_empty() {
-                let series: Vec<Series> = selected
-                    .into_iter()
-                    .map(|series| Series { labels: series.labels, samples: series.samples })
-                    .collect();
+            if !series.is_empty() {
                 made.push(self.write_block_from_head(oldest, end, &series)?);
             }
             self.head.truncate(end)?;
@@ -67,7 +64,7 @@ impl Tsdb {
         Ok(made)
     }
 
-    fn write_block_from_head(&mut self, min_time: i64, max_time: i64, series: &[Series]) -> Result<BlockMeta> {
+    fn write_block_from_head(&mut self, min_time: i64, max_time: i64, series: &[SeriesChunks]) -> Result<BlockMeta> {
         let new = NewBlock {
             ulid: self.new_ulid(min_time, max_time),
             min_time,
@@ -77,7 +74,7 @@ impl Tsdb {
             parents: Vec::new(),
             chunk_file_size: self.options.block_chunk_file_size,
         };
-        let written = block::write_block(self.vfs.as_ref(), &self.directory, new, series)
+        let written = block::write_block_chunks(self.vfs.as_ref(), &self.directory, new, series)
             .and_then(|(path, _)| block::Block::open(self.vfs.as_ref(), &path));
         match written {
             Ok(block) => {
@@ -90,4 +87,40 @@ impl Tsdb {
             Err(error) => Err(self.head.poison(error)),
         }
     }
+}
+
+/// The head's series with samples in `min_time..end`, as the chunks a block cut from it
+/// holds: each chunk in that range copied as it is (the head cuts its chunks at the ends of
+/// its chunk ranges, so a range's chunks all lie in it), one a deletion or the head's lowest
+/// time cuts into holds what they leave. Sorted by labels.
+fn head_chunks(head: &Head, min_time: i64, end: i64) -> Result<Vec<SeriesChunks>> {
+    let (min_time, max_time) = (min_time.max(head.min_time), end - 1);
+    let overlaps = |low: i64, high: i64| high >= min_time && low <= max_time;
+    let mut selected = Vec::new();
+    for series_ref in head.postings.select(&[]) {
+        let series = &head.series[&series_ref];
+        let mut chunks = Vec::new();
+        for mapped in series.mapped.iter().filter(|chunk| overlaps(chunk.min_time, chunk.max_time)) {
+            let bytes = head.chunk_files.read(mapped.at)?;
+            let chunk = EncodedChunk { min_time: mapped.min_time, max_time: mapped.max_time, bytes };
+            let bad = |_| Error::Corruption {
+                file: head.chunk_files.path_of(mapped.at.file),
+                segment: mapped.at.file,
+                offset: mapped.at.offset,
+                reason: CorruptionReason::BadRecord { at: 0 },
+            };
+            chunks.extend(chunk.filtered(min_time, max_time, &series.tombstones).map_err(bad)?);
+        }
+        for open in series.chunks.iter().filter(|chunk| overlaps(chunk.min_time, chunk.max_time)) {
+            let bytes = open.chunk.bytes().to_vec();
+            let chunk = EncodedChunk { min_time: open.min_time, max_time: open.max_time, bytes };
+            let kept = chunk.filtered(min_time, max_time, &series.tombstones);
+            chunks.extend(kept.expect("a chunk the head wrote decodes"));
+        }
+        if !chunks.is_empty() {
+            selected.push(SeriesChunks { labels: series.labels.clone(), chunks });
+        }
+    }
+    selected.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(selected)
 }

@@ -4,10 +4,11 @@
 //! result is durable, and an open removes any block another names as its parent, so that a
 //! crash leaves the parents or the result counted, never both and never neither.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::block::{self, BlockMeta, BlockParent, NewBlock, Series, Ulid};
+use super::block::{self, BlockMeta, BlockParent, EncodedChunk, NewBlock, Series, SeriesChunks, Ulid};
 use super::db::{merge, Tsdb};
+use super::Labels;
 use crate::error::Result;
 
 impl Tsdb {
@@ -66,18 +67,18 @@ impl Tsdb {
                 .collect(),
             chunk_file_size: self.options.block_chunk_file_size,
         };
-        let mut read = Vec::with_capacity(indices.len());
-        for &index in indices {
-            match self.blocks[index].all_series() {
-                Ok(series) => read.push(series),
-                // As a failed read of the head's chunk files does: poisoned until a reopen,
-                // which a repair may make of a block found damaged.
-                Err(error) => return Err(self.head.poison(error)),
-            }
-        }
-        let series: Vec<Series> = merge(read);
-        let written = block::write_block(self.vfs.as_ref(), &self.directory, new, &series)
-            .and_then(|(path, _)| block::Block::open(self.vfs.as_ref(), &path));
+        let disjoint = parents.windows(2).all(|pair| pair[0].max_time <= pair[1].min_time);
+        // A failed read poisons, as a failed read of the head's chunk files does: until a
+        // reopen, which a repair may make of a block found damaged.
+        let written = match disjoint {
+            true => self
+                .merged_chunks(indices)
+                .and_then(|series| block::write_block_chunks(self.vfs.as_ref(), &self.directory, new, &series)),
+            false => self
+                .merged_samples(indices)
+                .and_then(|series| block::write_block(self.vfs.as_ref(), &self.directory, new, &series)),
+        };
+        let written = written.and_then(|(path, _)| block::Block::open(self.vfs.as_ref(), &path));
         let made = match written {
             Ok(made) => made,
             Err(error) => return Err(self.head.poison(error)),
@@ -95,6 +96,29 @@ impl Tsdb {
             }
         }
         Ok(meta)
+    }
+}
+
+impl Tsdb {
+    /// The series of blocks that do not overlap (oldest first), each series' chunks copied as
+    /// they are but for those the blocks' tombstones cut into.
+    fn merged_chunks(&self, indices: &[usize]) -> Result<Vec<SeriesChunks>> {
+        let mut by_labels: BTreeMap<Labels, Vec<EncodedChunk>> = BTreeMap::new();
+        for &index in indices {
+            for series in self.blocks[index].live_chunks()? {
+                by_labels.entry(series.labels).or_default().extend(series.chunks);
+            }
+        }
+        Ok(by_labels.into_iter().map(|(labels, chunks)| SeriesChunks { labels, chunks }).collect())
+    }
+
+    /// The series of blocks that overlap, merged sample by sample (one sample per time).
+    fn merged_samples(&self, indices: &[usize]) -> Result<Vec<Series>> {
+        let mut read = Vec::with_capacity(indices.len());
+        for &index in indices {
+            read.push(self.blocks[index].all_series()?);
+        }
+        Ok(merge(read))
     }
 }
 

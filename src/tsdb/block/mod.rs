@@ -11,6 +11,7 @@
 mod chunks;
 mod cursor;
 mod encode;
+mod encoded;
 mod index;
 mod meta;
 mod read;
@@ -20,17 +21,15 @@ mod ulid;
 use std::path::{Path, PathBuf};
 
 use chunks::ChunkWriter;
+pub use encoded::{EncodedChunk, SeriesChunks};
 use index::ChunkMeta;
 pub use meta::{BlockMeta, BlockParent};
 pub use reader::{Block, Series};
 pub use ulid::Ulid;
 
-use super::chunkenc::XorChunk;
 use crate::error::{Error, Result};
 use crate::vfs::{self, Vfs};
 
-/// Samples per chunk, as Prometheus cuts them.
-const SAMPLES_PER_CHUNK: usize = 120;
 /// An empty tombstones file: magic, version 1, and the CRC-32C of no entries.
 const TOMBSTONES_EMPTY: [u8; 9] = [0x01, 0x30, 0xBA, 0x30, 0x01, 0, 0, 0, 0];
 
@@ -74,12 +73,27 @@ pub struct NewBlock {
 }
 
 /// Writes `series` (sorted by labels, as queries return them; series without samples are left
-/// out; every sample in the block's range) as block `new.ulid` in `directory`: built in
-/// `<ULID>.tmp-for-creation`, every file synced, the block read back and compared, renamed to
-/// `<ULID>`, `directory` synced. Returns its path and meta. A leftover temporary directory of
-/// the same name is replaced.
+/// out; every sample in the block's range) as block `new.ulid` in `directory`, in chunks of
+/// 120 samples: see [`write_block_chunks`]. Returns its path and meta.
 pub fn write_block(vfs: &dyn Vfs, directory: &Path, new: NewBlock, series: &[Series]) -> Result<(PathBuf, BlockMeta)> {
     check_new_block(&new, series)?;
+    let chunked: Vec<SeriesChunks> = series.iter().filter_map(SeriesChunks::encode).collect();
+    write_block_chunks(vfs, directory, new, &chunked)
+}
+
+/// Writes `series` (sorted by labels; each chunk in the block's range, in time order, none
+/// overlapping the next; series without chunks are left out) as block `new.ulid` in
+/// `directory`, its chunks as they are: built in `<ULID>.tmp-for-creation`, every file
+/// synced, the block read back and compared, renamed to `<ULID>`, `directory` synced.
+/// Returns its path and meta. A leftover temporary directory of the same name is replaced.
+pub fn write_block_chunks(
+    vfs: &dyn Vfs,
+    directory: &Path,
+    new: NewBlock,
+    series: &[SeriesChunks],
+) -> Result<(PathBuf, BlockMeta)> {
+    check_new_chunks(&new, series)?;
+    let series: Vec<&SeriesChunks> = series.iter().filter(|series| !series.chunks.is_empty()).collect();
     let name = new.ulid.to_string();
     let temp = directory.join(format!("{name}{TEMP_SUFFIX}"));
     remove_block_directory(vfs, &temp)?;
@@ -92,28 +106,23 @@ pub fn write_block(vfs: &dyn Vfs, directory: &Path, new: NewBlock, series: &[Ser
         min_time: new.min_time,
         max_time: new.max_time,
         samples: 0,
-        series: 0,
+        series: series.len() as u64,
         chunks: 0,
         level: new.level,
         sources,
         parents: new.parents.clone(),
     };
     let mut indexed = Vec::with_capacity(series.len());
-    for selected in series.iter().filter(|series| !series.samples.is_empty()) {
-        let mut metas = Vec::new();
-        for samples in selected.samples.chunks(SAMPLES_PER_CHUNK) {
-            let mut chunk = XorChunk::new();
-            for &(t, v) in samples {
-                chunk.append(t, v);
-            }
-            let reference = writer.append(chunk.bytes())?;
-            metas.push(ChunkMeta { min_time: samples[0].0, max_time: samples[samples.len() - 1].0, reference });
-            meta.samples += samples.len() as u64;
+    for selected in &series {
+        let mut metas = Vec::with_capacity(selected.chunks.len());
+        for chunk in &selected.chunks {
+            let reference = writer.append(&chunk.bytes)?;
+            metas.push(ChunkMeta { min_time: chunk.min_time, max_time: chunk.max_time, reference });
+            meta.samples += chunk.samples();
         }
         meta.chunks += metas.len() as u64;
         indexed.push((selected.labels.clone(), metas));
     }
-    meta.series = indexed.len() as u64;
     writer.finish()?;
     let files: [(&str, &[u8]); 3] =
         [("index", &index::encode(&indexed)), ("tombstones", &TOMBSTONES_EMPTY), (meta::FILE_NAME, &meta.encode())];
@@ -125,7 +134,7 @@ pub fn write_block(vfs: &dyn Vfs, directory: &Path, new: NewBlock, series: &[Ser
     for synced in [chunks_directory.as_path(), temp.as_path(), directory] {
         vfs.sync_dir(synced).map_err(|error| Error::io(synced, "sync_dir", error))?;
     }
-    verify_written(vfs, &temp, series, &meta)?;
+    verify_written(vfs, &temp, &series, &meta)?;
     let path = directory.join(&name);
     vfs.rename(&temp, &path).map_err(|error| Error::io(&temp, "rename", error))?;
     vfs.sync_dir(directory).map_err(|error| Error::io(directory, "sync_dir", error))?;
@@ -133,6 +142,21 @@ pub fn write_block(vfs: &dyn Vfs, directory: &Path, new: NewBlock, series: &[Ser
 }
 
 fn check_new_block(new: &NewBlock, series: &[Series]) -> Result<()> {
+    let invalid = |reason: &str| Err(Error::InvalidArgument { reason: reason.to_string() });
+    if !series.windows(2).all(|pair| pair[0].labels < pair[1].labels) {
+        return invalid("a block's series must be sorted by labels, each once");
+    }
+    let outside = |&(t, _): &(i64, f64)| t < new.min_time || t >= new.max_time;
+    if series.iter().any(|series| series.samples.iter().any(outside)) {
+        return invalid("a block's samples must lie in its range");
+    }
+    if !series.iter().all(|series| series.samples.windows(2).all(|pair| pair[0].0 < pair[1].0)) {
+        return invalid("a series' samples must be in time order, one per time");
+    }
+    Ok(())
+}
+
+fn check_new_chunks(new: &NewBlock, series: &[SeriesChunks]) -> Result<()> {
     let invalid = |reason: &str| Err(Error::InvalidArgument { reason: reason.to_string() });
     if new.min_time >= new.max_time {
         return invalid("a block's min_time must be below its max_time");
@@ -143,35 +167,33 @@ fn check_new_block(new: &NewBlock, series: &[Series]) -> Result<()> {
     if !series.windows(2).all(|pair| pair[0].labels < pair[1].labels) {
         return invalid("a block's series must be sorted by labels, each once");
     }
-    let outside = |&(t, _): &(i64, f64)| t < new.min_time || t >= new.max_time;
-    if series.iter().any(|series| series.samples.iter().any(outside)) {
-        return invalid("a block's samples must lie in its range");
+    let inside = |chunk: &EncodedChunk| {
+        new.min_time <= chunk.min_time && chunk.min_time <= chunk.max_time && chunk.max_time < new.max_time
+    };
+    if !series.iter().flat_map(|series| &series.chunks).all(inside) {
+        return invalid("a block's chunks must lie in its range");
+    }
+    if !series.iter().all(|series| series.chunks.windows(2).all(|pair| pair[0].max_time < pair[1].min_time)) {
+        return invalid("a series' chunks must be in time order, none overlapping the next");
     }
     Ok(())
 }
 
-/// Reads the block at `temp` back through [`Block`] and compares it with what was written:
-/// a write the disk lost or put elsewhere fails the block before it can replace its sources.
-fn verify_written(vfs: &dyn Vfs, temp: &Path, series: &[Series], meta: &BlockMeta) -> Result<()> {
+/// Reads the block at `temp` back through [`Block`] and compares it with what was written,
+/// chunk bytes with chunk bytes: a write the disk lost or put elsewhere fails the block before
+/// it can replace its sources.
+fn verify_written(vfs: &dyn Vfs, temp: &Path, series: &[&SeriesChunks], meta: &BlockMeta) -> Result<()> {
     let mismatch =
         || Error::io(temp, "verify", std::io::Error::other("the block read back differs from what was written"));
     let written = Block::open_named(vfs, temp, &meta.ulid.to_string())?;
     if written.meta() != meta {
         return Err(mismatch());
     }
-    let read = written.all_series()?;
-    let expected = series.iter().filter(|series| !series.samples.is_empty());
-    if read.len() != expected.clone().count() || !read.iter().zip(expected).all(|(a, b)| same_series(a, b)) {
+    let read = written.stored_chunks()?;
+    if read.len() != series.len() || !read.iter().zip(series).all(|(a, b)| a == *b) {
         return Err(mismatch());
     }
     Ok(())
-}
-
-/// Equal labels and samples, values compared by their bits (NaN equals itself).
-fn same_series(a: &Series, b: &Series) -> bool {
-    a.labels == b.labels
-        && a.samples.len() == b.samples.len()
-        && a.samples.iter().zip(&b.samples).all(|(x, y)| x.0 == y.0 && x.1.to_bits() == y.1.to_bits())
 }
 
 /// Deletes the block at `path`: renamed to `<ULID>.tmp-for-deletion` durably, then removed.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::cursor::{corrupt, read_file};
+use super::encoded::{EncodedChunk, SeriesChunks};
 use super::index::ChunkMeta;
 use super::meta::{self, BlockMeta};
 use super::read::{read_index, read_tombstones, ChunkReader, IndexedSeries};
@@ -155,6 +156,49 @@ impl Block {
     /// Every series of the block with all its samples (tombstones applied), sorted by labels.
     pub fn all_series(&self) -> Result<Vec<Series>> {
         self.select(i64::MIN, i64::MAX, &[])
+    }
+
+    /// Every series with its chunks as they are stored, tombstones not applied, in index
+    /// order: for checking a block just written against what was written.
+    pub(crate) fn stored_chunks(&self) -> Result<Vec<SeriesChunks>> {
+        self.series.iter().map(|series| self.chunks_of(series, None)).collect()
+    }
+
+    /// Every series with its chunks, tombstones applied (a chunk they cut into holds what
+    /// they leave; one they hide whole is left out), sorted by labels, series left without
+    /// chunks left out: what a compaction copies.
+    pub(crate) fn live_chunks(&self) -> Result<Vec<SeriesChunks>> {
+        let mut live = Vec::with_capacity(self.series.len());
+        for series in &self.series {
+            let deleted = self.tombstones.get(&series.reference).map_or(&[][..], Vec::as_slice);
+            let chunks = self.chunks_of(series, Some(deleted))?;
+            if !chunks.chunks.is_empty() {
+                live.push(chunks);
+            }
+        }
+        live.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(live)
+    }
+
+    /// `series`' chunks, read and checked; with `deleted`, filtered by those ranges.
+    fn chunks_of(&self, series: &IndexedSeries, deleted: Option<&[(i64, i64)]>) -> Result<SeriesChunks> {
+        let index_path = self.path.join("index");
+        let mut chunks = Vec::with_capacity(series.chunks.len());
+        for &ChunkMeta { min_time, max_time, reference } in &series.chunks {
+            let (bytes, file, offset) = self.chunks.read(&index_path, reference)?;
+            let chunk = EncodedChunk { min_time, max_time, bytes };
+            let Some(deleted) = deleted else {
+                chunks.push(chunk);
+                continue;
+            };
+            let (file, offset) = (file.to_path_buf(), offset);
+            match chunk.filtered(i64::MIN, i64::MAX, deleted) {
+                Ok(Some(kept)) => chunks.push(kept),
+                Ok(None) => {}
+                Err(_) => return Err(corrupt(&file, offset)),
+            }
+        }
+        Ok(SeriesChunks { labels: series.labels.clone(), chunks })
     }
 
     fn samples(&self, series: &IndexedSeries, min_time: i64, max_time: i64) -> Result<Vec<(i64, f64)>> {
