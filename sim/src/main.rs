@@ -6,7 +6,6 @@
 
 mod cli;
 
-use std::ops::Range;
 use std::process::ExitCode;
 
 use ballast_sim::{run_seed, Canary, RunOptions, Target};
@@ -15,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use cli::many::{self, Printing};
 use cli::out::out;
+use cli::plan::{self, Plan, Seeds, Shard};
 use cli::summary::{format_faults, format_map, Report};
 
 #[derive(Parser, Debug)]
@@ -31,9 +31,19 @@ enum Command {
         /// `wal`, `commitlog`, `logstor`, or `all` for every target in turn.
         #[arg(long, default_value = "all", value_parser = parse_targets)]
         target: Targets,
-        /// Seeds as `START..END` (end exclusive) or a single number.
-        #[arg(long, default_value = "0..1000", value_parser = parse_seeds)]
-        seeds: Range<u64>,
+        /// Seeds as `START..END` (end exclusive), a single number, or `START..` with `--for`.
+        #[arg(long, default_value = "0..1000", value_parser = Seeds::parse)]
+        seeds: Seeds,
+        /// Only the seeds `s` of the range with `s mod N = K`, as `K/N`: worker K of a fleet
+        /// of N (docs/fleet.md); `merge` adds the workers' `--json` summaries up.
+        #[arg(long, value_parser = Shard::parse, default_value = "0/1")]
+        shard: Shard,
+        /// Begin no seed after this long (`90s`, `10m`, `2h`), then print the range covered.
+        #[arg(long = "for", value_parser = plan::parse_duration)]
+        run_for: Option<std::time::Duration>,
+        /// Stop at the first failing seed (in seed order), then print the range covered.
+        #[arg(long)]
+        until_fail: bool,
         /// Worker threads, at least 1. Defaults to the number of cores.
         #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
         jobs: Option<usize>,
@@ -64,6 +74,13 @@ enum Command {
         /// The canary the seed failed with, if any.
         #[arg(long)]
         canary: Option<CanaryArg>,
+    },
+    /// Add up the `--json` summaries of the shards or consecutive runs of one sweep; fails if
+    /// two cover the same seed or the seeds they cover leave a gap.
+    Merge {
+        /// The summaries, as `run --json` printed them.
+        #[arg(required = true)]
+        summaries: Vec<std::path::PathBuf>,
     },
     /// Rerun one seed exactly.
     Replay {
@@ -120,37 +137,40 @@ fn parse_target(text: &str) -> Result<Target, String> {
     }
 }
 
-fn parse_seeds(text: &str) -> Result<Range<u64>, String> {
-    let number = |part: &str| part.trim().parse::<u64>().map_err(|error| format!("bad seed {part:?}: {error}"));
-    match text.split_once("..") {
-        Some((start, end)) => {
-            let range = number(start)?..number(end)?;
-            if range.is_empty() {
-                return Err(format!("empty seed range {text}"));
-            }
-            Ok(range)
-        }
-        None => {
-            let seed = number(text)?;
-            Ok(seed..seed.checked_add(1).ok_or("seed too large")?)
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { target, seeds, jobs, ops, json, verbose, check_determinism, canary } => {
+        Command::Run {
+            target,
+            seeds,
+            shard,
+            run_for,
+            until_fail,
+            jobs,
+            ops,
+            json,
+            verbose,
+            check_determinism,
+            canary,
+        } => {
+            if let Err(message) = check_plan(&target, seeds, run_for) {
+                eprintln!("error: {message}");
+                return ExitCode::from(2);
+            }
             let options = RunOptions { ops, canary: canary.map(Canary::from), trace: false };
             let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
             many::handle_interrupts();
             let printing = Printing { json, verbose };
-            let report = run(&target.0, seeds, jobs, &options, printing, check_determinism);
+            let plan = Plan::new(seeds, shard, run_for, until_fail);
+            let report = run(&target.0, &plan, jobs, &options, printing, check_determinism);
             if json {
                 out!("{}", report.to_json());
             } else {
                 for summary in &report.summaries {
                     out!("{}", summary.to_line());
+                    if run_for.is_some() || until_fail || shard != Shard::WHOLE {
+                        out!("{}", summary.covered_line());
+                    }
                 }
                 out!("{}", report.verdict());
             }
@@ -161,6 +181,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Shrink { target, seed, canary } => shrink(target, seed, canary.map(Canary::from)),
+        Command::Merge { summaries } => cli::merge::merge(&summaries),
         Command::Replay { target, seed, ops, trace, canary } => {
             let options = RunOptions { ops, canary: canary.map(Canary::from), trace };
             let outcome = run_seed(target, seed, &options);
@@ -187,10 +208,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs every target in turn over `seeds`, until Ctrl-C.
+/// `--for` times one target's run; an open range needs it.
+fn check_plan(targets: &Targets, seeds: Seeds, run_for: Option<std::time::Duration>) -> Result<(), String> {
+    if run_for.is_some() && targets.0.len() != 1 {
+        return Err("--for runs one target: give --target".to_string());
+    }
+    if seeds.end.is_none() && run_for.is_none() {
+        return Err(format!("--seeds {}.. has no end: give one, or --for", seeds.start));
+    }
+    Ok(())
+}
+
+/// Runs every target in turn over the plan's seeds, until Ctrl-C.
 fn run(
     targets: &[Target],
-    seeds: Range<u64>,
+    plan: &Plan,
     jobs: usize,
     options: &RunOptions,
     printing: Printing,
@@ -198,7 +230,7 @@ fn run(
 ) -> Report {
     let mut report = Report { summaries: Vec::new(), interrupted: None };
     for &target in targets {
-        let (summary, interrupted) = many::run_many(target, seeds.clone(), jobs, options, printing, check_determinism);
+        let (summary, interrupted) = many::run_many(target, plan, jobs, options, printing, check_determinism);
         report.summaries.push(summary);
         if interrupted.is_some() {
             report.interrupted = interrupted;

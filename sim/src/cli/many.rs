@@ -1,8 +1,8 @@
-//! Running a range of seeds on worker threads: results in seed order, a panic fails only its
-//! seed, and Ctrl-C stops at the next seed with a summary of those that ran.
+//! Running a plan of seeds on worker threads: results in seed order, a panic fails only its
+//! seed, and Ctrl-C, the end of `--for`'s time or (with `--until-fail`) a failure stops at the
+//! next seed with a summary of those that ran.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use ballast_sim::{run_seed, RunOptions, SeedOutcome, Target};
 
 use super::out::{self, out};
+use super::plan::Plan;
 use super::summary::{Interrupted, Summary};
 
 /// Set by the first Ctrl-C: workers take no new seed after it.
@@ -60,19 +61,26 @@ pub fn replay_line(target: Target, seed: u64, options: &RunOptions) -> String {
 
 /// Outcomes that finished out of order wait here until every seed before them is in.
 struct InOrder {
+    /// How many of the plan's seeds are folded in: the next is the plan's seed `next`.
     next: u64,
+    /// By their place in the plan.
     waiting: BTreeMap<u64, SeedOutcome>,
     summary: Summary,
+    /// `--until-fail` met its failure: the seeds after it are not counted.
+    stopped: bool,
 }
 
 impl InOrder {
-    /// Takes one outcome, then prints and folds in every outcome that is now next in line.
-    fn take(&mut self, outcome: SeedOutcome, options: &RunOptions, printing: Printing) {
-        self.waiting.insert(outcome.seed, outcome);
-        while let Some(outcome) = self.waiting.remove(&self.next) {
+    /// Takes the outcome of the plan's `n`-th seed, then prints and folds in every outcome
+    /// that is now next in line (none after a failure that stops the run).
+    fn take(&mut self, n: u64, outcome: SeedOutcome, options: &RunOptions, printing: Printing, until_fail: bool) {
+        self.waiting.insert(n, outcome);
+        while !self.stopped {
+            let Some(outcome) = self.waiting.remove(&self.next) else { break };
             if !printing.json {
                 print_outcome(&outcome, options, printing.verbose);
             }
+            self.stopped = until_fail && outcome.failure.is_some();
             self.summary.add(outcome);
             self.next += 1;
         }
@@ -92,52 +100,55 @@ fn print_outcome(outcome: &SeedOutcome, options: &RunOptions, verbose: bool) {
     }
 }
 
-/// Runs `seeds` of `target` on `jobs` threads. Returns the summary of the seeds that ran (all
-/// of them, unless Ctrl-C came first: then every seed before the returned one).
+/// Runs the seeds of `plan` for `target` on `jobs` threads. Returns the summary of the seeds
+/// that ran, in plan order with none missing (all of them, unless Ctrl-C came first: then also
+/// where it stopped).
 pub fn run_many(
     target: Target,
-    seeds: Range<u64>,
+    plan: &Plan,
     jobs: usize,
     options: &RunOptions,
     printing: Printing,
     check_determinism: bool,
 ) -> (Summary, Option<Interrupted>) {
     let started = Instant::now();
-    let next = AtomicU64::new(seeds.start);
-    let in_order = Mutex::new(InOrder { next: seeds.start, waiting: BTreeMap::new(), summary: Summary::new(target) });
+    let next = AtomicU64::new(0);
+    let in_order =
+        Mutex::new(InOrder { next: 0, waiting: BTreeMap::new(), summary: Summary::new(target), stopped: false });
+    let lock = || in_order.lock().unwrap_or_else(|poison| poison.into_inner());
     let workers_done = AtomicU64::new(0);
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| {
-                while !INTERRUPTED.load(Ordering::SeqCst) {
-                    let seed = next.fetch_add(1, Ordering::SeqCst);
-                    if seed >= seeds.end {
-                        break;
-                    }
+                while !INTERRUPTED.load(Ordering::SeqCst) && !plan.out_of_time() && !lock().stopped {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(seed) = plan.seed(n) else { break };
                     let outcome = run_one(target, seed, options, check_determinism);
-                    in_order.lock().unwrap_or_else(|poison| poison.into_inner()).take(outcome, options, printing);
+                    lock().take(n, outcome, options, printing, plan.until_fail);
                 }
                 workers_done.fetch_add(1, Ordering::SeqCst);
             });
         }
         if !printing.json {
-            report_progress(target, &seeds, started, || {
-                let done = in_order.lock().unwrap_or_else(|poison| poison.into_inner()).next - seeds.start;
-                (done, workers_done.load(Ordering::SeqCst) == jobs as u64)
+            report_progress(target, plan.len(), started, || {
+                (lock().next, workers_done.load(Ordering::SeqCst) == jobs as u64)
             });
         }
     });
     let in_order = in_order.into_inner().unwrap_or_else(|poison| poison.into_inner());
     let mut summary = in_order.summary;
     summary.wall_seconds = started.elapsed().as_secs_f64();
-    let interrupted = (in_order.next < seeds.end).then_some(Interrupted { target, first_not_run: in_order.next });
+    summary.covered = (plan.seeds.start, plan.covered_end(in_order.next), plan.shard);
+    let ended = plan.seed(in_order.next).is_none();
+    let interrupted = (INTERRUPTED.load(Ordering::SeqCst) && !ended)
+        .then(|| Interrupted { target, first_not_run: plan.covered_end(in_order.next) });
     (summary, interrupted)
 }
 
 /// Prints progress on stderr every two seconds, once a run has taken three, until every worker
 /// has stopped. `state` returns the seeds done and whether the workers have all stopped.
-fn report_progress(target: Target, seeds: &Range<u64>, started: Instant, state: impl Fn() -> (u64, bool)) {
-    let total = seeds.end - seeds.start;
+fn report_progress(target: Target, total: Option<u64>, started: Instant, state: impl Fn() -> (u64, bool)) {
+    let total = total.map_or_else(|| "?".to_string(), |total| total.to_string());
     let mut last_report = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(100));

@@ -1,7 +1,9 @@
 //! The `ballast-sim` command line, apart from its argument definitions (in `main.rs`).
 
 pub mod many;
+pub mod merge;
 pub mod out;
+pub mod plan;
 pub mod summary;
 
 /// How to run this binary again, as the user invoked it: replay lines are printed with it, so

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use ballast_sim::{FaultCounts, FaultKind, SeedOutcome, Target};
 
+use super::plan::Shard;
+
 /// The seeds of one target that ran, folded together in seed order.
 #[derive(Debug)]
 pub struct Summary {
@@ -16,6 +18,8 @@ pub struct Summary {
     pub recoveries: BTreeMap<&'static str, u64>,
     pub sim_seconds: f64,
     pub wall_seconds: f64,
+    /// The seeds covered: those of the shard in `start..end`.
+    pub covered: (u64, u64, Shard),
 }
 
 impl Summary {
@@ -30,6 +34,7 @@ impl Summary {
             recoveries: BTreeMap::new(),
             sim_seconds: 0.0,
             wall_seconds: 0.0,
+            covered: (0, 0, Shard::WHOLE),
         }
     }
 
@@ -82,7 +87,15 @@ impl Summary {
             "recoveries": recoveries,
             "sim_seconds": self.sim_seconds,
             "wall_seconds": self.wall_seconds,
+            "covered": { "start": self.covered.0, "end": self.covered.1, "shard": self.covered.2.to_string() },
         })
+    }
+
+    /// Where the seeds it ran end, for the next run to resume at.
+    pub fn covered_line(&self) -> String {
+        let (start, end, shard) = self.covered;
+        let shard = if shard == Shard::WHOLE { String::new() } else { format!(" --shard {shard}") };
+        format!("covered target={} seeds {start}..{end}{shard}; resume with --seeds {end}..", self.target)
     }
 }
 

@@ -198,3 +198,94 @@ fn shrink_keeps_the_failure_it_started_from() {
         }
     }
 }
+
+/// Issue 19 (fleets): each worker runs `--shard K/N` of one range; `merge` adds their summaries
+/// up to exactly the whole run's, and refuses shards that leave a seed out or cover one twice.
+#[test]
+fn shards_merge_into_the_whole_run_and_a_gap_or_an_overlap_fails() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for shard in ["0/2", "1/2"] {
+        let (status, stdout, _) = run(&["run", "--target", "wal", "--seeds", "0..20", "--shard", shard, "--json"]);
+        assert!(status.success(), "{stdout}");
+        assert_eq!(json(&stdout)["targets"][0]["seeds"], 10);
+        let path = directory.path().join(shard.replace('/', "-"));
+        std::fs::write(&path, stdout).unwrap();
+        files.push(path.to_str().unwrap().to_string());
+    }
+    let (_, whole, _) = run(&["run", "--target", "wal", "--seeds", "0..20", "--json"]);
+    let (status, merged, _) = run(&["merge", &files[0], &files[1]]);
+    assert!(status.success(), "{merged}");
+    let (whole, merged) = (json(&whole), json(&merged));
+    for key in ["seeds", "ops", "crashes", "faults", "recoveries", "covered"] {
+        assert_eq!(merged["targets"][0][key], whole["targets"][0][key], "{key}");
+    }
+    let (status, _, stderr) = run(&["merge", &files[1]]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("seed 0 is in no summary"), "{stderr}");
+    let (status, _, stderr) = run(&["merge", &files[0], &files[0], &files[1]]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("seed 0 is in two summaries"), "{stderr}");
+    let (status, _, _) = run(&["merge", "/nonexistent/summary.json"]);
+    assert_eq!(status.code(), Some(2));
+}
+
+/// Issue 19 (time-boxed sweeps): `--for` runs consecutive seeds until the time is up and says
+/// where to resume; `--until-fail` stops at the first failing seed and covers it.
+#[test]
+fn a_time_boxed_run_says_where_to_resume_and_until_fail_stops_at_the_failure() {
+    let (status, stdout, _) = run(&["run", "--target", "commitlog", "--seeds", "100..", "--for", "2s"]);
+    assert!(status.success(), "{stdout}");
+    let covered = stdout.lines().find_map(|line| line.strip_prefix("covered target=commitlog seeds 100..")).unwrap();
+    let (end, resume) = covered.split_once("; resume with --seeds ").unwrap();
+    assert_eq!(resume, format!("{end}.."));
+    let end: u64 = end.parse().unwrap();
+    assert!(end > 100, "{stdout}");
+    let ran: u64 = stdout.split("seeds=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(ran, end - 100, "every seed of the covered range ran, and no other");
+    let args = ["run", "--target", "wal", "--seeds", "0..50", "--canary", "lying-fsync", "--until-fail", "--json"];
+    let (status, stdout, _) = run(&args);
+    assert_eq!(status.code(), Some(1));
+    let summary = &json(&stdout)["targets"][0];
+    let failed = summary["failed"][0]["seed"].as_u64().unwrap();
+    assert_eq!(summary["failed"].as_array().unwrap().len(), 1);
+    assert_eq!(summary["covered"]["end"].as_u64(), Some(failed + 1));
+    assert_eq!(summary["seeds"].as_u64(), Some(failed + 1));
+    let (status, _, stderr) = run(&["run", "--seeds", "5.."]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("has no end"), "{stderr}");
+}
+
+/// docs/fleet.md's three setups, run here: one worker under each scheduler's variable (a
+/// Kubernetes Indexed Job's, a Slurm array's, a GitHub Actions matrix's), then `merge`.
+#[test]
+fn the_fleet_script_runs_as_each_scheduler_runs_it() {
+    let results = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fleet-shard");
+    let variables = ["JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID", "SHARD_INDEX"];
+    for (index, variable) in variables.iter().enumerate() {
+        let status = Command::new(script)
+            .args(["3", "0..30", results.path().to_str().unwrap(), "--target", "commitlog"])
+            .env_remove("JOB_COMPLETION_INDEX")
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env_remove("SHARD_INDEX")
+            .env(variable, index.to_string())
+            .env("BALLAST_SIM", env!("CARGO_BIN_EXE_ballast-sim"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "{variable}");
+    }
+    let shards: Vec<String> =
+        (0..3).map(|index| results.path().join(format!("shard-{index}.json")).to_str().unwrap().to_string()).collect();
+    let (status, merged, stderr) = run(&["merge", &shards[0], &shards[1], &shards[2]]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(json(&merged)["targets"][0]["seeds"], 30);
+    let status = Command::new(script)
+        .args(["3", "0..30", "/tmp"])
+        .env_remove("JOB_COMPLETION_INDEX")
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("SHARD_INDEX")
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "no index: bad usage");
+}
