@@ -16,7 +16,9 @@ pub mod harness;
 pub mod runner;
 pub mod shrink;
 pub mod targets;
+pub mod workload;
 
 pub use harness::Canary;
 pub use runner::{run_seed, RunOptions, SeedOutcome, Target};
 pub use shrink::{shrink, Shrunk};
+pub use workload::{run_workload, Sim, StepError, Workload, WorkloadOutcome};

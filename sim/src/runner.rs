@@ -84,8 +84,8 @@ pub struct SeedOutcome {
     pub trace_hash: u64,
 }
 
-/// Runs one seed of one target.
-pub fn run_seed(target: Target, seed: u64, options: &RunOptions) -> SeedOutcome {
+/// The context a seed runs in: its RNG, its disk (with an RNG of its own) and its op budget.
+pub(crate) fn seeded_context(seed: u64, options: &RunOptions) -> (Context, SimClock) {
     let trace = if options.trace { Trace::printing() } else { Trace::off() };
     let clock = SimClock::new();
     // The disk's RNG is derived from the seed but separate from the workload's.
@@ -105,22 +105,35 @@ pub fn run_seed(target: Target, seed: u64, options: &RunOptions) -> SeedOutcome 
     // that is what lets `shrink` cut a failing seed down.
     let drawn_ops = context.rng.gen_range(50..400);
     context.ops_budget = options.ops.unwrap_or(drawn_ops);
-    // A panic in the engine or in a check fails this seed, with its message, and nothing else:
-    // a run of many seeds goes on and reports it (the default hook has printed where it was).
-    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match target {
-        _ if options.canary == Some(Canary::Panic) && seed % 2 == 1 => panic!("the panic canary, seed {seed}"),
-        Target::Wal => harness::run::<targets::wal::Workload>(&mut context),
-        Target::Commitlog => harness::run::<targets::commitlog::Workload>(&mut context),
-        Target::Logstor => harness::run::<targets::logstor::Workload>(&mut context),
-        Target::Tsdb => harness::run::<targets::tsdb::Workload>(&mut context),
-    }));
-    let result = run.unwrap_or_else(|payload| {
+    (context, clock)
+}
+
+/// What a seed's run returned, a panic in the engine or in a check made a failure of it, with
+/// its message: a run of many seeds goes on and reports it (the default hook has printed
+/// where it was).
+pub(crate) fn catching_panics(
+    run: impl FnOnce() -> Result<String, (String, Failure)>,
+) -> Result<String, (String, Failure)> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|payload| {
         let message = payload
             .downcast_ref::<&str>()
             .map(|text| text.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "a panic without a message".to_string());
         Err((String::new(), Failure { kind: "panicked: {message}", message: format!("panicked: {message}") }))
+    })
+}
+
+/// Runs one seed of one target.
+pub fn run_seed(target: Target, seed: u64, options: &RunOptions) -> SeedOutcome {
+    let (mut context, clock) = seeded_context(seed, options);
+    let vfs = context.vfs.clone();
+    let result = catching_panics(|| match target {
+        _ if options.canary == Some(Canary::Panic) && seed % 2 == 1 => panic!("the panic canary, seed {seed}"),
+        Target::Wal => harness::run::<targets::wal::Workload>(&mut context),
+        Target::Commitlog => harness::run::<targets::commitlog::Workload>(&mut context),
+        Target::Logstor => harness::run::<targets::logstor::Workload>(&mut context),
+        Target::Tsdb => harness::run::<targets::tsdb::Workload>(&mut context),
     });
     let swarm = match &result {
         Ok(swarm) | Err((swarm, _)) => swarm.clone(),
