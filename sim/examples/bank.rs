@@ -154,6 +154,10 @@ impl<const EARLY: bool> Workload for BankWorkload<EARLY> {
         Ok(())
     }
 
+    fn is_poisoned(bank: &Bank) -> bool {
+        bank.store.is_poisoned()
+    }
+
     fn sync(bank: &mut Bank) -> ballast::Result<()> {
         bank.store.sync()
     }

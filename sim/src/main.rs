@@ -41,7 +41,8 @@ enum Command {
         /// Begin no seed after this long (`90s`, `10m`, `2h`), then print the range covered.
         #[arg(long = "for", value_parser = plan::parse_duration)]
         run_for: Option<std::time::Duration>,
-        /// Stop at the first failing seed (in seed order), then print the range covered.
+        /// Stop at the first failing seed (in seed order; no later target runs), then print the
+        /// range covered.
         #[arg(long)]
         until_fail: bool,
         /// Worker threads, at least 1. Defaults to the number of cores.
@@ -169,7 +170,7 @@ fn main() -> ExitCode {
                 for summary in &report.summaries {
                     out!("{}", summary.to_line());
                     if run_for.is_some() || until_fail || shard != Shard::WHOLE {
-                        out!("{}", summary.covered_line());
+                        out!("{}", summary.covered_line(seeds.end));
                     }
                 }
                 out!("{}", report.verdict());
@@ -231,7 +232,11 @@ fn run(
     let mut report = Report { summaries: Vec::new(), interrupted: None };
     for &target in targets {
         let (summary, interrupted) = many::run_many(target, plan, jobs, options, printing, check_determinism);
+        let stop = plan.until_fail && !summary.failed.is_empty();
         report.summaries.push(summary);
+        if stop {
+            break;
+        }
         if interrupted.is_some() {
             report.interrupted = interrupted;
             break;

@@ -29,7 +29,8 @@ impl Shard {
 
     /// The first seed at or after `seed` this shard takes, if there is one below `u64::MAX`.
     pub fn first_at_or_after(self, seed: u64) -> Option<u64> {
-        let offset = (self.index + self.count - seed % self.count) % self.count;
+        let residue = seed % self.count;
+        let offset = if self.index >= residue { self.index - residue } else { self.count - (residue - self.index) };
         seed.checked_add(offset)
     }
 }
@@ -161,6 +162,10 @@ mod tests {
         assert_eq!(plan("10..20", "0/3").covered_end(3), 20);
         assert_eq!(plan("5..", "0/1").seed(1_000), Some(1_005));
         assert_eq!(plan("5..", "0/1").len(), None);
+        // The largest shard count, near the largest seeds: no overflow.
+        let last = Shard { index: 1, count: u64::MAX };
+        assert_eq!(last.first_at_or_after(u64::MAX - 1), None);
+        assert_eq!(last.first_at_or_after(0), Some(1));
     }
 
     #[test]

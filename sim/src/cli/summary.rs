@@ -91,11 +91,17 @@ impl Summary {
         })
     }
 
-    /// Where the seeds it ran end, for the next run to resume at.
-    pub fn covered_line(&self) -> String {
+    /// The seeds it ran, and how the next run resumes after them (`range_end`: the end of the
+    /// range it was given, if any).
+    pub fn covered_line(&self, range_end: Option<u64>) -> String {
         let (start, end, shard) = self.covered;
         let shard = if shard == Shard::WHOLE { String::new() } else { format!(" --shard {shard}") };
-        format!("covered target={} seeds {start}..{end}{shard}; resume with --seeds {end}..", self.target)
+        let covered = format!("covered target={} seeds {start}..{end}{shard}", self.target);
+        match range_end {
+            Some(range_end) if end >= range_end => format!("{covered}; the whole range"),
+            Some(range_end) => format!("{covered}; resume with --seeds {end}..{range_end}{shard}"),
+            None => format!("{covered}; resume with --seeds {end}..{shard}"),
+        }
     }
 }
 
