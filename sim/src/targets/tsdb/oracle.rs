@@ -253,9 +253,7 @@ impl Workload {
         let head_same = |state: &State| {
             newest_held(state)
                 && region_matches(state, &head_part, lost, |t| t >= split)
-                // At every open, a block set aside or not: a set-aside range lies below the
-                // floor, which the newest times leave out. Skipped while a block was set aside,
-                // it let a prefix with lost changes pass, then owed them (seed 19695).
+                // Even with a block set aside, whose range the floor leaves out (seed 19695).
                 && state.newest_times(floor) == newest
         };
         let blocks_same = |state: &State| region_matches(state, &block_part, lost, |t| t < split);
