@@ -8,6 +8,7 @@
 //! acknowledged, and checks both promises after every recovery.
 //!
 //!     cargo run --release -p ballast-sim --example bank                  # 500 seeds: PASS
+//!     cargo run --release -p ballast-sim --example bank -- --seeds 10000  # seeds 0..10000
 //!     cargo run --release -p ballast-sim --example bank -- --acknowledge-early
 //!
 //! The second runs the bank with one line wrong, a tempting optimisation: it acknowledges a
@@ -193,7 +194,14 @@ fn main() -> std::process::ExitCode {
             eprintln!("bad --seed: {error}");
             return std::process::ExitCode::from(2);
         }
-        None => 0..500,
+        None => match value("--seeds").map(|count| count.parse::<u64>()) {
+            Some(Ok(count)) => 0..count,
+            Some(Err(error)) => {
+                eprintln!("bad --seeds: {error}");
+                return std::process::ExitCode::from(2);
+            }
+            None => 0..500,
+        },
     };
     let options = RunOptions { trace, ..RunOptions::default() };
     let early = arguments.iter().any(|argument| argument == "--acknowledge-early");

@@ -26,10 +26,15 @@ const CLASSES_MAX: u64 = 1_000_000;
 
 pub fn merge(paths: &[PathBuf]) -> ExitCode {
     let mut by_target: BTreeMap<String, Vec<(Covered, Value)>> = BTreeMap::new();
+    // In the order the summaries name them, as a run orders its targets.
+    let mut order: Vec<String> = Vec::new();
     for path in paths {
         match read(path) {
             Ok(targets) => {
                 for (name, covered, summary) in targets {
+                    if !order.contains(&name) {
+                        order.push(name.clone());
+                    }
                     by_target.entry(name).or_default().push((covered, summary));
                 }
             }
@@ -40,7 +45,8 @@ pub fn merge(paths: &[PathBuf]) -> ExitCode {
         }
     }
     let mut merged = Vec::new();
-    for (name, parts) in &by_target {
+    for name in &order {
+        let parts = &by_target[name];
         let covered: Vec<Covered> = parts.iter().map(|(covered, _)| *covered).collect();
         match check_tiling(&covered) {
             Ok((start, end)) => merged.push(add_up(name, start, end, parts.iter().map(|(_, summary)| summary))),

@@ -205,22 +205,23 @@ fn shrink_keeps_the_failure_it_started_from() {
 fn shards_merge_into_the_whole_run_and_a_gap_or_an_overlap_fails() {
     let directory = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
-    for shard in ["0/2", "1/2"] {
-        let (status, stdout, _) = run(&["run", "--target", "wal", "--seeds", "0..20", "--shard", shard, "--json"]);
+    let seeds = ["--target", "commitlog", "--seeds", "0..3000", "--jobs", "2", "--json"];
+    for shard in ["0/3", "1/3", "2/3"] {
+        let (status, stdout, _) = run(&[&["run", "--shard", shard][..], &seeds].concat());
         assert!(status.success(), "{stdout}");
-        assert_eq!(json(&stdout)["targets"][0]["seeds"], 10);
+        assert_eq!(json(&stdout)["targets"][0]["seeds"], 1000);
         let path = directory.path().join(shard.replace('/', "-"));
         std::fs::write(&path, stdout).unwrap();
         files.push(path.to_str().unwrap().to_string());
     }
-    let (_, whole, _) = run(&["run", "--target", "wal", "--seeds", "0..20", "--json"]);
-    let (status, merged, _) = run(&["merge", &files[0], &files[1]]);
+    let (_, whole, _) = run(&[&["run"][..], &seeds].concat());
+    let (status, merged, _) = run(&["merge", &files[0], &files[1], &files[2]]);
     assert!(status.success(), "{merged}");
     let (whole, merged) = (json(&whole), json(&merged));
-    for key in ["seeds", "ops", "crashes", "faults", "recoveries", "covered"] {
+    for key in ["seeds", "failed", "ops", "crashes", "faults", "recoveries", "covered"] {
         assert_eq!(merged["targets"][0][key], whole["targets"][0][key], "{key}");
     }
-    let (status, _, stderr) = run(&["merge", &files[1]]);
+    let (status, _, stderr) = run(&["merge", &files[1], &files[2]]);
     assert_eq!(status.code(), Some(1));
     assert!(stderr.contains("seed 0 is in no summary"), "{stderr}");
     let (status, _, stderr) = run(&["merge", &files[0], &files[0], &files[1]]);
