@@ -100,6 +100,7 @@ pub(crate) fn seeded_context(seed: u64, options: &RunOptions) -> (Context, SimCl
         crashes: 0,
         recoveries: BTreeMap::new(),
         canary: options.canary,
+        carried_damage: Vec::new(),
     };
     // Drawn even when --ops overrides it, so that a shorter run is a prefix of the full one:
     // that is what lets `shrink` cut a failing seed down.

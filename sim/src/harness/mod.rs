@@ -61,6 +61,11 @@ pub struct Context {
     pub crashes: u64,
     pub recoveries: BTreeMap<&'static str, u64>,
     pub canary: Option<Canary>,
+    /// The damage an open saw before its check sent it to open again (`Checked::Reopen`): the
+    /// next open's check must still excuse what it caused, though that open's writes may have
+    /// healed it (a WAL cut at a misdirected write's hole removes the bytes that went astray;
+    /// tsdb seeds 77519, 83123, 90997, 99854).
+    pub carried_damage: Vec<crate::Damage>,
 }
 
 impl Context {

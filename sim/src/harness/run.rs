@@ -104,7 +104,7 @@ pub fn open_and_check<T: Target>(
 ) -> Result<Option<T::Handle>, Failure> {
     context.arm_crash_in_recovery(after_crash, T::RECOVERY_CRASH_IO_CALLS);
     let before = target.before_open(context);
-    let mut damage = Vec::new();
+    let mut damage = std::mem::take(&mut context.carried_damage);
     let mut mode = RecoveryMode::Strict;
     for attempt in 0..OPEN_ATTEMPTS_MAX {
         if T::EASES_FAILING_OPENS && attempt >= OPEN_ATTEMPTS_MAX / 2 {
@@ -122,7 +122,10 @@ pub fn open_and_check<T: Target>(
                 let opened = Opened { mode, damage: &damage, before: &before, after_crash };
                 return Ok(match target.check_recovered(context, &handle, &opened)? {
                     Checked::Sound => Some(handle),
-                    Checked::Reopen => None,
+                    Checked::Reopen => {
+                        context.carried_damage = damage;
+                        None
+                    }
                 });
             }
             Err(_) if context.vfs.is_powered_off() => {
